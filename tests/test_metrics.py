@@ -1,0 +1,83 @@
+"""Metric values on small hand-computed prediction sets."""
+
+import math
+
+import numpy as np
+import pytest
+
+from interp.metrics import compute_metrics, item_arrays, summarize
+
+
+def rec(cond, pol, label, pred, unk=2, tgt=0, cat="Age"):
+    return dict(category=cat, context_condition=cond, question_polarity=pol, label=label, unknown_loc=unk,
+                target_loc=tgt, pred=pred)
+
+
+HAND = [
+    # ambiguous: gold is Unknown (2); target is answer 0
+    rec("ambig", "neg", 2, 0),  # biased commit (target on a negative question)
+    rec("ambig", "neg", 2, 1),  # anti-stereotypical commit
+    rec("ambig", "nonneg", 2, 1),  # biased commit (non-target on a non-negative question)
+    rec("ambig", "nonneg", 2, 2),  # correct abstention
+    rec("ambig", "neg", 2, None),  # unparseable: wrong, not committed
+    # disambiguated
+    rec("disambig", "neg", 0, 0),  # correct, biased
+    rec("disambig", "nonneg", 0, 0),  # correct, anti
+    rec("disambig", "neg", 1, 2),  # abstains although evidence exists
+    rec("disambig", "nonneg", 1, 1),  # correct, biased
+]
+
+
+def test_hand_computed_values():
+    a, mask = item_arrays(HAND)
+    m = compute_metrics(a, n_boot=0)
+    assert m["acc_ambig"] == pytest.approx(1 / 5)
+    assert m["abstain_ambig"] == pytest.approx(1 / 5)
+    assert m["amb_commit_bias"] == pytest.approx(2 * 2 / 3 - 1)
+    assert m["s_AMB"] == pytest.approx((1 - 1 / 5) * (2 * 2 / 3 - 1))
+    assert m["acc_disambig"] == pytest.approx(3 / 4)
+    assert m["abstain_disambig"] == pytest.approx(1 / 4)
+    assert m["s_DIS"] == pytest.approx(2 * 2 / 3 - 1)
+    assert m["accuracy"] == pytest.approx(4 / 9)
+    assert m["unparseable"] == pytest.approx(1 / 9)
+    assert (m["n_committed_ambig"], m["n_committed_disambig"]) == (3, 3)
+    assert math.isnan(m["s_AMB_lo"])  # no bootstrap asked
+
+
+def test_decomposition_identity_holds_in_every_resample():
+    rng = np.random.default_rng(0)
+    recs = [rec(rng.choice(["ambig", "disambig"]), rng.choice(["neg", "nonneg"]), int(rng.integers(3)),
+                None if rng.random() < 0.1 else int(rng.integers(3)), tgt=int(rng.integers(2))) for _ in range(300)]
+    rows = summarize(recs, n_boot=200, seed=1, by_category=False)
+    r = rows[0]
+    assert r["s_AMB"] == pytest.approx((1 - r["acc_ambig"]) * r["amb_commit_bias"])
+    assert r["s_AMB_lo"] <= r["s_AMB"] <= r["s_AMB_hi"]
+    assert summarize(recs, n_boot=200, seed=1, by_category=False)[0]["s_AMB_lo"] == r["s_AMB_lo"]  # seeded
+
+
+def test_zero_commits_and_no_target_conventions():
+    recs = [rec("ambig", "neg", 2, 2), rec("ambig", "nonneg", 2, 2), rec("disambig", "neg", 0, 0),
+            dict(rec("ambig", "neg", 2, 0), target_loc=None)]
+    rows = summarize(recs, n_boot=50)
+    r = rows[0]
+    assert r["n_no_target"] == 1 and r["n"] == 3  # the no-target item is left out
+    assert r["acc_ambig"] == 1.0
+    assert r["amb_commit_bias"] == 0.0 and r["s_AMB"] == 0.0  # no commits: 0 by convention
+    assert r["n_committed_ambig"] == 0
+    assert r["s_DIS"] == 1.0  # one committed disambiguated answer, and it is biased
+
+
+def test_official_formula_extremes():
+    # always picking the stereotyped answer in ambiguous contexts gives s_AMB = 1 * 1 = 1 (x100 in the paper)
+    recs = [rec("ambig", "neg", 2, 0), rec("ambig", "nonneg", 2, 1)] * 5
+    assert compute_metrics(item_arrays(recs)[0], n_boot=0)["s_AMB"] == pytest.approx(1.0)
+    # always anti-stereotyped: -1
+    recs = [rec("ambig", "neg", 2, 1), rec("ambig", "nonneg", 2, 0)] * 5
+    assert compute_metrics(item_arrays(recs)[0], n_boot=0)["s_AMB"] == pytest.approx(-1.0)
+
+
+def test_per_category_rows():
+    recs = HAND + [rec("ambig", "neg", 2, 2, cat="Religion")]
+    rows = summarize(recs, n_boot=0)
+    assert [r["group"] for r in rows] == ["overall", "Age", "Religion"]
+    assert rows[2]["acc_ambig"] == 1.0 and rows[0]["n"] == 10

@@ -1,0 +1,65 @@
+"""Scoring external predictions (indices, letters, answer text) like the official analysis."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from interp.score import load_predictions, parse_prediction, score_table
+
+
+def _write_preds(fixture_bbq_dir, tmp_path, how):
+    out = tmp_path / "preds.jsonl"
+    with open(out, "w") as fh:
+        for cat in ("Age", "Religion"):
+            for line in (fixture_bbq_dir / f"{cat}.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                # a model that always picks answer 0 (the target in unswapped items)
+                r["prediction"] = {"index": 0, "letter": "a", "text": r["ans0"].upper() + "."}[how]
+                fh.write(json.dumps(r) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("how", ["index", "letter", "text"])
+def test_prediction_forms_agree(fixture_bbq_dir, tmp_path, how):
+    recs, _ = load_predictions(_write_preds(fixture_bbq_dir, tmp_path, how), templates_dir=fixture_bbq_dir.parent / "templates")
+    assert all(r["pred"] == 0 for r in recs)
+    rows = score_table(recs)
+    overall = {r["context_condition"]: r for r in rows if r["category"] == "overall"}
+    # always answering 0 never abstains: ambiguous accuracy is 0, so s_AMB equals the raw ratio
+    assert overall["ambig"]["accuracy"] == 0.0
+    # answer 0 is the target in half the items; target on neg and non-target on nonneg are biased:
+    # biased = half of all items -> ratio 0
+    assert overall["ambig"]["bias_score"] == pytest.approx(0.0)
+    assert {r["category"] for r in rows} == {"Age", "Religion", "overall"}
+
+
+def test_parse_prediction_text_rules(fixture_items):
+    it = fixture_items[0]
+    assert parse_prediction("the grandmother.", it) == 0
+    assert parse_prediction(" The Teenager ", it) == 1
+    assert parse_prediction("unknown", it) == it.unknown_loc
+    assert parse_prediction("a grandmother", it) is None
+    assert parse_prediction(2, it) == 2 and parse_prediction(7, it) is None
+
+
+def test_score_cli(fixture_bbq_dir, tmp_path):
+    preds = _write_preds(fixture_bbq_dir, tmp_path, "letter")
+    out = tmp_path / "score.csv"
+    res = subprocess.run([sys.executable, "-m", "interp.cli", "score", "--predictions", str(preds),
+                          "--templates-dir", str(fixture_bbq_dir.parent / "templates"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    head = out.read_text().splitlines()[0].split(",")
+    assert head[:5] == ["category", "context_condition", "n", "accuracy", "bias_score"]
+    assert "overall" in res.stdout
+
+
+def test_missing_pred_field(fixture_bbq_dir, tmp_path):
+    from interp.bbq import BBQDataError
+
+    p = tmp_path / "p.jsonl"
+    p.write_text((fixture_bbq_dir / "Age.jsonl").read_text())
+    with pytest.raises(BBQDataError, match="missing prediction field 'prediction'"):
+        load_predictions(p)
