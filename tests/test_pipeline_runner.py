@@ -1,0 +1,62 @@
+"""The stage runner: skip fresh stages, rerun on changed inputs or outputs, resume after a crash, --force."""
+
+import pytest
+
+from interp.config import load_config
+from interp.pipeline import Context, Stage, run_pipeline
+
+
+def _stages(calls, fail_at=None):
+    def a(ctx):
+        calls.append("a")
+        p = ctx.path("a.txt")
+        p.write_text(str(ctx.cfg["eval"]["n_boot"]))
+        return {"a": p}
+
+    def b(ctx):
+        calls.append("b")
+        if fail_at == "b":
+            raise RuntimeError("crash in b")
+        p = ctx.path("b.txt")
+        p.write_text(open(ctx.outputs["a"]["a"]).read() + "!")
+        return {"b": p}
+
+    return [Stage("a", a, sections=("eval",)), Stage("b", b, after=("a",))]
+
+
+def test_skip_resume_force_and_invalidate(tmp_path):
+    cfg = load_config(preset="test")
+    calls = []
+    with pytest.raises(RuntimeError):
+        run_pipeline(_stages(calls, fail_at="b"), Context(cfg, tmp_path, log=lambda m: None))
+    assert calls == ["a", "b"]
+    calls.clear()
+    run_pipeline(_stages(calls), Context(cfg, tmp_path, log=lambda m: None))
+    assert calls == ["b"]  # a was complete: resumed at b
+    calls.clear()
+    run_pipeline(_stages(calls), Context(cfg, tmp_path, log=lambda m: None))
+    assert calls == []  # everything fresh
+    run_pipeline(_stages(calls), Context(cfg, tmp_path, log=lambda m: None), force=("b",))
+    assert calls == ["b"]
+    calls.clear()
+    (tmp_path / "b.txt").write_text("tampered")
+    run_pipeline(_stages(calls), Context(cfg, tmp_path, log=lambda m: None))
+    assert calls == ["b"]  # an output changed on disk: rerun
+    calls.clear()
+    cfg2 = load_config(preset="test", overrides=["eval.n_boot=7"])
+    run_pipeline(_stages(calls), Context(cfg2, tmp_path, log=lambda m: None))
+    assert calls == ["a", "b"]  # a's inputs changed, so b's upstream hash changed too
+    assert (tmp_path / "b.txt").read_text() == "7!"
+    with pytest.raises(ValueError, match="unknown stage"):
+        run_pipeline(_stages(calls), Context(cfg2, tmp_path, log=lambda m: None), force=("zzz",))
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(preset="nope")
+    bad = tmp_path / "c.toml"
+    bad.write_text("[nosuch]\nx = 1\n")
+    with pytest.raises(ValueError, match="unknown section"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(overrides=["steps=3"])
