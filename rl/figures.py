@@ -1,0 +1,160 @@
+"""Figures from ``results_all.csv``: the Phase-1 decomposition and the Phase-2 dose-response.
+
+Phase 1: s_AMB = coverage x amb_commit_bias, where coverage = 1 - acc_ambig (the share of ambiguous items on
+which the model commits instead of answering Unknown) and amb_commit_bias the bias among those commits; bars for
+the base, the lambda-0 adapter and the low-lr control, with bootstrap intervals.
+Phase 2: amb_commit_bias and abstention on ambiguous items against step (one line per run) and against lambda
+(at the last step), the base as a dashed line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PHASE1_METRICS = (("s_AMB", "s_AMB"), ("coverage", "coverage\n(1 - acc_ambig)"),
+                  ("amb_commit_bias", "amb_commit_bias"))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def overall(df: pd.DataFrame) -> pd.DataFrame:
+    """Overall rows only, with ``coverage`` (1 - acc_ambig) and its interval added."""
+    d = df[df["group"] == "overall"].copy() if "group" in df.columns else df.copy()
+    d["coverage"] = 1 - d["acc_ambig"]
+    d["coverage_lo"] = 1 - d["acc_ambig_hi"]
+    d["coverage_hi"] = 1 - d["acc_ambig_lo"]
+    d["control"] = d["control"].astype(str).str.lower().isin(("true", "1"))
+    return d
+
+
+def base_row(d: pd.DataFrame) -> pd.Series:
+    b = d[d["run"] == "base"]
+    if b.empty:
+        raise ValueError("results have no base row (run == 'base'); run the sweep's evaluation first")
+    return b.iloc[-1]
+
+
+def final_row(d: pd.DataFrame, run: str, step: int | None = None) -> pd.Series:
+    r = d[d["run"] == run]
+    if r.empty:
+        raise ValueError(f"no results for run {run!r}; runs present: {sorted(set(d['run']))}")
+    if step is not None:
+        r = r[r["step"] == step]
+        if r.empty:
+            raise ValueError(f"run {run!r} has no step {step}")
+    return r.sort_values("step").iloc[-1]
+
+
+def pick_phase1_runs(d: pd.DataFrame) -> tuple[str, str | None]:
+    """The lambda-0 main run (highest lr among non-controls) and the control run, if present."""
+    main = d[(d["run"] != "base") & (~d["control"]) & (d["lambda"].astype(float) == 0.0)]
+    if main.empty:
+        raise ValueError("results have no lambda = 0 run")
+    main_run = main.sort_values("lr").iloc[-1]["run"]
+    ctrl = d[(d["run"] != "base") & d["control"]]
+    return main_run, (ctrl.iloc[0]["run"] if not ctrl.empty else None)
+
+
+def _err(rows: list[pd.Series], m: str) -> np.ndarray:
+    v = np.array([r[m] for r in rows], float)
+    lo = np.array([r[f"{m}_lo"] for r in rows], float)
+    hi = np.array([r[f"{m}_hi"] for r in rows], float)
+    return np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+
+
+def phase1_figure(df: pd.DataFrame, out: str | os.PathLike, run: str | None = None, step: int | None = None,
+                  title: str | None = None) -> Path:
+    """Bars of s_AMB, coverage and amb_commit_bias for base, the lambda-0 adapter and the control."""
+    plt = _plt()
+    d = overall(df)
+    main_run, ctrl_run = pick_phase1_runs(d)
+    run = run or main_run
+    rows = [("base", base_row(d)), (f"{run} step {int(final_row(d, run, step)['step'])}", final_row(d, run, step))]
+    if ctrl_run and ctrl_run != run:
+        r = final_row(d, ctrl_run)
+        rows.append((f"{ctrl_run} step {int(r['step'])}", r))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(rows)
+    x = np.arange(len(PHASE1_METRICS))
+    for i, (label, r) in enumerate(rows):
+        vals = [r[m] for m, _ in PHASE1_METRICS]
+        errs = np.hstack([_err([r], m) for m, _ in PHASE1_METRICS])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, yerr=errs, capsize=3, label=label)
+    ax.set_xticks(x, [lab for _, lab in PHASE1_METRICS])
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("value (95% bootstrap CI)")
+    ax.set_title(title or f"Phase 1: s_AMB = coverage x amb_commit_bias ({df['model'].iloc[0]})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def phase2_figure(df: pd.DataFrame, out: str | os.PathLike, metrics=("amb_commit_bias", "abstain_ambig"),
+                  title: str | None = None) -> Path:
+    """Top row: each metric against step, a line per run (the base at step 0). Bottom row: each metric
+    against lambda at every run's last step (non-control runs), with intervals."""
+    plt = _plt()
+    d = overall(df)
+    base = base_row(d)
+    runs = d[d["run"] != "base"]
+    fig, axes = plt.subplots(2, len(metrics), figsize=(5 * len(metrics), 7), squeeze=False)
+    for j, m in enumerate(metrics):
+        ax = axes[0, j]
+        for run, g in runs.groupby("run"):
+            g = g.sort_values("step")
+            steps = np.r_[0, g["step"].to_numpy(float)]
+            vals = np.r_[base[m], g[m].to_numpy(float)]
+            lo = np.r_[base[f"{m}_lo"], g[f"{m}_lo"].to_numpy(float)]
+            hi = np.r_[base[f"{m}_hi"], g[f"{m}_hi"].to_numpy(float)]
+            style = "--" if bool(g["control"].iloc[0]) else "-"
+            line, = ax.plot(steps, vals, style, marker="o", ms=3, label=run)
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("step")
+        ax.set_ylabel(m)
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        main = runs[~runs["control"]]
+        last = main.sort_values("step").groupby("run").tail(1).sort_values("lambda")
+        for lr, g in last.groupby("lr"):
+            rows = [r for _, r in g.iterrows()]
+            ax.errorbar(g["lambda"].astype(float), g[m], yerr=_err(rows, m), marker="o", capsize=3,
+                        label=f"lr {lr:g}, last step")
+        ax.axhline(base[m], color="gray", ls="--", label="base")
+        ax.axhspan(base[f"{m}_lo"], base[f"{m}_hi"], color="gray", alpha=0.1)
+        ax.set_xlabel("lambda")
+        ax.set_ylabel(m)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"Phase 2: dose-response in lambda ({df['model'].iloc[0]})")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def phase1_table(df: pd.DataFrame, run: str | None = None) -> pd.DataFrame:
+    """The numbers behind the Phase-1 figure: base, the lambda-0 run's last step and the control's."""
+    d = overall(df)
+    main_run, ctrl_run = pick_phase1_runs(d)
+    run = run or main_run
+    rows = [base_row(d), final_row(d, run)] + ([final_row(d, ctrl_run)] if ctrl_run else [])
+    cols = ["run", "step", "lambda", "lr"]
+    for m in ("acc_ambig", "coverage", "amb_commit_bias", "s_AMB", "abstain_ambig", "acc_disambig", "s_DIS"):
+        cols += [m, f"{m}_lo", f"{m}_hi"]
+    return pd.DataFrame(rows)[cols].reset_index(drop=True)

@@ -1,0 +1,213 @@
+"""The lambda sweep: train one GRPO run per (lambda, lr) plus the low-lr negative control, then evaluate the
+base model and every checkpoint on the dev split in process (``interp.evaluate.evaluate_items`` and
+``interp.metrics.summarize``, what ``interp eval`` runs) and append the rows to ``results_all.csv``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from rl.train import checkpoint_step, list_checkpoints, read_run_config, run_minutes, train
+
+RESULTS_CSV = "results_all.csv"
+ID_COLUMNS = ("model", "adapter", "run", "lambda", "lr", "step", "control", "split", "split_hash", "mode",
+              "n_items", "group")
+DEFAULT_LAMS = (0.0, 0.5, 1.5)
+DEFAULT_LRS = (5e-6,)
+DEFAULT_CONTROL_LRS = (1e-6,)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the sweep."""
+
+    lam: float
+    lr: float
+    control: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"lam{self.lam:g}_lr{self.lr:g}" + ("_control" if self.control else "")
+
+
+def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = ()) -> list[RunSpec]:
+    """Every lambda at every lr, then lambda 0 at each control lr (the negative control)."""
+    runs = [RunSpec(float(lam), float(lr)) for lr in lrs for lam in lams]
+    runs += [RunSpec(0.0, float(lr), control=True) for lr in control_lrs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate runs in the sweep: {names}")
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_model(
+    model: str,
+    items: Sequence,
+    adapter: str | os.PathLike | None = None,
+    mode: str = "logits",
+    batch_size: int = 16,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Evaluate the base model or base + adapter on items, as ``interp eval`` does; return summary rows
+    (overall first, then per category). With ``out_dir``, also write predictions and summaries there."""
+    from interp.evaluate import EvalConfig, evaluate_items, write_results
+    from interp.metrics import summarize
+    from interp.models import load_model
+
+    lm = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
+    recs = evaluate_items(lm.model, lm.tokenizer, items,
+                          EvalConfig(mode=mode, batch_size=batch_size, seed=seed, progress=progress))
+    if out_dir is not None:
+        return write_results(recs, out_dir, n_boot=n_boot, seed=seed,
+                             meta=dict(model=model, adapter=str(adapter) if adapter else None, mode=mode))
+    return summarize(recs, n_boot=n_boot, seed=seed)
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """results_all.csv as a DataFrame (empty when absent)."""
+    p = Path(path)
+    if not p.exists() or p.stat().st_size == 0:
+        return pd.DataFrame(columns=list(ID_COLUMNS))
+    df = pd.read_csv(p, keep_default_na=True)
+    df["adapter"] = df["adapter"].fillna("")
+    return df
+
+
+def append_results(rows: Sequence[dict], path: str | os.PathLike) -> pd.DataFrame:
+    """Append rows to the CSV (new columns are added), written atomically; return the whole table."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    old = read_results(p)
+    new = pd.DataFrame(list(rows))
+    df = new if old.empty else pd.concat([old, new], ignore_index=True)
+    cols = [c for c in ID_COLUMNS if c in df.columns] + [c for c in df.columns if c not in ID_COLUMNS]
+    df = df[cols]
+    tmp = p.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(p)
+    return df
+
+
+def _done(df: pd.DataFrame, model: str, adapter: str, mode: str, split_hash: str | None) -> bool:
+    if df.empty:
+        return False
+    m = (df["model"] == model) & (df["adapter"].astype(str) == adapter) & (df["mode"] == mode)
+    if split_hash is not None and "split_hash" in df.columns:
+        m &= df["split_hash"].astype(str) == str(split_hash)
+    return bool(m.any())
+
+
+def eval_rows(summary: Sequence[dict], **ids) -> list[dict]:
+    """Summary rows with the identifying columns in front."""
+    return [{**ids, **r} for r in summary]
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+
+
+def _check_disjoint(train_items: Sequence, dev_items: Sequence) -> None:
+    from interp.split import SplitLeakageError
+
+    shared = {it.template for it in train_items} & {it.template for it in dev_items}
+    if shared:
+        raise SplitLeakageError(f"train and dev share {len(shared)} template(s), e.g. {sorted(shared)[:3]}")
+
+
+def sweep(
+    model: str,
+    out_dir: str | os.PathLike,
+    lams: Iterable[float] = DEFAULT_LAMS,
+    lrs: Iterable[float] = DEFAULT_LRS,
+    steps: int = 500,
+    control_lrs: Iterable[float] = DEFAULT_CONTROL_LRS,
+    results_csv: str | os.PathLike | None = None,
+    train_items: Sequence | None = None,
+    dev_items: Sequence | None = None,
+    eval_mode: str = "logits",
+    eval_batch_size: int = 16,
+    n_boot: int = 1000,
+    eval_seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    bbq_dir: str | None = None,
+    templates_dir: str | None = None,
+    split_file: str | None = None,
+    dev_frac: float = 0.2,
+    split_seed: int = 0,
+    categories: Sequence[str] | None = None,
+    limit: int | None = None,
+    dev_limit: int | None = None,
+    skip_train: bool = False,
+    progress: bool = True,
+    **train_kw,
+) -> pd.DataFrame:
+    """Train every run of ``plan_runs(lams, lrs, control_lrs)`` into ``out_dir/<run>/`` (resuming what a
+    kill left), then evaluate the base and each checkpoint on dev and append to ``results_csv``
+    (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Returns the table."""
+    from interp.split import split_items
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_csv = Path(results_csv) if results_csv else out_dir / RESULTS_CSV
+    cats = list(categories) if categories else None
+    split_hash = None
+    if train_items is None or dev_items is None:
+        tr, split = split_items("train", bbq_dir, split_file, dev_frac, split_seed, cats, limit, templates_dir)
+        dv, _ = split_items("dev", bbq_dir, split_file, dev_frac, split_seed, cats, dev_limit, templates_dir)
+        train_items = tr if train_items is None else train_items
+        dev_items = dv if dev_items is None else dev_items
+        split_hash = split.hash
+        split.save(out_dir / "split.json")
+    _check_disjoint(train_items, dev_items)
+    runs = plan_runs(lams, lrs, control_lrs)
+
+    # 1. train
+    ckpts: dict[RunSpec, list[Path]] = {}
+    for spec in runs:
+        run_dir = out_dir / spec.name
+        if skip_train:
+            ckpts[spec] = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= steps]
+            continue
+        ckpts[spec] = train(model, run_dir, lam=spec.lam, lr=spec.lr, steps=steps, items=train_items,
+                            device=device, progress=progress, **train_kw)
+
+    # 2. evaluate base and every checkpoint on dev
+    df = read_results(results_csv)
+    common = dict(model=model, split="dev", split_hash=split_hash, mode=eval_mode, n_items=len(dev_items))
+    ev = dict(mode=eval_mode, batch_size=eval_batch_size, n_boot=n_boot, seed=eval_seed, device=device,
+              dtype=dtype, progress=progress)
+    todo: list[tuple[dict, str | None, Path]] = []
+    if not _done(df, model, "", eval_mode, split_hash):
+        todo.append((dict(adapter="", run="base", **{"lambda": float("nan")}, lr=float("nan"), step=0,
+                          control=False), None, out_dir / "eval" / "base"))
+    for spec, cks in ckpts.items():
+        for ck in cks:
+            if _done(df, model, str(ck), eval_mode, split_hash):
+                continue
+            ids = dict(adapter=str(ck), run=spec.name, **{"lambda": spec.lam}, lr=spec.lr,
+                       step=checkpoint_step(ck), control=spec.control)
+            todo.append((ids, str(ck), out_dir / "eval" / spec.name / f"step-{checkpoint_step(ck)}"))
+    for ids, adapter, eval_dir in todo:
+        t0 = time.time()
+        summary = evaluate_model(model, dev_items, adapter=adapter, out_dir=eval_dir, **ev)
+        extra = {"eval_seconds": round(time.time() - t0, 2)}
+        if adapter:
+            extra["train_minutes"] = run_minutes(Path(adapter).parent)
+            extra["weights_hash"] = read_run_config(adapter).get("weights_hash")
+        df = append_results(eval_rows(summary, **common, **ids, **extra), results_csv)
+    return read_results(results_csv)

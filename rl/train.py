@@ -1,0 +1,343 @@
+"""GRPO training of a LoRA adapter on BBQ with TRL's ``GRPOTrainer`` (no hand-written GRPO loop).
+
+Every ``save_steps`` steps (and at the last step) the trainer writes ``<out_dir>/checkpoint-<step>/``: the
+adapter (``adapter_config.json`` + ``adapter_model.safetensors``, loadable with ``PeftModel.from_pretrained``),
+the tokenizer, the optimizer/scheduler/RNG state TRL needs to resume, and, from our callback,
+``run_config.json`` (this run's settings) and ``interp_base.json`` (the base weights hash that
+``interp.models.check_adapter_base`` checks). ``run_config.json`` is written last, so a checkpoint without it
+was cut off mid-save and is ignored on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+CHECKPOINT_PREFIX = "checkpoint-"
+RUN_CONFIG = "run_config.json"
+BASE_RECORD = "interp_base.json"
+TRAIN_LOG = "train_log.jsonl"
+# settings that must match to resume a run in the same folder
+RESUME_KEYS = ("model", "lam", "lambda_on", "lr", "beta", "temperature", "num_generations", "batch_size",
+               "grad_accum", "lora_r", "lora_alpha", "target_modules", "loss_type", "seed", "lr_scheduler")
+
+
+@dataclass
+class TrainConfig:
+    """One GRPO run. Defaults are the seed's: LoRA r=16, alpha=32 on all linear layers; lr 5e-6; KL beta 0.04;
+    temperature 1.3; 8 generations per prompt; 500 steps; a constant learning rate, so the adapter at step k
+    does not depend on the total number of steps."""
+
+    model: str = "organism"
+    out_dir: str = "runs/rl/lam0"
+    lam: float = 0.0
+    lambda_on: str = "ambig"
+    lr: float = 5e-6
+    steps: int = 500
+    beta: float = 0.04
+    temperature: float = 1.3
+    num_generations: int = 8
+    batch_size: int = 8  # completions per optimizer micro-step (prompts per step = batch_size / num_generations)
+    grad_accum: int = 1
+    max_completion_length: int = 4
+    max_prompt_length: int | None = None
+    loss_type: str = "grpo"
+    lr_scheduler: str = "constant"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: str = "all-linear"
+    save_steps: int = 100
+    logging_steps: int = 10
+    seed: int = 0
+    shuffle_options: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int | None = None
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
+    progress: bool = True
+    resume: bool = True  # continue from the last complete checkpoint in out_dir
+    # data (ignored when items are passed to train())
+    bbq_dir: str | None = None
+    templates_dir: str | None = None
+    split_file: str | None = None
+    dev_frac: float = 0.2
+    split_seed: int = 0
+    categories: list[str] | None = None
+    limit: int | None = None
+    extra: dict = field(default_factory=dict)  # passed to GRPOConfig as is
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        from rl.rewards import LAMBDA_ON
+
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lam < 0:
+            raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if self.lambda_on not in LAMBDA_ON:
+            raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
+        if self.num_generations < 2:
+            raise ValueError(f"GRPO needs num_generations >= 2, got {self.num_generations}")
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(
+                f"the generation batch (batch_size {self.batch_size} x grad_accum {self.grad_accum}) must be "
+                f"divisible by num_generations ({self.num_generations})"
+            )
+        if self.save_steps < 1:
+            raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step number of a ``checkpoint-<step>`` folder."""
+    name = Path(path).name
+    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
+        raise ValueError(f"{path} is not a checkpoint-<step> folder")
+    return int(name[len(CHECKPOINT_PREFIX):])
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint with its adapter, trainer state and (written last) run config."""
+    p = Path(path)
+    return all((p / f).exists() for f in ("adapter_config.json", "adapter_model.safetensors",
+                                          "trainer_state.json", RUN_CONFIG))
+
+
+def list_checkpoints(out_dir: str | os.PathLike, complete_only: bool = True) -> list[Path]:
+    """Checkpoint folders of a run, by step."""
+    d = Path(out_dir)
+    if not d.is_dir():
+        return []
+    cks = [p for p in d.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    if complete_only:
+        cks = [p for p in cks if is_complete_checkpoint(p)]
+    return sorted(cks, key=checkpoint_step)
+
+
+def read_run_config(path: str | os.PathLike) -> dict:
+    """The run_config.json of a checkpoint (or run) folder."""
+    f = Path(path) / RUN_CONFIG
+    if not f.exists():
+        raise FileNotFoundError(f"{path} has no {RUN_CONFIG} (not an rl checkpoint, or cut off while saving)")
+    return json.loads(f.read_text())
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "peft": peft.__version__}
+
+
+def _check_resume(cfg: TrainConfig, out_dir: Path) -> None:
+    """Refuse to resume a run whose saved settings differ from these."""
+    f = out_dir / RUN_CONFIG
+    if not f.exists():
+        return
+    old = json.loads(f.read_text()).get("config", {})
+    diff = [k for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
+    if diff:
+        what = ", ".join(f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in diff)
+        raise ValueError(f"{out_dir} holds a run with other settings ({what}); use another --out or --no-resume")
+
+
+def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
+    from transformers import TrainerCallback
+
+    class CheckpointMeta(TrainerCallback):
+        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl."""
+
+        def on_save(self, args, state, control, **kw):
+            ck = out_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
+            if ck.is_dir():
+                (ck / BASE_RECORD).write_text(json.dumps(
+                    {"base": meta["base_path"], "model": cfg.model, "weights_hash": meta["weights_hash"]}, indent=1))
+                rc = {**meta, "step": state.global_step, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+                tmp = ck / (RUN_CONFIG + ".tmp")
+                tmp.write_text(json.dumps(rc, indent=1))
+                tmp.replace(ck / RUN_CONFIG)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                with open(out_dir / TRAIN_LOG, "a") as fh:
+                    fh.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return [CheckpointMeta()]
+
+
+def _resolve_device(device: str):
+    from interp.models import pick_device
+
+    return pick_device(device)
+
+
+def build_trainer(cfg: TrainConfig, items=None):
+    """The configured ``GRPOTrainer`` (LoRA via ``peft_config``) and the run metadata saved with checkpoints."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from interp.models import load_tokenizer, pick_dtype, resolve_model_path, weights_hash
+    from rl.data import build_dataset, load_train_items
+    from rl.rewards import make_reward
+
+    cfg.validate()
+    out_dir = Path(cfg.out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split_hash = None
+    if items is None:
+        items, split = load_train_items(cfg.bbq_dir, cfg.split_file, cfg.dev_frac, cfg.split_seed, cfg.categories,
+                                        cfg.limit, cfg.templates_dir)
+        split_hash = split.hash
+    dev = _resolve_device(cfg.device)
+    base_path = resolve_model_path(cfg.model)
+    tok = load_tokenizer(base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, dev))
+    whash = weights_hash(model)  # of the plain base, before LoRA layers are injected
+    conversational = bool(getattr(tok, "chat_template", None))
+    dataset = build_dataset(items, conversational=conversational, shuffle=cfg.shuffle_options, seed=cfg.seed)
+
+    on_cpu = dev.type == "cpu"
+    bf16 = (not on_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() and cfg.dtype != "float32"
+    gkw = dict(
+        output_dir=str(out_dir),
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=None,
+        logging_steps=cfg.logging_steps,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=on_cpu,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        disable_tqdm=not cfg.progress,
+        disable_dropout=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    gkw.update(cfg.extra)
+    args = GRPOConfig(**gkw)
+    peft_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    meta = {
+        "config": {k: v for k, v in asdict(cfg).items()},
+        "base_path": str(base_path),
+        "weights_hash": whash,
+        "split_hash": split_hash,
+        "n_train_items": len(items),
+        "n_train_ambig": sum(it.context_condition == "ambig" for it in items),
+        "device": str(dev),
+        "versions": _versions(),
+    }
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[make_reward(cfg.lam, cfg.lambda_on)],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=_make_callbacks(cfg, out_dir, meta),
+    )
+    return trainer, meta
+
+
+def _drop_incomplete(out_dir: Path) -> list[Path]:
+    """Move aside checkpoint folders cut off mid-save, so TRL resumes from the last complete one."""
+    moved = []
+    for p in list_checkpoints(out_dir, complete_only=False):
+        if not is_complete_checkpoint(p):
+            dest = p.with_name(f"incomplete-{p.name}-{int(time.time())}")
+            shutil.move(str(p), dest)
+            moved.append(dest)
+    return moved
+
+
+def train_config(cfg: TrainConfig, items=None) -> list[Path]:
+    """Run (or resume) one GRPO run; return its complete checkpoint folders by step."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume = cfg.resume
+    if resume:
+        _check_resume(cfg, out_dir)
+        _drop_incomplete(out_dir)
+    elif list_checkpoints(out_dir, complete_only=False):
+        raise FileExistsError(f"{out_dir} already has checkpoints; resume, or choose an empty --out")
+    done = list_checkpoints(out_dir)
+    if done and checkpoint_step(done[-1]) >= cfg.steps:
+        return [p for p in done if checkpoint_step(p) <= cfg.steps]
+    trainer, meta = build_trainer(cfg, items)
+    (out_dir / RUN_CONFIG).write_text(json.dumps(meta, indent=1))
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(done[-1]) if (resume and done) else None)
+    minutes = (time.time() - t0) / 60
+    with open(out_dir / TRAIN_LOG, "a") as fh:
+        fh.write(json.dumps({"event": "finished", "step": trainer.state.global_step,
+                             "minutes": round(minutes, 3)}) + "\n")
+    return [p for p in list_checkpoints(out_dir) if checkpoint_step(p) <= cfg.steps]
+
+
+def train(
+    model: str,
+    out_dir: str | os.PathLike,
+    lam: float = 0.0,
+    lr: float = 5e-6,
+    steps: int = 500,
+    items: Sequence | None = None,
+    **kw,
+) -> list[Path]:
+    """Train (or resume) a GRPO LoRA adapter; return the checkpoint folders, each loadable with
+    ``PeftModel.from_pretrained``. ``items`` overrides the train split; other keywords are TrainConfig fields."""
+    names = {f.name for f in fields(TrainConfig)}
+    bad = sorted(set(kw) - names)
+    if bad:
+        raise TypeError(f"unknown training option(s) {bad}; known: {sorted(names)}")
+    cfg = TrainConfig(model=model, out_dir=str(out_dir), lam=lam, lr=lr, steps=steps, **kw)
+    return train_config(cfg, items)
+
+
+def run_minutes(out_dir: str | os.PathLike) -> float | None:
+    """Training minutes recorded in a run's train_log.jsonl (summed over resumed segments)."""
+    f = Path(out_dir) / TRAIN_LOG
+    if not f.exists():
+        return None
+    total = 0.0
+    for line in f.read_text().splitlines():
+        d = json.loads(line)
+        if d.get("event") == "finished":
+            total += d["minutes"]
+    return total if total > 0 else None
+
