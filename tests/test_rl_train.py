@@ -1,0 +1,150 @@
+"""A few GRPO steps (TRL GRPOTrainer + LoRA) on a tiny model: checkpoints are PEFT adapters with their run
+config and base hash, they change predictions, reload bit-identically, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+FAST = dict(save_steps=2, logging_steps=1, device="cpu", max_completion_length=1, progress=False, threads=1)
+LR = 3e-3
+
+
+def _letter_logits(model, tok, items) -> torch.Tensor:
+    """A/B/C logits at the answer position for every item. [n_items, 3]"""
+    from interp.evaluate import encode_batch, letter_token_ids, render_prompts
+    from interp.prompts import make_prompt
+
+    enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items]), "cpu")
+    with torch.no_grad():
+        return model(**enc).logits[:, -1, letter_token_ids(tok)].float()  # [batch, 3]
+
+
+@pytest.fixture(scope="session")
+def letter_lm_dir(tmp_path_factory, tiny_tokenizer, fixture_items) -> Path:
+    """A tiny random Qwen2 whose output head is aimed so A/B/C carry most of the next-token mass (a random
+    model almost never samples a letter, so GRPO would see no reward variance)."""
+    from interp.evaluate import encode_batch, letter_token_ids, render_prompts
+    from interp.prompts import make_prompt
+    from interp.tiny import build_causal_lm
+
+    torch.manual_seed(0)
+    model = build_causal_lm(tiny_tokenizer, seed=0, tie_word_embeddings=False)
+    enc = encode_batch(tiny_tokenizer, render_prompts(tiny_tokenizer, [make_prompt(it) for it in fixture_items]),
+                       "cpu")
+    with torch.no_grad():
+        h = model.model(**enc).last_hidden_state[:, -1]  # [batch, d_model]
+        mu = h.mean(0)
+        g = torch.Generator().manual_seed(0)
+        for t in letter_token_ids(tiny_tokenizer):
+            model.lm_head.weight[t] = 1.5 * mu / mu.norm() + 0.3 * torch.randn(mu.shape, generator=g)
+    d = tmp_path_factory.mktemp("letter_lm")
+    model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def train_dev(fixture_items):
+    """Template-disjoint train (Age) and dev (Religion) items from the fixture."""
+    return ([it for it in fixture_items if it.category == "Age"],
+            [it for it in fixture_items if it.category == "Religion"])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, letter_lm_dir, train_dev):
+    """One 4-step lambda-0 run through build_trainer, with the in-memory model's letter logits after training."""
+    from rl.train import TrainConfig, build_trainer, list_checkpoints
+
+    out = tmp_path_factory.mktemp("rl") / "lam0"
+    cfg = TrainConfig(model=str(letter_lm_dir), out_dir=str(out), lam=0.0, lr=LR, steps=4, **FAST)
+    trainer, _ = build_trainer(cfg, items=train_dev[0])
+    trainer.train()
+    trainer.model.eval()
+    logits = _letter_logits(trainer.model, trainer.processing_class, train_dev[1])
+    return {"out": out, "cfg": cfg, "logits": logits, "checkpoints": list_checkpoints(out)}
+
+
+def test_checkpoints_are_peft_adapters_with_config(trained, letter_lm_dir):
+    from interp.models import load_model, weights_hash
+    from rl.train import checkpoint_step, read_run_config
+
+    cks = trained["checkpoints"]
+    assert [checkpoint_step(c) for c in cks] == [2, 4]
+    base = load_model(str(letter_lm_dir), device="cpu", dtype="float32")
+    for ck in cks:
+        assert (ck / "adapter_config.json").exists() and (ck / "adapter_model.safetensors").exists()
+        rc = read_run_config(ck)
+        assert rc["step"] == checkpoint_step(ck)
+        assert rc["config"]["lam"] == 0.0 and rc["config"]["lr"] == LR and rc["config"]["lora_r"] == 16
+        assert json.loads((ck / "interp_base.json").read_text())["weights_hash"] == weights_hash(base.model)
+        acfg = json.loads((ck / "adapter_config.json").read_text())
+        assert acfg["r"] == 16 and acfg["lora_alpha"] == 32
+        targets = acfg["target_modules"]
+        targets = [targets] if isinstance(targets, str) else targets
+        assert {t.rsplit(".", 1)[-1] for t in targets} == \
+            {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # all linear, no lm_head
+
+
+def test_adapter_changes_predictions_and_reloads_bit_identically(trained, letter_lm_dir, train_dev):
+    from peft import PeftModel
+
+    from interp.models import load_model
+
+    base = load_model(str(letter_lm_dir), device="cpu", dtype="float32")
+    before = _letter_logits(base.model, base.tokenizer, train_dev[1])
+    reloaded = PeftModel.from_pretrained(base.model, str(trained["checkpoints"][-1])).eval()
+    after = _letter_logits(reloaded, base.tokenizer, train_dev[1])
+    assert torch.equal(after, trained["logits"]), "reloaded adapter differs from the trained model"
+    changed = int((after.argmax(-1) != before.argmax(-1)).sum())
+    assert changed >= 1, "four GRPO steps at a large lr changed no prediction"
+    assert not torch.allclose(after, before, atol=1e-3)
+
+
+def test_adapter_for_another_base_is_refused(trained, tiny_lm_dir):
+    from interp.models import load_model
+
+    with pytest.raises(ValueError, match="weights hash"):
+        load_model(str(tiny_lm_dir), adapter=str(trained["checkpoints"][-1]), device="cpu", dtype="float32")
+
+
+def test_resume_after_kill_matches_uninterrupted_run(trained, letter_lm_dir, train_dev, tmp_path):
+    """Stop after step 2, leave a half-written checkpoint-3 behind (a kill mid-save), resume to step 4:
+    the final adapter equals the uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    from rl.train import checkpoint_step, train
+
+    out = tmp_path / "lam0"
+    first = train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=2, items=train_dev[0], **FAST)
+    assert [checkpoint_step(c) for c in first] == [2]
+    partial = out / "checkpoint-3"
+    shutil.copytree(first[0], partial)
+    (partial / "run_config.json").unlink()  # run_config.json is written last: this save was cut off
+    cks = train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=4, items=train_dev[0], **FAST)
+    assert [checkpoint_step(c) for c in cks] == [2, 4]
+    assert not partial.exists() and list(out.glob("incomplete-checkpoint-3-*"))
+    state = json.loads((cks[-1] / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    a = load_file(str(cks[-1] / "adapter_model.safetensors"))
+    b = load_file(str(trained["checkpoints"][-1] / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    # a finished run is not trained again, and other settings in the same folder are refused
+    assert train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=4, items=train_dev[0], **FAST) == cks
+    with pytest.raises(ValueError, match="lam"):
+        train(str(letter_lm_dir), out, lam=1.5, lr=LR, steps=6, items=train_dev[0], **FAST)
+
+
+def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
+    from rl.train import train
+
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], batch_size=6, num_generations=4)
+    with pytest.raises(TypeError, match="unknown training option"):
+        train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], lora_rank=8)
