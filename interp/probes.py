@@ -374,3 +374,50 @@ def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_s
         bar.update(len(chunk))
     bar.close()
     return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}, recs
+
+
+def records_from_meta(meta) -> list[dict]:
+    """Prediction records (pred, biased_loc, unknown_loc, target_loc, ...) from an activation store's
+    per-item table (``ActivationStore.meta``: -1 stands for None in index columns)."""
+    cols = [c for c in ("uid", "example_id", "category", "question_index", "context_condition", "question_polarity",
+                        "label", "unknown_loc", "target_loc", "biased_loc", "pred") if c in meta.columns]
+    out = []
+    for row in meta[cols].itertuples(index=False):
+        r = dict(zip(cols, row))
+        for k in ("label", "unknown_loc", "target_loc", "biased_loc", "pred", "example_id"):
+            if k in r:
+                v = int(r[k])
+                r[k] = None if v < 0 and k != "example_id" else v
+        r["question_index"] = str(r.get("question_index", ""))
+        out.append(r)
+    return out
+
+
+def store_activations(path, hook: str = "hook_resid_post", layers: Sequence[int] | None = None,
+                      position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """({name: [n_items, d]}, records) from an activation store (``interp.activations``) for one hook kind;
+    stores with several positions give the one at offset ``position`` from the prompt end."""
+    from interp.activations import ActivationStore
+
+    with ActivationStore(path) as st:
+        names = [n for n in st.names if n.split(".", 2)[2] == hook]
+        if layers is not None:
+            want = [f"blocks.{l}.{hook}" for l in layers]
+            missing = [n for n in want if n not in names]
+            if missing:
+                raise ValueError(f"{path} lacks {missing}; it holds {st.names}")
+            names = want
+        if not names:
+            raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
+        names.sort(key=lambda n: int(n.split(".")[1]))
+        pos = list(st.fingerprint.get("positions", [-1]))
+        acts = {}
+        for n in names:
+            a = st.layer(n)
+            if a.ndim == 3:
+                if position not in pos:
+                    raise ValueError(f"{path} has positions {pos}, not {position}")
+                a = a[:, pos.index(position)]
+            acts[n] = np.asarray(a, dtype=np.float32)
+        recs = records_from_meta(st.meta)
+    return acts, recs

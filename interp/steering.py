@@ -284,11 +284,11 @@ def plot_alpha_curves(curves: Mapping[str, Sequence[Mapping]], path, title: str 
     fig, axes = new_axes(ncols=4, width=4.2)
     panels = [("acc_ambig", "acc_disambig"), ("abstain_ambig", "abstain_disambig"), ("s_AMB",), ("amb_commit_bias",)]
     for ax, metrics in zip(axes, panels):
-        for label, rows in curves.items():
+        for c, (label, rows) in enumerate(curves.items()):
             x = [r["alpha"] for r in rows]
             for m, ls in zip(metrics, ("-", "--")):
                 band_plot(ax, x, [r[m] for r in rows], [r[f"{m}_lo"] for r in rows], [r[f"{m}_hi"] for r in rows],
-                          label=f"{label} {m}" if len(metrics) > 1 else label, ls=ls)
+                          label=f"{label} {m}" if len(metrics) > 1 else label, ls=ls, color=f"C{c}")
         ax.set_xlabel("alpha")
         ax.set_ylabel(" / ".join(metrics))
         ax.axvline(0, color="black", lw=0.5)
