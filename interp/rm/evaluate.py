@@ -1,0 +1,316 @@
+"""The debiasing study on one RM: find attribute neurons on a validation set, build the median intervention,
+and compare methods (plain RM, intervention, length penalty, LWR) on pairwise accuracy and sensitivity.
+
+Splits: ``overall`` (every test pair); each split label the data carries (``easy`` / ``hard`` / ``neutral``
+for the RM organism, ``hard`` / ``normal`` / ``easy`` for RM-Bench style records); and, for every attribute,
+``hard:<attr>``, the pairs where that attribute is larger on the rejected response. When the data has no
+``hard`` label, ``hard`` is ``hard:<primary attribute>`` (length by default).
+
+Sensitivity of a method to an edit: the mean reward change when the edit (``interp.rm.edits``) is applied to a
+response, divided by the standard deviation of that method's rewards over the same (unedited) responses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from interp.rm.attributes import DEFAULT_ATTRIBUTES, compute_attributes
+from interp.rm.baselines import LengthPenalty, LWRCorrection
+from interp.rm.data import PreferencePair
+from interp.rm.edits import EDIT_ATTRIBUTE, EDITS
+from interp.rm.intervention import NeuronIntervention, median_intervention
+from interp.rm.neurons import NeuronSelection, correlations, select_neurons
+from interp.rm.scoring import PositionRef, score
+
+METHODS = ("rm", "intervention", "length_penalty", "lwr")
+
+
+@dataclass
+class DebiasConfig:
+    """Settings of one debiasing run."""
+
+    attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
+    budget_frac: float = 0.02
+    min_abs_corr: float = 0.0
+    control_label: bool = True
+    positions: str = "scored"
+    primary_attribute: str = "length"
+    n_sensitivity: int = 200
+    lwr_frac: float = 0.3
+    batch_size: int = 16
+    seed: int = 0
+    progress: bool = False
+
+
+class Scorer:
+    """Rewards under each method, with plain and intervened rewards cached by (prompt, response)."""
+
+    def __init__(self, model, tokenizer, intervention: NeuronIntervention | None, batch_size: int = 16,
+                 progress: bool = False):
+        self.model, self.tokenizer, self.intervention = model, tokenizer, intervention
+        self.batch_size, self.progress = batch_size, progress
+        self._cache: dict[tuple[str, str, bool], float] = {}
+        self.length_penalty: LengthPenalty | None = None
+        self.lwr: LWRCorrection | None = None
+
+    def raw(self, prompts: Sequence[str], responses: Sequence[str], intervene: bool = False) -> np.ndarray:
+        """Rewards of the RM, with or without the intervention hooks, ``# [n]``."""
+        keys = [(p, r, intervene) for p, r in zip(prompts, responses)]
+        todo = sorted({k for k in keys if k not in self._cache})
+        if todo:
+            fwd, ref = None, PositionRef()
+            if intervene:
+                if self.intervention is None:
+                    raise ValueError("no intervention to apply")
+                fwd = self.intervention.hook_fns(ref)
+            res = score(self.model, self.tokenizer, [k[0] for k in todo], [k[1] for k in todo],
+                        batch_size=self.batch_size, fwd_hooks=fwd, position_ref=ref, progress=self.progress)
+            self._cache.update(zip(todo, res.rewards.tolist()))
+        return np.array([self._cache[k] for k in keys], dtype=np.float64)
+
+    def lengths(self, responses: Sequence[str]) -> np.ndarray:
+        return compute_attributes(responses, [""] * len(responses), ["length"], self.tokenizer)["length"]
+
+    def fit_baselines(self, prompts: Sequence[str], responses: Sequence[str], lwr_frac: float = 0.3) -> None:
+        """Fit the length penalty and the LWR curve on validation responses."""
+        r, n = self.raw(prompts, responses), self.lengths(responses)
+        self.length_penalty = LengthPenalty.fit(n, r)
+        self.lwr = LWRCorrection.fit(n, r, frac=lwr_frac)
+
+    def rewards(self, method: str, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Rewards of one method (``rm``, ``intervention``, ``length_penalty``, ``lwr``)."""
+        if method == "rm":
+            return self.raw(prompts, responses)
+        if method == "intervention":
+            return self.raw(prompts, responses, intervene=True)
+        if method in ("length_penalty", "lwr"):
+            corr = self.length_penalty if method == "length_penalty" else self.lwr
+            if corr is None:
+                raise ValueError("baselines are not fitted: call fit_baselines on validation data first")
+            return corr.apply(self.lengths(responses), self.raw(prompts, responses))
+        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+
+
+def pairwise_accuracy(r_chosen: np.ndarray, r_rejected: np.ndarray) -> float:
+    """Share of pairs where the chosen response gets the higher reward (a tie counts one half)."""
+    if len(r_chosen) == 0:
+        return float("nan")
+    return float(((r_chosen > r_rejected) + 0.5 * (r_chosen == r_rejected)).mean())
+
+
+def split_masks(pairs: Sequence[PreferencePair], attrs_c: dict[str, np.ndarray], attrs_r: dict[str, np.ndarray],
+                primary: str = "length") -> dict[str, np.ndarray]:
+    """Boolean masks ``# [n_pairs]`` of every split (see the module docstring)."""
+    n = len(pairs)
+    masks = {"overall": np.ones(n, dtype=bool)}
+    for s in sorted({p.split for p in pairs if p.split}):
+        masks[s] = np.array([p.split == s for p in pairs])
+    for a in attrs_c:
+        masks[f"hard:{a}"] = attrs_r[a] > attrs_c[a]
+    if "hard" not in masks and f"hard:{primary}" in masks:
+        masks["hard"] = masks[f"hard:{primary}"]
+    return masks
+
+
+@dataclass
+class DebiasResult:
+    """Everything one run measured."""
+
+    selection: NeuronSelection
+    intervention: NeuronIntervention
+    corr: np.ndarray  # [n_attr, L, d_mlp]
+    accuracy: list[dict] = field(default_factory=list)  # method, split, accuracy, n
+    sensitivity: list[dict] = field(default_factory=list)  # method, edit, attribute, mean_change, normalized, n
+    meta: dict = field(default_factory=dict)
+
+    def acc(self, method: str, split: str) -> float:
+        for r in self.accuracy:
+            if r["method"] == method and r["split"] == split:
+                return r["accuracy"]
+        raise KeyError(f"no accuracy for {method}/{split}")
+
+    def sens(self, method: str, edit: str) -> float:
+        for r in self.sensitivity:
+            if r["method"] == method and r["edit"] == edit:
+                return r["normalized"]
+        raise KeyError(f"no sensitivity for {method}/{edit}")
+
+    def summary(self) -> dict:
+        """Accuracy by method and split, sensitivity by method and edit, neuron counts."""
+        acc: dict = {}
+        for r in self.accuracy:
+            acc.setdefault(r["method"], {})[r["split"]] = r["accuracy"]
+        sens: dict = {}
+        for r in self.sensitivity:
+            sens.setdefault(r["method"], {})[r["edit"]] = r["normalized"]
+        return {"accuracy": acc, "sensitivity": sens, "n_neurons": len(self.selection.neurons),
+                "n_total_neurons": self.selection.n_total, "fraction": self.selection.fraction,
+                "per_layer": self.selection.per_layer(), "per_attribute": self.selection.per_attribute(),
+                **self.meta}
+
+
+def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg: DebiasConfig
+                      ) -> tuple[NeuronSelection, NeuronIntervention, np.ndarray, np.ndarray]:
+    """Correlate MLP neurons with the attributes on the validation responses, select within the budget, and
+    set each selected neuron to its validation median. Returns (selection, intervention, corr, rewards)."""
+    prompts = [p.prompt for p in val_pairs] * 2
+    responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
+    label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
+    res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=True,
+                progress=cfg.progress)
+    attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
+    corr = correlations(res.mlp, attrs, control=label if cfg.control_label else None)
+    sel = select_neurons(corr, list(attrs), budget_frac=cfg.budget_frac, min_abs_corr=cfg.min_abs_corr)
+    iv = median_intervention(sel, res.mlp, positions=cfg.positions)
+    return sel, iv, corr, res.rewards
+
+
+def sensitivity_rows(scorer: Scorer, methods: Sequence[str], prompts: Sequence[str], responses: Sequence[str]
+                     ) -> list[dict]:
+    """Mean reward change under each attribute-only edit, raw and in units of the method's reward std."""
+    rows = []
+    for m in methods:
+        base = scorer.rewards(m, prompts, responses)
+        sd = float(base.std()) or 1.0
+        for edit, fn in EDITS.items():
+            edited = [fn(r) for r in responses]
+            d = scorer.rewards(m, prompts, edited) - base
+            rows.append({"method": m, "edit": edit, "attribute": EDIT_ATTRIBUTE[edit],
+                         "mean_change": float(d.mean()), "normalized": float(d.mean() / sd), "n": len(responses)})
+    return rows
+
+
+def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs: Sequence[PreferencePair],
+               cfg: DebiasConfig | None = None, methods: Sequence[str] = METHODS) -> DebiasResult:
+    """The whole comparison on one RM (see the module docstring)."""
+    cfg = cfg or DebiasConfig()
+    t0 = time.time()
+    if not val_pairs or not test_pairs:
+        raise ValueError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
+    sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg)
+    scorer = Scorer(model, tokenizer, iv, cfg.batch_size, cfg.progress)
+    scorer.fit_baselines([p.prompt for p in val_pairs] * 2,
+                         [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs], cfg.lwr_frac)
+
+    tp = [p.prompt for p in test_pairs]
+    ac = compute_attributes([p.chosen for p in test_pairs], tp, cfg.attributes, tokenizer)
+    ar = compute_attributes([p.rejected for p in test_pairs], tp, cfg.attributes, tokenizer)
+    masks = split_masks(test_pairs, ac, ar, cfg.primary_attribute)
+    acc_rows = []
+    for m in methods:
+        rc = scorer.rewards(m, tp, [p.chosen for p in test_pairs])
+        rr = scorer.rewards(m, tp, [p.rejected for p in test_pairs])
+        for s, mask in masks.items():
+            acc_rows.append({"method": m, "split": s, "accuracy": pairwise_accuracy(rc[mask], rr[mask]),
+                             "n": int(mask.sum())})
+
+    # sensitivity: responses of undecorated ("neutral") pairs when the data labels them, else all test pairs
+    pool = [p for p in test_pairs if p.split == "neutral"] or list(test_pairs)
+    cand = [(p.prompt, r) for p in pool for r in (p.chosen, p.rejected)]
+    rng = random.Random(f"sensitivity:{cfg.seed}")
+    if len(cand) > cfg.n_sensitivity:
+        cand = rng.sample(cand, cfg.n_sensitivity)
+    sens_rows = sensitivity_rows(scorer, methods, [c[0] for c in cand], [c[1] for c in cand])
+    meta = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "n_val_pairs": len(val_pairs), "n_test_pairs": len(test_pairs),
+            "length_penalty_alpha": scorer.length_penalty.alpha if scorer.length_penalty else None,
+            "seconds": round(time.time() - t0, 1)}
+    return DebiasResult(selection=sel, intervention=iv, corr=corr, accuracy=acc_rows, sensitivity=sens_rows,
+                        meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    if not rows:
+        path.write_text("")
+        return
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_outputs(result: DebiasResult, out_dir: str | os.PathLike, figures: bool = True) -> dict[str, Path]:
+    """Write ``results.csv`` (long: kind, method, name, value, n), ``accuracy.csv``, ``sensitivity.csv``,
+    ``neurons.csv``, ``neurons_per_layer.csv``, ``intervention.json``, ``summary.json`` and the figures
+    ``accuracy.png`` and ``neurons_per_layer.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    long = [{"kind": "accuracy", "method": r["method"], "name": r["split"], "value": r["accuracy"], "n": r["n"]}
+            for r in result.accuracy]
+    long += [{"kind": "sensitivity", "method": r["method"], "name": r["edit"], "value": r["normalized"],
+              "n": r["n"]} for r in result.sensitivity]
+    for name, rows in (("results.csv", long), ("accuracy.csv", result.accuracy),
+                       ("sensitivity.csv", result.sensitivity)):
+        _write_csv(rows, out / name)
+        paths[name] = out / name
+    sel = result.selection
+    attr_idx = {a: i for i, a in enumerate(sel.attributes)}
+    med = {(l, i): v for l in result.intervention.indices
+           for i, v in zip(result.intervention.indices[l], result.intervention.values[l])}
+    _write_csv([{"layer": n.layer, "index": n.index, "attribute": n.attribute, "corr": n.corr,
+                 "median": med.get((n.layer, n.index)),
+                 **{f"corr_{a}": float(result.corr[k, n.layer, n.index]) for a, k in attr_idx.items()}}
+                for n in sel.neurons], out / "neurons.csv")
+    _write_csv([{"layer": l, "n_selected": c, "n_neurons": sel.d_mlp} for l, c in enumerate(sel.per_layer())],
+               out / "neurons_per_layer.csv")
+    result.intervention.save(out / "intervention.json")
+    (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
+    paths.update({k: out / k for k in ("neurons.csv", "neurons_per_layer.csv", "intervention.json", "summary.json")})
+    if figures:
+        paths.update(plot_results(result, out))
+    return paths
+
+
+def plot_results(result: DebiasResult, out_dir: Path) -> dict[str, Path]:
+    """Accuracy by method and split as grouped bars; selected neurons per layer as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in result.accuracy))
+    splits = [s for s in dict.fromkeys(r["split"] for r in result.accuracy) if not s.startswith("hard:")]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(splits), 3.4))
+    w = 0.8 / len(methods)
+    for k, m in enumerate(methods):
+        vals = [result.acc(m, s) for s in splits]
+        ax.bar(np.arange(len(splits)) + (k - (len(methods) - 1) / 2) * w, vals, w, label=m)
+    ax.set_xticks(np.arange(len(splits)), splits)
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("pairwise accuracy")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("RM accuracy by method and split")
+    fig.tight_layout()
+    p1 = Path(out_dir) / "accuracy.png"
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+
+    counts = result.selection.per_layer()
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.5 * len(counts) + 1.5), 3.0))
+    ax.bar(range(len(counts)), counts, color="tab:purple")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("selected neurons")
+    ax.set_xticks(range(len(counts)))
+    ax.set_title(f"{len(result.selection.neurons)} of {result.selection.n_total} MLP neurons "
+                 f"({100 * result.selection.fraction:.2f}%)")
+    fig.tight_layout()
+    p2 = Path(out_dir) / "neurons_per_layer.png"
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return {"accuracy.png": p1, "neurons_per_layer.png": p2}

@@ -1,0 +1,179 @@
+"""Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
+with hook functions attached and the MLP neurons at the scored position recorded.
+
+The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
+right padding both work; without a pad id, the last position). ``scored_positions`` reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interp.hooks import hooks as hf_hooks
+from interp.hooks import n_layers
+from interp.models import LoadedModel, pick_device, pick_dtype
+
+HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+class RewardModelError(ValueError):
+    """A model that is not a one-output reward model, or inputs it cannot score."""
+
+
+def load_reward_model(path: str, device: str | None = "auto", dtype: str | None = "auto") -> LoadedModel:
+    """Load an ``AutoModelForSequenceClassification`` with one output and its tokenizer (no remote code).
+
+    A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    dev = pick_device(device)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=pick_dtype(dtype, dev)).to(dev).eval()
+    check_reward_model(model)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return LoadedModel(model=model, tokenizer=tok, name=str(path))
+
+
+def check_reward_model(model: torch.nn.Module) -> None:
+    """Raise RewardModelError unless the model has a single scalar output."""
+    n = getattr(model.config, "num_labels", None)
+    if n != 1:
+        raise RewardModelError(f"{type(model).__name__} has num_labels={n}; a reward model needs exactly 1 output")
+
+
+def render(tokenizer, prompt: str, response: str) -> str:
+    """The text the RM scores: a user turn and the assistant's response through the chat template (plain
+    ``prompt\\n\\nresponse`` when the tokenizer has none)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+        )
+    return f"{prompt}\n\n{response}"
+
+
+def scored_positions(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """Index of the token whose hidden state a HF sequence classifier scores: ``# [batch]``."""
+    if pad_token_id is None:
+        return torch.full((input_ids.shape[0],), input_ids.shape[-1] - 1, dtype=torch.long, device=input_ids.device)
+    non_pad = (input_ids != pad_token_id).to(torch.int32)
+    idx = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+    return (idx * non_pad).argmax(-1).long()
+
+
+@dataclass
+class PositionRef:
+    """The current batch's scored positions, read by hook functions during a forward pass (None: last)."""
+
+    value: torch.Tensor | None = None
+
+
+def hook_context(model, fwd_hooks: Mapping[str, HookFn]):
+    """Attach hook functions by canonical name: ``interp.hooks`` on a plain HF module, else the object's own
+    ``.hooks(dict)`` (the transformer-lens / nnsight wrappers of ``interp.backends``)."""
+    if not fwd_hooks:
+        return contextlib.nullcontext()
+    if isinstance(model, torch.nn.Module) and not hasattr(model, "hooks"):
+        return hf_hooks(model, fwd_hooks)
+    return model.hooks(dict(fwd_hooks))
+
+
+def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
+    """``blocks.{l}.mlp.hook_post`` for the given layers (default: all)."""
+    L = n_layers(model)
+    return [f"blocks.{l}.mlp.hook_post" for l in (range(L) if layers is None else layers)]
+
+
+@dataclass
+class ScoreResult:
+    """Rewards ``# [n]`` and, when asked, MLP activations at the scored position ``# [n, n_layers, d_mlp]``."""
+
+    rewards: np.ndarray
+    mlp: np.ndarray | None = None
+
+
+@torch.no_grad()
+def score(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 16,
+    fwd_hooks: Mapping[str, HookFn] | None = None,
+    position_ref: PositionRef | None = None,
+    record_mlp: bool = False,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Reward of each (prompt, response), batched (sorted by length, returned in input order).
+
+    ``fwd_hooks`` are attached for every batch; ``position_ref.value`` is set to the batch's scored positions
+    before each forward so hook functions can edit just that position."""
+    if len(prompts) != len(responses):
+        raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
+    check_reward_model(model)
+    pad_id = model.config.pad_token_id
+    if pad_id is None and batch_size > 1:
+        raise RewardModelError("model.config.pad_token_id is None: set it (e.g. to tokenizer.pad_token_id) to batch")
+    device = next(model.parameters()).device
+    texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    rewards = np.zeros(len(texts), dtype=np.float64)
+    names = mlp_hook_names(model) if record_mlp else []
+    mlp_out: np.ndarray | None = None
+    ref = position_ref if position_ref is not None else PositionRef()
+    store: dict[str, torch.Tensor] = {}
+
+    def saver(name):
+        def f(x):  # x: [batch, pos, d_mlp]
+            pos = ref.value.to(x.device)
+            store[name] = x[torch.arange(x.shape[0], device=x.device), pos].detach().float().cpu()  # [batch, d_mlp]
+            return None
+
+        return f
+
+    all_hooks: dict[str, list[HookFn]] = {}
+    for n, fn in (fwd_hooks or {}).items():
+        all_hooks.setdefault(n, []).append(fn)
+    for n in names:  # recorded after any edit at the same point, i.e. the values the model goes on with
+        all_hooks.setdefault(n, []).append(saver(n))
+    chained = {n: _chain(fns) for n, fns in all_hooks.items()}
+    batches = range(0, len(texts), batch_size)
+    with hook_context(model, chained):
+        for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                            truncation=max_length is not None, max_length=max_length)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            ref.value = scored_positions(enc["input_ids"], pad_id)
+            logits = model(**enc).logits  # [batch, 1]
+            rewards[idx] = logits[:, 0].float().cpu().numpy()
+            if names:
+                acts = torch.stack([store[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
+                if mlp_out is None:
+                    mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
+                mlp_out[idx] = acts
+            ref.value = None
+    return ScoreResult(rewards=rewards, mlp=mlp_out)
+
+
+def _chain(fns: list[HookFn]) -> HookFn:
+    if len(fns) == 1:
+        return fns[0]
+
+    def f(x):
+        for fn in fns:
+            y = fn(x)
+            if y is not None:
+                x = y
+        return x
+
+    return f
