@@ -1,0 +1,186 @@
+"""Steering: exact no-ops (alpha 0, after removal), positions, generate mode, PEFT adapters, backends, errors."""
+
+import pytest
+import torch
+
+from interp.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
+from interp.prompts import make_prompt
+from interp.steering import SteeringError, alpha_curve, steer
+
+
+def _enc(lm, items):
+    return encode_batch(lm.tokenizer, render_prompts(lm.tokenizer, [make_prompt(it) for it in items]), "cpu")
+
+
+def _vec(d=64, seed=0):
+    return torch.randn(d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, tiny_lm_dir):
+    """A LoRA adapter with random B matrices, so it changes the outputs."""
+    from peft import LoraConfig, get_peft_model
+
+    from interp.models import load_model
+
+    lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
+    pm = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(1)
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+    d = tmp_path_factory.mktemp("lora_steer")
+    pm.save_pretrained(d)
+    return d
+
+
+def test_alpha_zero_and_removal_are_exact(tiny_lm, fixture_items):
+    enc = _enc(tiny_lm, fixture_items[:6])
+    m = tiny_lm.model
+    with torch.no_grad():
+        base = m(**enc).logits.clone()
+        with steer(tiny_lm, _vec(), layer=1, alpha=0.0):
+            zero = m(**enc).logits
+        h = steer(m, _vec(), layer=0, alpha=6.0)
+        moved = m(**enc).logits
+        h.remove()
+        h.remove()  # idempotent
+        after = m(**enc).logits
+        with steer(m, _vec(), layer=1, alpha=-3.0) as h2:
+            assert h2.active
+        assert not h2.active
+        after2 = m(**enc).logits
+    assert torch.equal(zero, base)
+    assert (moved - base).abs().max() > 1e-2
+    assert torch.equal(after, base) and torch.equal(after2, base)
+
+
+def test_unit_normalized_and_added_at_every_position(tiny_lm, fixture_items):
+    from interp.hooks import run_with_cache
+
+    enc = _enc(tiny_lm, fixture_items[:2])
+    name = "blocks.0.hook_resid_post"
+    _, c0 = run_with_cache(tiny_lm.model, enc, [name])
+    v = _vec() * 7.0
+    with steer(tiny_lm.model, v, 0, 2.5):
+        _, c1 = run_with_cache(tiny_lm.model, enc, [name])
+    with steer(tiny_lm.model, v, 0, 2.5, normalize=False):
+        _, c2 = run_with_cache(tiny_lm.model, enc, [name])
+    # the saving hook is registered after the steering hook, so it sees the steered activation
+    torch.testing.assert_close(c1[name] - c0[name], (2.5 * v / v.norm()).expand_as(c0[name]))
+    torch.testing.assert_close(c2[name] - c0[name], (2.5 * v).expand_as(c0[name]))
+
+
+def test_from_pos_and_generate_steers_new_tokens(tiny_lm, fixture_items):
+    enc = _enc(tiny_lm, fixture_items[:3])
+    m = tiny_lm.model
+    with torch.no_grad():
+        base = m(**enc).logits
+        with steer(m, _vec(), 0, 8.0, from_pos=-1):
+            last = m(**enc).logits
+    torch.testing.assert_close(last[:, :-1], base[:, :-1])  # causal: earlier positions untouched
+    assert (last[:, -1] - base[:, -1]).abs().max() > 1e-2
+
+    seen = []
+    from interp.steering import steering_fn
+
+    fn = steering_fn(_vec() * 8.0, from_pos=-1)
+
+    def spy(x):
+        y = fn(x)
+        seen.append((x.shape[1], bool((y - x).abs().amax(-1).gt(0).any(0).all())))  # every position steered?
+        return y
+
+    from interp.hooks import hooks
+
+    with hooks(m, {"blocks.0.hook_resid_post": spy}):
+        m.generate(**enc, max_new_tokens=3, do_sample=False, min_new_tokens=3,
+                   pad_token_id=tiny_lm.tokenizer.pad_token_id)
+    assert seen[0][0] == enc["input_ids"].shape[1] and not seen[0][1]  # prompt pass: only the last position
+    assert len(seen) == 3 and all(T == 1 and steered for T, steered in seen[1:])  # every new token
+
+
+@pytest.mark.parametrize("mode", ["logits", "generate"])
+def test_alpha_zero_reproduces_eval_exactly(tiny_lm, fixture_items, mode):
+    items = fixture_items[:10]
+    cfg = EvalConfig(mode=mode, batch_size=4, progress=False, max_new_tokens=2)
+    base = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, cfg)
+    rows = alpha_curve(tiny_lm, items, _vec(), 1, [0.0, 50.0], cfg, n_boot=0, progress=False)
+    with steer(tiny_lm, _vec(), 1, 0.0):
+        again = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, cfg)
+    assert again == base
+    from interp.metrics import summarize
+
+    m = summarize(base, n_boot=0, by_category=False)[0]
+    for k in ("acc_ambig", "acc_disambig", "abstain_ambig", "s_AMB", "amb_commit_bias"):
+        assert rows[0][k] == m[k]
+    assert rows[0]["alpha"] == 0.0 and rows[1]["alpha"] == 50.0
+    assert rows[0]["coverage_term"] == pytest.approx(1 - rows[0]["acc_ambig"])
+
+
+def test_steering_with_adapter(tiny_lm_dir, lora_dir, fixture_items):
+    from interp.models import load_model
+
+    lm = load_model(str(tiny_lm_dir), adapter=str(lora_dir), device="cpu", dtype="float32")
+    enc = _enc(lm, fixture_items[:3])
+    with torch.no_grad():
+        base = lm.model(**enc).logits.clone()
+        with steer(lm, _vec(), 1, 0.0):
+            assert torch.equal(lm.model(**enc).logits, base)
+        with steer(lm, _vec(), 1, 5.0):
+            moved = lm.model(**enc).logits
+        assert torch.equal(lm.model(**enc).logits, base)
+        with lm.model.disable_adapter():
+            plain = lm.model(**enc).logits
+    assert (moved - base).abs().max() > 1e-2 and (plain - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("backend", ["hf", "transformer_lens"])
+def test_backends_agree_with_hf(tiny_lm, tiny_lm_dir, fixture_items, backend):
+    from interp.backends import load_hooked
+
+    hooked = load_hooked(str(tiny_lm_dir), backend=backend, device="cpu", dtype="float32")
+    items = fixture_items[:6]
+    cfg = EvalConfig(batch_size=3, progress=False)
+    ref = alpha_curve(tiny_lm, items, _vec(), 0, [-4.0, 4.0], cfg, n_boot=0, progress=False)
+    got = alpha_curve(hooked, items, _vec(), 0, [-4.0, 4.0], cfg, n_boot=0, progress=False)
+    for a, b in zip(ref, got):
+        assert {k: a[k] for k in ("acc_ambig", "amb_commit_bias", "s_AMB")} == \
+               {k: b[k] for k in ("acc_ambig", "amb_commit_bias", "s_AMB")}
+    # steered logits through the backend equal steered HF logits; the hook leaves with the block
+    enc = _enc(tiny_lm, items[:3])
+    with torch.no_grad(), steer(tiny_lm, _vec(), 0, 4.0):
+        want = tiny_lm.model(**enc).logits
+    base = hooked.forward(enc)
+    with steer(hooked, _vec(), 0, 4.0):
+        torch.testing.assert_close(hooked.forward(enc)[:, -1], want[:, -1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(hooked.forward(enc), base, rtol=0, atol=0)
+    # generate through the backend (recomputation, one unpadded item per batch) matches HF generate
+    gcfg = EvalConfig(mode="generate", batch_size=1, progress=False, max_new_tokens=3)
+    from interp.steering import eval_model
+
+    with steer(tiny_lm, _vec(), 0, 4.0, from_pos=-1):
+        r_hf = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items[:2], gcfg)
+    with steer(hooked, _vec(), 0, 4.0, from_pos=-1):
+        m, tok = eval_model(hooked)
+        r_b = evaluate_items(m, tok, items[:2], gcfg)
+    assert [r["reply"] for r in r_hf] == [r["reply"] for r in r_b]
+
+
+def test_clear_errors(tiny_lm):
+    with pytest.raises(SteeringError, match="hidden size is 64"):
+        steer(tiny_lm, torch.ones(10), 0, 1.0)
+    with pytest.raises(SteeringError, match="out of range: the model has 2 layers"):
+        steer(tiny_lm.model, torch.ones(64), 2, 1.0)
+    with pytest.raises(SteeringError, match="out of range"):
+        steer(tiny_lm.model, torch.ones(64), -1, 1.0)
+    with pytest.raises(SteeringError, match=r"vector \[d_model\]"):
+        steer(tiny_lm.model, torch.ones(2, 64), 0, 1.0)
+    with pytest.raises(SteeringError, match="zero direction"):
+        steer(tiny_lm.model, torch.zeros(64), 0, 1.0)
+    with pytest.raises(SteeringError, match="unknown hook name"):
+        steer(tiny_lm.model, torch.ones(64), 0, 1.0, hook="hook_nonsense")
+    # a hook whose width is not the hidden size is checked when it runs
+    with pytest.raises(SteeringError, match="activation has size 192"):
+        with steer(tiny_lm.model, torch.ones(64), 0, 1.0, hook="mlp.hook_post"):
+            tiny_lm.model(input_ids=torch.tensor([[1, 2, 3]]))
