@@ -135,7 +135,7 @@ def figures_cmd(results_csv, out_dir, run, step):
     df = read_results(results_csv)
     od = Path(out_dir) if out_dir else default_figures_dir()
     p1 = phase1_figure(df, od / "rl_phase1_decomposition.png", run=run, step=step)
-    click.echo(phase1_table(df, run).to_string(index=False))
+    click.echo(phase1_table(df, run, step).to_string(index=False))
     click.echo(f"wrote {p1}")
     try:
         p2 = phase2_figure(df, od / "rl_phase2_dose_response.png")

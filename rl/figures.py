@@ -148,13 +148,39 @@ def phase2_figure(df: pd.DataFrame, out: str | os.PathLike, metrics=("amb_commit
     return out
 
 
-def phase1_table(df: pd.DataFrame, run: str | None = None) -> pd.DataFrame:
+def phase1_table(df: pd.DataFrame, run: str | None = None, step: int | None = None) -> pd.DataFrame:
     """The numbers behind the Phase-1 figure: base, the lambda-0 run's last step and the control's."""
     d = overall(df)
     main_run, ctrl_run = pick_phase1_runs(d)
     run = run or main_run
-    rows = [base_row(d), final_row(d, run)] + ([final_row(d, ctrl_run)] if ctrl_run else [])
+    rows = [base_row(d), final_row(d, run, step)]
+    if ctrl_run and ctrl_run != run:
+        rows.append(final_row(d, ctrl_run))
     cols = ["run", "step", "lambda", "lr"]
     for m in ("acc_ambig", "coverage", "amb_commit_bias", "s_AMB", "abstain_ambig", "acc_disambig", "s_DIS"):
         cols += [m, f"{m}_lo", f"{m}_hi"]
     return pd.DataFrame(rows)[cols].reset_index(drop=True)
+
+
+def intervals_separate(a: pd.Series, b: pd.Series, metric: str) -> int:
+    """+1 when a's interval for ``metric`` lies wholly above b's, -1 wholly below, 0 when they overlap."""
+    if a[f"{metric}_lo"] > b[f"{metric}_hi"]:
+        return 1
+    if a[f"{metric}_hi"] < b[f"{metric}_lo"]:
+        return -1
+    return 0
+
+
+def verdict_lines(df: pd.DataFrame, metric: str = "acc_ambig") -> list[str]:
+    """One line per run's last step: the metric with its interval against the base's, and whether they separate."""
+    d = overall(df)
+    base = base_row(d)
+    out = [f"base: {metric} {base[metric]:.3f} [{base[f'{metric}_lo']:.3f}, {base[f'{metric}_hi']:.3f}]"]
+    for run in [r for r in dict.fromkeys(d["run"]) if r != "base"]:
+        r = final_row(d, run)
+        s = intervals_separate(r, base, metric)
+        word = {1: "ABOVE base (intervals do not overlap)", -1: "BELOW base (intervals do not overlap)",
+                0: "overlaps base"}[s]
+        out.append(f"{run} step {int(r['step'])}: {metric} {r[metric]:.3f} [{r[f'{metric}_lo']:.3f}, "
+                   f"{r[f'{metric}_hi']:.3f}] -> {word}")
+    return out

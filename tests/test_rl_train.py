@@ -148,3 +148,97 @@ def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
         train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], batch_size=6, num_generations=4)
     with pytest.raises(TypeError, match="unknown training option"):
         train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], lora_rank=8)
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep, results_all.csv and figures
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory, trained, letter_lm_dir, train_dev):
+    """A sweep over lambda 0 at LR (the run above, copied in: not retrained) and the lr 1e-6 control."""
+    from rl.sweep import RunSpec, sweep
+
+    out = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(trained["out"], out / RunSpec(0.0, LR).name)
+    kw = {k: v for k, v in FAST.items() if k not in ("device", "progress")}
+    df = sweep(str(letter_lm_dir), out, lams=[0.0], lrs=[LR], control_lrs=[1e-6], steps=4, train_items=train_dev[0],
+               dev_items=train_dev[1], n_boot=50, device="cpu", progress=False, **kw)
+    return out, df
+
+
+def test_sweep_rows_and_control(swept, letter_lm_dir, train_dev):
+    from interp.evaluate import EvalConfig, evaluate_items
+    from interp.metrics import METRICS, summarize
+    from interp.models import load_model
+
+    out, df = swept
+    o = df[df["group"] == "overall"]
+    assert sorted(zip(o["run"], o["step"])) == [("base", 0), ("lam0_lr0.003", 2), ("lam0_lr0.003", 4),
+                                                 ("lam0_lr1e-06_control", 2), ("lam0_lr1e-06_control", 4)]
+    assert set(df["group"]) == {"overall", "Religion"}
+    for c in ("model", "adapter", "lambda", "lr", "step") + tuple(f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")):
+        assert c in df.columns, c
+    # the base row is what `interp eval` computes
+    lm = load_model(str(letter_lm_dir), device="cpu", dtype="float32")
+    want = summarize(evaluate_items(lm.model, lm.tokenizer, train_dev[1], EvalConfig(progress=False)), n_boot=50)[0]
+    base = o[o["run"] == "base"].iloc[0]
+    for m in METRICS:
+        assert base[m] == pytest.approx(want[m]) and base[f"{m}_lo"] == pytest.approx(want[f"{m}_lo"])
+    # the lr 1e-6 control stays at base; the lr 3e-3 run moves
+    ctrl = o[o["run"] == "lam0_lr1e-06_control"]
+    main = o[o["run"] == "lam0_lr0.003"]
+    for m in ("acc_ambig", "acc_disambig", "abstain_ambig", "amb_commit_bias"):
+        assert (ctrl[m] == base[m]).all(), m
+    assert any((main[m] != base[m]).any() for m in ("acc_ambig", "acc_disambig", "abstain_ambig", "amb_commit_bias"))
+    assert (out / "eval" / "lam0_lr0.003" / "step-4" / "predictions.jsonl").exists()
+
+
+def test_sweep_is_idempotent(swept, letter_lm_dir, train_dev):
+    from rl.sweep import read_results, sweep
+
+    out, df = swept
+    again = sweep(str(letter_lm_dir), out, lams=[0.0], lrs=[LR], control_lrs=[1e-6], steps=4,
+                  train_items=train_dev[0], dev_items=train_dev[1], n_boot=50, device="cpu", progress=False,
+                  skip_train=True)
+    assert len(again) == len(df) == len(read_results(out / "results_all.csv"))
+
+
+def test_sweep_refuses_overlapping_templates(letter_lm_dir, train_dev, tmp_path):
+    from interp.split import SplitLeakageError
+    from rl.sweep import sweep
+
+    with pytest.raises(SplitLeakageError):
+        sweep(str(letter_lm_dir), tmp_path, lams=[0.0], steps=1, train_items=train_dev[0],
+              dev_items=train_dev[0][:4], skip_train=True)
+
+
+def test_figures_and_decomposition(swept, tmp_path):
+    from click.testing import CliRunner
+
+    from rl.cli import main
+    from rl.figures import phase1_table
+
+    out, df = swept
+    t = phase1_table(df)
+    assert list(t["run"]) == ["base", "lam0_lr0.003", "lam0_lr1e-06_control"]
+    for _, r in t.iterrows():  # s_AMB = coverage x amb_commit_bias, coverage = 1 - acc_ambig
+        assert r["coverage"] == pytest.approx(1 - r["acc_ambig"])
+        assert r["s_AMB"] == pytest.approx(r["coverage"] * r["amb_commit_bias"])
+    res = CliRunner().invoke(main, ["figures", "--results-csv", str(out / "results_all.csv"),
+                                    "--out-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for f in ("rl_phase1_decomposition.png", "rl_phase2_dose_response.png"):
+        assert (tmp_path / f).stat().st_size > 10_000
+
+
+def test_cli_help_shows_seed_defaults():
+    from click.testing import CliRunner
+
+    from rl.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--help"])
+    assert res.exit_code == 0
+    for s in ("--lam", "--lr", "5e-06", "--beta", "0.04", "--temperature", "1.3", "--num-generations", "--lora-r",
+              "--save-steps", "--report-to", "--resume / --no-resume"):
+        assert s in res.output, s
