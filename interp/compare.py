@@ -301,7 +301,7 @@ def collect_acts(model, tokenizer, items, names: Sequence[str], batch_size: int 
 
 
 def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[str]:
-    """Hook names for ``layers``: 'all', an int, a comma-separated string ('0,3,5') or a list of ints."""
+    """Hook names for ``layers``: 'all', an int, a string ('0,3,5', '2-6', '-1') or a list of ints."""
     from interp.hooks import HookNameError, layer_hook_name, n_layers, parse_hook_name
 
     L = n_layers(model)
@@ -310,16 +310,23 @@ def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[s
     elif isinstance(layers, int):
         idx = [layers]
     elif isinstance(layers, str):
+        idx = []
         try:
-            idx = [int(x) for x in layers.split(",") if x.strip()]
+            for part in (p.strip() for p in layers.split(",") if p.strip()):
+                if "-" in part[1:]:  # a range 'a-b', inclusive
+                    a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                    idx += list(range(int(a), int(b) + 1))
+                else:
+                    idx.append(int(part))
         except ValueError:
-            raise ValueError(f"layers must be 'all' or comma-separated integers, not {layers!r}") from None
+            raise ValueError(f"layers must be 'all' or comma-separated integers / ranges ('0,3,5', '2-6'), "
+                             f"not {layers!r}") from None
     else:
         idx = [int(x) for x in layers]
     idx = [l + L if l < 0 else l for l in idx]
     if not idx:
         raise HookNameError("no layers selected")
-    names = [layer_hook_name(l, hook) for l in idx]
+    names = list(dict.fromkeys(layer_hook_name(l, hook) for l in idx))
     for n in names:
         parse_hook_name(model, n)  # clear error for a layer out of range or an unknown hook
     return names
@@ -394,11 +401,58 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     return df
 
 
+# fingerprint keys that must agree for two stores to hold the same prompts at the same positions
+_SAME_PROMPTS = ("items_hash", "n_items", "positions", "shuffle_options", "seed", "prompt_template_hash")
+
+
+def check_stores_comparable(base_fp: Mapping, other_fp: Mapping, base_path, other_path) -> None:
+    """Refuse two activation stores (``ActivationStore.fingerprint``) that do not hold the same items, prompts
+    and positions, or that were made from different base weights; the error names the differing keys."""
+    bad = [k for k in _SAME_PROMPTS if base_fp.get(k) != other_fp.get(k)]
+    if base_fp.get("weights_hash") and other_fp.get("weights_hash") and base_fp["weights_hash"] != other_fp["weights_hash"]:
+        bad.append("weights_hash")
+    if bad:
+        diffs = ", ".join(f"{k}: {base_fp.get(k)!r} vs {other_fp.get(k)!r}" for k in bad)
+        raise ValueError(f"{base_path} and {other_path} are not comparable ({diffs}); cache both with the same "
+                         "model, split, positions and option order")
+
+
 def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | os.PathLike],
-                   out_dir: str | os.PathLike, names: Sequence[str] | None = None,
-                   labels: Sequence[str] | None = None, n_folds: int = 5, seed: int = 0):
-    """Compare from activation caches written by ``interp.activations`` (one per model, same items)."""
-    raise NotImplementedError("comparison from HDF5 activation stores needs interp.activations")
+                   out_dir: str | os.PathLike, layers: Sequence[int] | None = None, hook: str = "hook_resid_post",
+                   labels: Sequence[str] | None = None, n_folds: int = 5, C: float = 1.0, seed: int = 0,
+                   condition: str = "all", debiased: bool = False):
+    """``compare_adapters`` from activation stores (``interp cache``): the base store (``--no-adapter``) and
+    one store per adapter, all of the same items at the same positions. Writes compare.csv / compare.png."""
+    import pandas as pd
+
+    from interp.activations import ActivationStore
+    from interp.probes import store_activations
+
+    if not adapter_paths:
+        raise ValueError("no adapter stores to compare")
+    labels = list(labels) if labels is not None else [str(p) for p in adapter_paths]
+    if len(labels) != len(adapter_paths) or len(set(labels)) != len(labels):
+        raise ValueError(f"need one distinct label per adapter store: {labels} for {list(adapter_paths)}")
+    with ActivationStore(base_path) as st:
+        base_fp = dict(st.fingerprint)
+    if base_fp.get("adapter") and base_fp.get("adapter_enabled", True):
+        raise ValueError(f"{base_path} was cached with adapter {base_fp['adapter']} enabled; the base store "
+                         "needs no adapter (or `interp cache --no-adapter`)")
+    acts, recs = store_activations(base_path, hook, layers)
+    base = ModelActs(acts, recs, "base")
+    rows: list[dict] = []
+    for p, lab in zip(adapter_paths, labels):
+        with ActivationStore(p) as st:
+            check_stores_comparable(base_fp, st.fingerprint, base_path, p)
+        acts, recs = store_activations(p, hook, layers)
+        rows += compare_acts(base, ModelActs(acts, recs, lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
+                             condition=condition, debiased=debiased)
+    df = pd.DataFrame(rows)
+    od = Path(out_dir)
+    od.mkdir(parents=True, exist_ok=True)
+    df.to_csv(od / "compare.csv", index=False)
+    plot_compare(df, od / "compare.png")
+    return df
 
 
 # ----------------------------------------------------------------------------------------------

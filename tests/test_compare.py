@@ -307,3 +307,37 @@ def test_cli_compare(tiny_lm_dir, lora_adapters, fixture_bbq_dir, tmp_path):
     assert list(csv["adapter"]) == ["zero", "mid"] and list(csv["layer"]) == [1, 1]
     assert csv["cka"].iloc[0] == pytest.approx(1.0, abs=1e-6) and csv["cka"].iloc[1] < 1
     assert (out / "compare.png").exists() and (out / "compare.json").exists()
+
+
+def test_compare_from_activation_stores_matches_in_process(compared, tiny_lm_dir, lora_adapters, fixture_items,
+                                                           tmp_path):
+    """Base and adapter stores written by `interp cache` give the same table as running the models here."""
+    from interp.activations import cache_split
+    from interp.backends import load_hooked
+    from interp.compare import compare_stores
+
+    names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    paths = {}
+    for key, adapter in (("base", None), ("zero", lora_adapters[0]), ("mid", lora_adapters[2])):
+        h = load_hooked(str(tiny_lm_dir), adapter=adapter, device="cpu", dtype="float32")
+        paths[key] = cache_split(h, fixture_items, tmp_path / f"{key}.h5", names, dtype="float32",
+                                 shuffle_options=True, progress=False)
+    df = compare_stores(paths["base"], [paths["zero"], paths["mid"]], tmp_path / "out",
+                        labels=[f"s={SCALES[0]}", f"s={SCALES[2]}"])
+    ref = compared[0].set_index(["adapter", "layer"]).loc[df.set_index(["adapter", "layer"]).index]
+    for col in CSV_COLUMNS[2:]:
+        np.testing.assert_allclose(df[col].to_numpy(), ref[col].to_numpy(), atol=1e-5, err_msg=col)
+    assert (tmp_path / "out" / "compare.csv").exists()
+    from click.testing import CliRunner
+
+    from interp.cli import main
+
+    res = CliRunner().invoke(main, ["compare", "--base-store", str(paths["base"]), "--store", str(paths["mid"]),
+                                    "--layers", "1", "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "blocks.1" not in res.output and (tmp_path / "cli" / "compare.json").exists()
+    # a store of other prompts (options in their original order) is refused, naming what differs
+    h = load_hooked(str(tiny_lm_dir), adapter=lora_adapters[2], device="cpu", dtype="float32")
+    other = cache_split(h, fixture_items, tmp_path / "keep.h5", names, dtype="float32", progress=False)
+    with pytest.raises(ValueError, match="shuffle_options"):
+        compare_stores(paths["base"], [other], tmp_path / "out2")
