@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 CSV_COLUMNS = ("adapter", "layer", "cka", "cos_stereo", "cos_abstain", "probe_base_acc", "probe_transfer_acc")
@@ -203,7 +202,7 @@ def probe_transfer(X_base, y_base, X_adapter, y_adapter, groups=None, n_folds: i
     k = int(folds.max()) + 1
     hits_b = hits_a = tot_b = tot_a = 0
     # small L-BFGS problems: BLAS threads only add contention (40x slower on a loaded 2-core machine)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1 if Xb.size < 2_000_000 else None, user_api="blas"):
         for f in range(k):
             tr = np.flatnonzero((folds != f) & lb)
             te_b, te_a = np.flatnonzero((folds == f) & lb), np.flatnonzero((folds == f) & la)

@@ -341,3 +341,18 @@ def test_compare_from_activation_stores_matches_in_process(compared, tiny_lm_dir
     other = cache_split(h, fixture_items, tmp_path / "keep.h5", names, dtype="float32", progress=False)
     with pytest.raises(ValueError, match="shuffle_options"):
         compare_stores(paths["base"], [other], tmp_path / "out2")
+
+
+def test_adapter_from_other_base_is_refused(tiny_lm_dir, lora_adapters, fixture_items, tmp_path):
+    import json
+    import shutil
+
+    from interp.compare import compare_adapters
+    from interp.models import load_model
+
+    bad = tmp_path / "other_base"
+    shutil.copytree(lora_adapters[1], bad)
+    (bad / "interp_base.json").write_text(json.dumps({"weights_hash": "0123456789abcdef"}))
+    lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="weights hash"):
+        compare_adapters(lm, [str(bad)], fixture_items, tmp_path / "o", progress=False)
