@@ -1,0 +1,84 @@
+"""Steering overhead: evaluation with a steering hook (alpha != 0) vs unsteered, same items, same run.
+Wall time and process CPU time are both reported (CPU time is less disturbed by other jobs on a shared machine).
+
+    python benchmarks/bench_steering.py [--model organism-small | PATH] [--n 256] [--batch-size 32]
+
+Without --model (or when the organism cannot be built) a random Qwen2 with hidden size 256 and 4 layers is
+used on the fixture prompts. Timings are interleaved (unsteered, steered, unsteered, ...) and the best of
+``--repeats`` is kept per arm. Goal: overhead <= 5 % in both modes."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _model_and_items(args):
+    from interp.bbq import load_bbq
+
+    if args.model:
+        from interp.models import load_model
+        from interp.split import split_items
+
+        lm = load_model(args.model, device=args.device, dtype="float32")
+        items, _ = split_items("dev", limit=args.n)
+        return lm.model, lm.tokenizer, items
+    from interp.prompts import make_prompt
+    from interp.tiny import build_causal_lm, train_tokenizer
+
+    items, _ = load_bbq(ROOT / "tests" / "fixtures" / "bbq" / "data")
+    tok = train_tokenizer([make_prompt(it).user_text for it in items] * 4, vocab_size=400)
+    model = build_causal_lm(tok, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                            num_attention_heads=8, num_key_value_heads=4)
+    items = (items * (args.n // len(items) + 1))[: args.n]
+    return model.to(args.device), tok, items
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--layer", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from interp.evaluate import EvalConfig, evaluate_items
+    from interp.steering import steer
+
+    model, tok, items = _model_and_items(args)
+    d = model.config.hidden_size
+    v = torch.randn(d, generator=torch.Generator().manual_seed(0))
+    print(f"model hidden {d}, {len(items)} items, batch {args.batch_size}, device {args.device}")
+    for mode in ("logits", "generate"):
+        cfg = EvalConfig(mode=mode, batch_size=args.batch_size, progress=False, max_new_tokens=4)
+        evaluate_items(model, tok, items[: args.batch_size], cfg)  # warm-up
+        best = {"unsteered": float("inf"), "steered": float("inf")}
+        cpu = {"unsteered": float("inf"), "steered": float("inf")}
+        for _ in range(args.repeats):
+            for arm in best:
+                t0, c0 = time.perf_counter(), time.process_time()
+                if arm == "steered":
+                    with steer(model, v, args.layer, 4.0):
+                        evaluate_items(model, tok, items, cfg)
+                else:
+                    evaluate_items(model, tok, items, cfg)
+                best[arm] = min(best[arm], time.perf_counter() - t0)
+                cpu[arm] = min(cpu[arm], time.process_time() - c0)
+        over = best["steered"] / best["unsteered"] - 1
+        over_cpu = cpu["steered"] / cpu["unsteered"] - 1
+        print(f"{mode:8s} wall: unsteered {best['unsteered']:.3f} s  steered {best['steered']:.3f} s  "
+              f"overhead {100 * over:+.2f} %;  process CPU: {cpu['unsteered']:.3f} s vs {cpu['steered']:.3f} s  "
+              f"overhead {100 * over_cpu:+.2f} %  ({'ok' if max(over, over_cpu) <= 0.05 else 'ABOVE'} goal <= 5 %)")
+
+
+if __name__ == "__main__":
+    main()
