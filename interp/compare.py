@@ -461,6 +461,8 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
 def plot_compare(df, path: str | os.PathLike) -> Path:
     """Four panels by layer, one line per adapter: CKA, stereotype cosine, abstention cosine, probe
     accuracy (transfer solid, base held-out dashed)."""
+    from matplotlib.ticker import MaxNLocator
+
     from interp.figures import new_axes, save_figure
 
     fig, axes = new_axes(4, width=4.2, height=3.4)
@@ -472,15 +474,18 @@ def plot_compare(df, path: str | os.PathLike) -> Path:
         for ax, (col, title) in zip(axes, panels):
             ax.plot(g["layer"], g[col], marker="o", ms=3, color=f"C{k}", label=lab)
             ax.set_title(title, fontsize=10)
-        axes[3].plot(g["layer"], g["probe_base_acc"], ls="--", color=f"C{k}", alpha=0.7)
+        if k == 0:  # the same for every adapter: one base model, labels and folds
+            axes[3].plot(g["layer"], g["probe_base_acc"], ls="--", color="black", label="base, held-out")
     axes[0].set_ylim(0, 1.05)
     for ax in axes[1:3]:
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_ylim(-1.05, 1.05)
     axes[3].axhline(0.5, color="grey", lw=0.5)
     axes[3].set_ylim(0, 1.05)
-    axes[3].text(0.02, 0.03, "solid: on adapter; dashed: base held-out", transform=axes[3].transAxes, fontsize=7)
+    axes[3].legend(handles=axes[3].get_lines()[1:2], fontsize=7, loc="lower left")  # the dashed base line
+    axes[3].text(0.02, 0.95, "solid: probe on each adapter", transform=axes[3].transAxes, fontsize=7, va="top")
     for ax in axes:
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7)
     return save_figure(fig, path)
