@@ -88,13 +88,15 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
 
 
 def weights_hash(model: torch.nn.Module, n_tensors: int = 8) -> str:
-    """A cheap content hash of a model's weights (names, shapes and the first tensors' bytes)."""
+    """A cheap content hash of a model's weights (names, shapes and the first tensors' bytes).
+
+    Values are rounded to bfloat16 first, so the same checkpoint loaded in float32 or bfloat16 hashes alike."""
     h = hashlib.sha256()
     for i, (name, p) in enumerate(sorted(model.state_dict().items())):
         h.update(name.encode())
         h.update(str(tuple(p.shape)).encode())
         if i < n_tensors and "lora" not in name:
-            h.update(p.detach().float().cpu().flatten()[:4096].numpy().tobytes())
+            h.update(p.detach().flatten()[:4096].to(torch.bfloat16).float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
