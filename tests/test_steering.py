@@ -184,3 +184,60 @@ def test_clear_errors(tiny_lm):
     with pytest.raises(SteeringError, match="activation has size 192"):
         with steer(tiny_lm.model, torch.ones(64), 0, 1.0, hook="mlp.hook_post"):
             tiny_lm.model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ground truth on the small organism (a planted stereotyped lean)
+
+
+@pytest.fixture(scope="module")
+def organism(bbq_dir):
+    import os
+
+    pytest.importorskip("interp.organism")
+    os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
+    from interp.models import load_model
+    from interp.split import split_items
+
+    lm = load_model("organism-small", device="cpu", dtype="float32")
+    cats = ["Age", "Religion"]
+    train, _ = split_items("train", bbq_dir, categories=cats, limit=480)
+    dev, _ = split_items("dev", bbq_dir, categories=cats, limit=240)
+    return lm, train, dev
+
+
+@pytest.mark.slow
+def test_organism_probe_and_steering_ground_truth(organism):
+    from interp.directions import compute_directions
+    from interp.metrics import summarize
+    from interp.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
+                               stereotype_labels, template_groups)
+    from interp.steering import direction_vector
+
+    lm, train, dev = organism
+    acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
+                                       progress=False)
+    idx, y = stereotype_labels(recs)
+    rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
+                       ProbeConfig(n_shuffles=3, n_boot=200))
+    b = best_layer(rows)
+    assert b["acc"] > b["shuffled_max"] and b["acc_lo"] > b["shuffled_mean"], rows
+
+    layer = b["layer"]
+    d = compute_directions(acts, recs).get("stereotype", layer=layer)
+    amb = [it for it in dev if it.context_condition == "ambig"]
+    cfg = EvalConfig(batch_size=48, progress=False)
+    alphas = [-2.0, -1.0, 0.0]
+    curve = alpha_curve(lm, amb, direction_vector(d, "sigma"), layer, alphas, cfg, n_boot=0, progress=False)
+    bias = [r["amb_commit_bias"] for r in curve]
+    assert all(x <= y for x, y in zip(bias, bias[1:])), bias  # against the direction: lower, monotonically
+    assert bias[0] < bias[-1], bias
+    unsteered = summarize(evaluate_items(lm.model, lm.tokenizer, amb, cfg), n_boot=0, by_category=False)[0]
+    assert curve[-1]["amb_commit_bias"] == unsteered["amb_commit_bias"]  # alpha 0 is exact
+    assert curve[-1]["acc_ambig"] == unsteered["acc_ambig"]
+    enc = _enc(lm, amb[:8])
+    with torch.no_grad():
+        base = lm.model(**enc).logits.clone()
+        with steer(lm, d, layer, -2.0):
+            assert not torch.equal(lm.model(**enc).logits, base)
+        assert torch.equal(lm.model(**enc).logits, base)  # removing the hook restores logits exactly
