@@ -33,6 +33,7 @@ def cmd(preset, config_path, overrides, model, out, force, stages):
     if stages:
         ov.append("run.stages=[" + ",".join(f'"{s.strip()}"' for s in stages.split(",")) + "]")
     cfg = load_config(config_path, preset, ov)
+    cfg["run"]["preset"] = preset
     ctx = Context(cfg=cfg, out=Path(cfg["run"]["out"]), log=click.echo)
     click.echo(f"interp run: preset {preset}, model {cfg['run']['model']}, out {ctx.out}")
     run_pipeline(build_stages(cfg), ctx, force=tuple(force))

@@ -1,0 +1,109 @@
+"""The main job's stages, composed from the library's modules. Each returns the files it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from interp.pipeline import Context, Stage
+
+RESULT_METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS", "unparseable")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def model_name(ctx: Context) -> str:
+    return ctx.cfg["run"]["model"]
+
+
+def items_for(ctx: Context, part: str):
+    """The run's items for one split part, with the configured limit."""
+    from interp.split import split_items
+
+    d = ctx.cfg["data"]
+    limit = d.get(f"limit_{part}") or None
+    cats = d.get("categories") or None
+    return split_items(part, split_file=ctx.path("split.json"), dev_frac=d["dev_frac"], seed=d["split_seed"],
+                       categories=cats, limit=limit)
+
+
+def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict) -> Path:
+    """Evaluate and write ``evals/<tag>/`` (predictions, summary); results_all.csv is rebuilt from these."""
+    from interp.evaluate import EvalConfig, evaluate_items, write_results
+
+    e = ctx.cfg["eval"]
+    recs = evaluate_items(model, tokenizer, items, EvalConfig(mode=e["mode"], batch_size=e["batch_size"],
+                                                              seed=ctx.cfg["run"]["seed"]))
+    out = ctx.path("evals", tag)
+    write_results(recs, out, n_boot=e["n_boot"], seed=ctx.cfg["run"]["seed"], meta={"tag": tag, **info})
+    return out
+
+
+def collect_results(out: Path) -> list[dict]:
+    """One row per evaluation (overall group): model, adapter, lambda, lr, step, every metric with intervals."""
+    rows = []
+    for f in sorted((out / "evals").glob("*/summary.json")):
+        d = json.loads(f.read_text())
+        meta, overall = d["meta"], d["rows"][0]
+        row = {k: meta.get(k, "") for k in ("tag", "model", "adapter", "lambda", "lr", "step")}
+        row["n"] = overall["n"]
+        for m in RESULT_METRICS:
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = overall[m], overall[f"{m}_lo"], overall[f"{m}_hi"]
+        rows.append(row)
+    order = {"base": 0}
+    rows.sort(key=lambda r: (order.get(r["tag"], 1), str(r["lambda"]), str(r["lr"]), int(r["step"] or 0)))
+    return rows
+
+
+def write_results_all(ctx: Context) -> Path:
+    from interp.score import write_csv
+
+    return write_csv(collect_results(ctx.out), ctx.out / "results_all.csv")
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+
+def stage_organism(ctx: Context) -> dict:
+    """Build (or reuse) the built-in organism when the run's model names it."""
+    from interp.models import ORGANISM_NAMES, resolve_model_path
+
+    name = model_name(ctx)
+    path = resolve_model_path(name)
+    info = {"model": name, "path": str(path)}
+    if name in ORGANISM_NAMES and (Path(path) / "plant.json").exists():
+        info["plant"] = json.loads((Path(path) / "plant.json").read_text())
+        info["plant"].pop("flipped_ids", None)
+    f = ctx.path("organism.json")
+    f.write_text(json.dumps(info, indent=1, default=str))
+    return {"organism": f}
+
+
+def stage_base_eval(ctx: Context) -> dict:
+    from interp.models import load_model
+
+    r = ctx.cfg["run"]
+    items, split = items_for(ctx, "dev")
+    lm = load_model(model_name(ctx), device=r["device"], dtype=r["dtype"])
+    out = eval_and_record(ctx, "base", lm.model, lm.tokenizer, items,
+                          {"model": model_name(ctx), "adapter": "", "lambda": "", "lr": "", "step": 0,
+                           "split_hash": split.hash})
+    return {"summary": out / "summary.json", "results_all": write_results_all(ctx)}
+
+
+def build_stages(cfg: dict) -> list[Stage]:
+    """The stages named in ``run.stages``, in pipeline order."""
+    from interp import stages_extra
+
+    table = {
+        "organism": Stage("organism", stage_organism, weight=1, describe="build or reuse the model organism"),
+        "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), weight=1,
+                           describe="evaluate the base model on dev"),
+        **stages_extra.STAGES,
+    }
+    names = cfg["run"]["stages"]
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown} in run.stages; known: {list(table)}")
+    return [table[n] for n in names]
