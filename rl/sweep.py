@@ -184,7 +184,7 @@ def sweep(
             ckpts[spec] = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= steps]
             continue
         ckpts[spec] = train(model, run_dir, lam=spec.lam, lr=spec.lr, steps=steps, items=train_items,
-                            device=device, progress=progress, **train_kw)
+                            device=device, dtype=dtype, progress=progress, **train_kw)
 
     # 2. evaluate base and every checkpoint on dev
     df = read_results(results_csv)
