@@ -223,8 +223,8 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
 
 
 def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size, split_hash, shuffle, seed,
-                 compression, overwrite, progress, on_batch, fp_extra=None, desc="cache") -> Path:
-    """Write (or resume) one store file for ``items``."""
+                 compression, overwrite, progress, on_batch, fp_extra=None, desc="cache", static=None) -> Path:
+    """Write (or resume) one store file for ``items`` (``static``: their precomputed static metadata)."""
     import h5py
     from tqdm.auto import tqdm
 
@@ -241,7 +241,8 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     path.with_name(path.name + ".creating").unlink(missing_ok=True)  # a creation killed before its rename
     if not path.exists():
         d_of = {n: (hooked.d_mlp if n.endswith("mlp.hook_post") else hooked.d_model) for n in names}
-        _create(path, fp, _provenance(hooked, tok, split_hash), _static_meta(items, shuffle, seed), names, d_of,
+        _create(path, fp, _provenance(hooked, tok, split_hash),
+                static if static is not None else _static_meta(items, shuffle, seed), names, d_of,
                 len(positions), STORE_DTYPES[dtype], batch_size, compression)
     n = len(items)
     n_batches = (n + batch_size - 1) // batch_size
@@ -381,11 +382,12 @@ def _cache_distributed(hooked, items, path, names, pos, dtype, batch_size, split
     lo, hi = bounds[rank]
     shards = [shard_path(path, r, world) for r in range(world)]
     extra = dict(world_size=world, shard=rank, shard_start=lo, shard_stop=hi)
+    static = {k: v[lo:hi] for k, v in _static_meta(items, shuffle, seed).items()}  # string widths of all items
     err = None
     try:
         _write_store(hooked, items[lo:hi], shards[rank], names, pos, dtype, batch_size, split_hash, shuffle, seed,
                      compression, overwrite, progress and rank == 0, on_batch, fp_extra=extra,
-                     desc=f"cache rank {rank}")
+                     desc=f"cache rank {rank}", static=static)
     except Exception as e:  # noqa: BLE001 - reported to every rank below, then re-raised here
         err = e
     errors = [None] * world
@@ -511,23 +513,37 @@ class ActivationStore:
         return f"ActivationStore({str(self.path)!r}, {self.n_complete} items, {len(self.names)} datasets)"
 
 
-def stores_equal(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
-    """Differences between two stores' contents (datasets and fingerprint; provenance time ignored)."""
+def stores_equal(a: str | os.PathLike, b: str | os.PathLike, atol: float = 0.0) -> list[str]:
+    """Differences between two stores' contents: every dataset, and the fingerprint (the world size, the
+    progress counter and provenance such as the creation time are ignored). Empty when equal. ``atol``
+    allows float rounding (e.g. between runs with different thread counts); 0 means bit-identical."""
     import h5py
+
+    def fp(f):
+        return {k: v for k, v in json.loads(f.attrs["fingerprint"]).items() if k != "world_size"}
+
+    def dsets(f):
+        out: list[str] = []
+        f.visititems(lambda k, v: out.append(k) if isinstance(v, h5py.Dataset) and k != "complete_batches" else None)
+        return out
 
     diffs = []
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        if fa.attrs["fingerprint"] != fb.attrs["fingerprint"]:
+        if fp(fa) != fp(fb):
             diffs.append("fingerprint")
-        names: list[str] = []
-        fa.visititems(lambda k, v: names.append(k) if isinstance(v, h5py.Dataset) else None)
-        other: list[str] = []
-        fb.visititems(lambda k, v: other.append(k) if isinstance(v, h5py.Dataset) else None)
+        if bool(fa.attrs["complete"]) != bool(fb.attrs["complete"]):
+            diffs.append("complete")
+        names, other = dsets(fa), dsets(fb)
         if sorted(names) != sorted(other):
             diffs.append(f"datasets differ: {sorted(set(names) ^ set(other))}")
         for k in names:
-            if k in fb and k != "complete_batches":
+            if k in fb:
                 x, y = fa[k][()], fb[k][()]
-                if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+                if x.shape != y.shape or x.dtype != y.dtype:
+                    diffs.append(k)
+                elif x.dtype.kind == "f" and atol > 0:
+                    if not np.allclose(x, y, atol=atol, rtol=0, equal_nan=True):
+                        diffs.append(k)
+                elif not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
                     diffs.append(k)
     return diffs
