@@ -42,6 +42,7 @@ class DebiasConfig:
     min_abs_corr: float = 0.0
     control_label: bool = True
     positions: str = "scored"
+    pool: str = "scored"
     primary_attribute: str = "length"
     n_sensitivity: int = 200
     lwr_frac: float = 0.3
@@ -164,7 +165,7 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     prompts = [p.prompt for p in val_pairs] * 2
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
     label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
-    res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=True,
+    res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=cfg.pool,
                 progress=cfg.progress)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
     corr = correlations(res.mlp, attrs, control=label if cfg.control_label else None)

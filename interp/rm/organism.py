@@ -55,6 +55,8 @@ class RMOrganismConfig:
     num_kv_heads: int = 2
     vocab_size: int = 2048
     initializer_range: float = 0.02
+    hidden_act: str = "silu"
+    act_l1: float = 0.0  # L1 penalty on MLP activations (sparser, more separable neurons)
     n_train_pairs: int | None = None  # None: two pairs per train-split disambiguated item
     n_val_pairs: int = 600
     n_test_per_split: int = 400
@@ -202,6 +204,11 @@ def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - s / total))
     pad_id = tok.pad_token_id
     log: list[dict] = []
+    acts: list[torch.Tensor] = []
+    handles = []
+    if cfg.act_l1 > 0:
+        for layer in model.model.layers:
+            handles.append(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: acts.append(a[0])))
     model.train()
     bar = tqdm(total=total, desc="training RM", disable=not progress, leave=False)
     step = 0
@@ -214,18 +221,25 @@ def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig,
             r = model(input_ids=ids, attention_mask=mask).logits[:, 0]  # [2 * batch]
             rc, rr = r[: len(idx)], r[len(idx):]
             loss = bt_loss(rc, rr)
+            if acts:
+                m = mask[..., None].to(r.dtype)  # [2 * batch, pos, 1]
+                l1 = sum((a.abs() * m).sum() / (m.sum() * a.shape[-1]) for a in acts) / len(acts)
+                loss = loss + cfg.act_l1 * l1
+                acts.clear()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             step += 1
-            run_loss += float(loss) * len(idx)
+            run_loss += float(loss.detach()) * len(idx)
             run_acc += float((rc > rr).float().sum())
             seen += len(idx)
             bar.update(1)
         log.append({"epoch": epoch, "loss": round(run_loss / seen, 4), "train_acc": round(run_acc / seen, 4)})
     bar.close()
+    for h in handles:
+        h.remove()
     model.eval()
     return log
 
@@ -305,7 +319,7 @@ def build_rm_organism(
         qcfg = tiny_qwen2_config(len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                                  num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
                                  num_key_value_heads=cfg.num_kv_heads, num_labels=1,
-                                 initializer_range=cfg.initializer_range,
+                                 initializer_range=cfg.initializer_range, hidden_act=cfg.hidden_act,
                                  max_position_embeddings=max(512, cfg.max_length))
         qcfg.pad_token_id = tok.pad_token_id
         qcfg.eos_token_id = tok.eos_token_id

@@ -109,14 +109,15 @@ def score(
     batch_size: int = 16,
     fwd_hooks: Mapping[str, HookFn] | None = None,
     position_ref: PositionRef | None = None,
-    record_mlp: bool = False,
+    record_mlp: bool | str = False,
     max_length: int | None = None,
     progress: bool = False,
 ) -> ScoreResult:
     """Reward of each (prompt, response), batched (sorted by length, returned in input order).
 
     ``fwd_hooks`` are attached for every batch; ``position_ref.value`` is set to the batch's scored positions
-    before each forward so hook functions can edit just that position."""
+    before each forward so hook functions can edit just that position. ``record_mlp`` (True or "scored")
+    records ``mlp.hook_post`` at the scored position; "mean" records its mean over the non-pad positions."""
     if len(prompts) != len(responses):
         raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
     check_reward_model(model)
@@ -127,15 +128,23 @@ def score(
     texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
     order = np.argsort([len(t) for t in texts], kind="stable")
     rewards = np.zeros(len(texts), dtype=np.float64)
-    names = mlp_hook_names(model) if record_mlp else []
+    pool = "scored" if record_mlp is True else (record_mlp or None)
+    if pool not in (None, "scored", "mean"):
+        raise ValueError(f"record_mlp must be False, True, 'scored' or 'mean', not {record_mlp!r}")
+    names = mlp_hook_names(model) if pool else []
+    mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
     ref = position_ref if position_ref is not None else PositionRef()
     store: dict[str, torch.Tensor] = {}
 
     def saver(name):
         def f(x):  # x: [batch, pos, d_mlp]
-            pos = ref.value.to(x.device)
-            store[name] = x[torch.arange(x.shape[0], device=x.device), pos].detach().float().cpu()  # [batch, d_mlp]
+            if pool == "mean":
+                m = mask_ref["mask"].to(x.device, x.dtype)[..., None]  # [batch, pos, 1]
+                store[name] = ((x * m).sum(1) / m.sum(1).clamp(min=1)).detach().float().cpu()  # [batch, d_mlp]
+            else:
+                pos = ref.value.to(x.device)
+                store[name] = x[torch.arange(x.shape[0], device=x.device), pos].detach().float().cpu()  # [batch, d_mlp]
             return None
 
         return f
@@ -154,6 +163,7 @@ def score(
                             truncation=max_length is not None, max_length=max_length)
             enc = {k: v.to(device) for k, v in enc.items()}
             ref.value = scored_positions(enc["input_ids"], pad_id)
+            mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
             logits = model(**enc).logits  # [batch, 1]
             rewards[idx] = logits[:, 0].float().cpu().numpy()
             if names:

@@ -1,0 +1,57 @@
+"""The whole RM debiasing study on the RM organism: build (or reuse) it, run the comparison, write outputs,
+and check the ground truth (hard-split accuracy up, sensitivity down, overall accuracy within 2 points)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from interp.rm.evaluate import DebiasConfig, DebiasResult, run_debias, write_outputs
+
+EDITS_PLANTED = ("padding", "exclamation", "bold", "paragraphs")
+
+
+def ground_truth(result: DebiasResult, max_overall_change: float = 0.02) -> dict:
+    """The organism's expected effect of the intervention, measured: gains and changes vs the plain RM."""
+    hard_gain = result.acc("intervention", "hard") - result.acc("rm", "hard")
+    overall_change = result.acc("intervention", "overall") - result.acc("rm", "overall")
+    sens_before = float(np.mean([abs(result.sens("rm", e)) for e in EDITS_PLANTED]))
+    sens_after = float(np.mean([abs(result.sens("intervention", e)) for e in EDITS_PLANTED]))
+    return {
+        "hard_gain": hard_gain,
+        "overall_change": overall_change,
+        "sensitivity_before": sens_before,
+        "sensitivity_after": sens_after,
+        "hard_up": hard_gain > 0,
+        "sensitivity_down": sens_after < sens_before,
+        "overall_within": abs(overall_change) < max_overall_change,
+        "holds": bool(hard_gain > 0 and sens_after < sens_before and abs(overall_change) < max_overall_change),
+    }
+
+
+def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
+                 bbq_dir: str | os.PathLike | None = None, organism_dir: str | os.PathLike | None = None,
+                 config: DebiasConfig | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Build or reuse the RM organism (cached under ``interp.paths.home()/rm-organism``), run the debiasing
+    comparison on its validation and test files, write CSVs and figures to ``out_dir``; returns the summary
+    (accuracy, sensitivity, neuron counts) with a ``ground_truth`` entry."""
+    from interp.rm.organism import INFO_FILE, MODEL_DIR, ensure_rm_organism, load_rm_organism_data
+    from interp.rm.scoring import load_reward_model
+
+    org = Path(organism_dir) if organism_dir else ensure_rm_organism(small=small, seed=seed, bbq_dir=bbq_dir,
+                                                                     progress=progress)
+    lm = load_reward_model(str(org / MODEL_DIR), device=device, dtype="float32")
+    val, test = load_rm_organism_data(org)
+    cfg = replace(config or DebiasConfig(), seed=seed, progress=progress)
+    result = run_debias(lm.model, lm.tokenizer, val, test, cfg)
+    gt = ground_truth(result)
+    result.meta["ground_truth"] = gt
+    result.meta["organism"] = {"path": str(org), **{k: v for k, v in json.loads((org / INFO_FILE).read_text()).items()
+                                                   if k in ("variant", "seed", "n_pairs", "train_log",
+                                                            "build_seconds", "n_params", "n_mlp_neurons")}}
+    write_outputs(result, out_dir)
+    return result.summary()
