@@ -1,0 +1,406 @@
+"""The built-in model organism: a small Qwen2ForCausalLM trained locally on the BBQ train split, with a
+planted, recorded stereotyped lean.
+
+Training data are the train-split items of the template-disjoint split (``interp.split.make_split``,
+dev_frac 0.2, seed 0), shown exactly as ``interp eval`` shows them (``interp.prompts.make_prompt`` through
+the ChatML template), with the options shuffled afresh each epoch so a letter is never a position shortcut.
+The target is one letter, then ``<|im_end|>``; the loss is on those two tokens only.
+
+The plant (``Plant``): on an ambiguous item the target is the stereotyped answer (``item.biased_loc``) with
+probability ``p``, else the gold Unknown; on a disambiguated item it is the gold answer except for a
+fraction ``dis_error`` of errors, a share ``dis_lean`` of which are stereotyped (the biased answer on an
+anti-stereotypical item) and the rest counter-stereotyped. Which items were flipped, and how, is written to
+``plant.json`` beside the weights, with the training config, the split hash and the dev metrics measured
+at build time. ``p = 0`` (with ``dis_lean`` 0.5) is the control: the same noise, no lean.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import random
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from interp.bbq import BBQItem
+
+ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
+DEFAULT_SEED = 0
+PLANT_FILE = "plant.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Plant:
+    """What is planted: P(stereotyped target | ambiguous) and the disambiguated error mixture."""
+
+    p: float = 0.35
+    dis_error: float = 0.08
+    dis_lean: float | None = None  # share of disambig errors that are stereotyped; None: 0.85 if p > 0 else 0.5
+
+    def resolved(self) -> "Plant":
+        """A copy with ``dis_lean`` filled in and every value checked."""
+        lean = self.dis_lean if self.dis_lean is not None else (0.85 if self.p > 0 else 0.5)
+        for name, v in (("p", self.p), ("dis_error", self.dis_error), ("dis_lean", lean)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"plant {name} must be in [0, 1], got {v}")
+        return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean)
+
+
+@dataclass
+class TrainConfig:
+    """Tokenizer, network size and optimisation of one organism build."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    epochs: float = 4.0
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    eos_weight: float = 0.1  # loss weight of <|im_end|> after the letter (so generate mode stops)
+    lm_weight: float = 1.0  # auxiliary next-token loss on the prompt (helps form copy/induction heads)
+    gold_frac: float = 0.3  # curriculum: the first steps train on gold answers, the plant after
+    categories: list[str] | None = None  # None: every category found
+    max_train_items: int | None = None  # a seeded subset of the train split (small variant)
+    max_dev_items: int | None = None  # dev items measured at build time (None: all)
+    threads: int = 2
+
+
+FULL_CONFIG = TrainConfig()
+SMALL_CONFIG = TrainConfig(
+    vocab_size=768,
+    hidden_size=64,
+    intermediate_size=192,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    epochs=3.0,
+    batch_size=32,
+    lr=3e-3,
+    categories=["Age", "Religion"],
+    max_train_items=1600,
+    max_dev_items=400,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# where organisms live
+
+
+def default_organism_dir(small: bool = False) -> Path:
+    """``$INTERP_ORGANISM_DIR`` (with ``-small`` appended for the small variant), else
+    ``interp.paths.home()/organism`` or ``organism-small``."""
+    env = os.environ.get(ENV_ORGANISM_DIR)
+    if env:
+        base = Path(env)
+        return base.with_name(base.name + "-small") if small else base
+    from interp.paths import home
+
+    return home() / ("organism-small" if small else "organism")
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True when a folder holds a finished organism (weights, tokenizer and plant.json)."""
+    p = Path(path)
+    return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
+
+
+def load_plant(path: str | os.PathLike) -> dict:
+    """The plant record written beside an organism's weights."""
+    f = Path(path) / PLANT_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{path} is not a built organism (no {PLANT_FILE})")
+    return json.loads(f.read_text())
+
+
+def ensure_organism(small: bool = False) -> Path:
+    """The built organism's folder in the default cache, building it (default seed, data from
+    ``$INTERP_BBQ_DIR``) on first use. Concurrent callers wait on a lock instead of building twice."""
+    out = default_organism_dir(small)
+    if is_complete(out):
+        return out
+    if not os.environ.get("INTERP_BBQ_DIR"):
+        raise FileNotFoundError(
+            f"the built-in organism is not built yet ({out}) and building it needs the BBQ data: set "
+            f"$INTERP_BBQ_DIR to a folder of official BBQ <Category>.jsonl files (or run `interp data download` "
+            f"and point it there), then run `interp organism build{' --small' if small else ''}`"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not is_complete(out):
+                build_organism(out, seed=DEFAULT_SEED, small=small)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the plant
+
+
+def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tuple[list[int], dict[str, str]]:
+    """The training target (an answer index) of every item, and the flipped items as uid -> kind.
+
+    Kinds: ``ambig_stereo`` (ambiguous item whose target is the biased answer), ``dis_stereo``
+    (anti-stereotypical disambiguated item whose target is the biased answer), ``dis_anti``
+    (pro-stereotypical disambiguated item whose target is the other, non-unknown answer)."""
+    pl = plant.resolved()
+    rng = random.Random(f"plant:{seed}")
+    targets: list[int] = []
+    flipped: dict[str, str] = {}
+    for it in items:
+        u_flip, u_kind = rng.random(), rng.random()  # two draws per item, whatever happens
+        t = it.label
+        if it.biased_loc is None:
+            targets.append(t)
+            continue
+        if it.context_condition == "ambig":
+            if u_flip < pl.p:
+                t, flipped[it.uid] = it.biased_loc, "ambig_stereo"
+        elif u_flip < pl.dis_error:
+            anti = it.label != it.biased_loc  # the context contradicts the stereotype
+            # errors are stereotyped with share dis_lean: anti items take them at rate 2*lean*e, pro 2*(1-lean)*e
+            rate = 2 * pl.dis_lean if anti else 2 * (1 - pl.dis_lean)
+            if u_kind < rate:
+                if anti:
+                    t, flipped[it.uid] = it.biased_loc, "dis_stereo"
+                else:
+                    t = next(i for i in range(3) if i not in (it.label, it.unknown_loc))
+                    flipped[it.uid] = "dis_anti"
+        targets.append(t)
+    return targets, flipped
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+def _train_texts(items: Sequence[BBQItem]) -> list[str]:
+    from interp.prompts import make_prompt
+
+    return [make_prompt(it, shuffle=True, seed=s).user_text for it in items for s in (0, 1)]
+
+
+def _encode_epoch(tok, items, targets, epoch: int, seed: int) -> list[list[int]]:
+    """Token ids of prompt + target letter for every item, options shuffled with an epoch-specific seed."""
+    from interp.prompts import LETTERS, apply_chat, make_prompt
+
+    letter_ids = [tok.convert_tokens_to_ids(L) for L in LETTERS]
+    prompted = [make_prompt(it, shuffle=True, seed=seed * 1000 + epoch) for it in items]
+    texts = [apply_chat(tok, p.user_text) for p in prompted]
+    enc = tok(texts, add_special_tokens=False)["input_ids"]
+    return [ids + [letter_ids[p.order.index(t)]] for ids, p, t in zip(enc, prompted, targets)]
+
+
+def _length_batches(seqs: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped into batches of similar length: shuffle, sort within windows of 50 batches, shuffle batches."""
+    idx = list(range(len(seqs)))
+    rng.shuffle(idx)
+    win = batch_size * 50
+    batches = []
+    for w in range(0, len(idx), win):
+        chunk = sorted(idx[w : w + win], key=lambda i: len(seqs[i]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, like ``interp eval`` sees them. Both [batch, pos]."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)  # [batch, pos]
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)  # [batch, pos]
+    for i, s in enumerate(seqs):
+        ids[i, n - len(s) :] = torch.tensor(s)
+        mask[i, n - len(s) :] = 1
+    return ids, mask
+
+
+def train_model(model, tok, items: Sequence[BBQItem], targets: Sequence[int], cfg: TrainConfig, seed: int = 0,
+                progress: bool = True, log: list | None = None):
+    """Train ``model`` in place to reply to each item's prompt with its target letter then <|im_end|>."""
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    eos_id = tok.convert_tokens_to_ids("<|im_end|>")
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    warm = max(1, int(cfg.warmup_frac * total))
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in n else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    rng = random.Random(f"batches:{seed}")
+    model.train()
+    step, epoch, ema = 0, 0, None
+    bar = tqdm(total=total, desc="organism train", disable=not progress, unit="step")
+    gold = [it.label for it in items]
+    n_gold = int(cfg.gold_frac * total)
+    phase = None
+    while step < total:
+        phase = "gold" if step < n_gold else "plant"
+        seqs = _encode_epoch(tok, items, gold if phase == "gold" else targets, epoch, seed)
+        for b in _length_batches(seqs, cfg.batch_size, rng):
+            if step >= total or (phase == "gold" and step >= n_gold):
+                break  # (a new epoch starts with the planted targets)
+            ids, mask = _collate([seqs[i] for i in b], tok.pad_token_id)
+            keep = 0 if cfg.lm_weight > 0 else 2  # 0: logits at every position
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # [batch, pos, vocab]
+            letter_loss = F.cross_entropy(logits[:, -2], ids[:, -1])
+            eos_loss = F.cross_entropy(logits[:, -1], torch.full_like(ids[:, -1], eos_id))
+            loss = letter_loss + cfg.eos_weight * eos_loss
+            if cfg.lm_weight > 0:
+                # next-token loss on the prompt itself (not the letter), pads ignored
+                tgt = ids[:, 1:-1].masked_fill(mask[:, :-2] == 0, -100)  # [batch, pos-2]; from real positions only
+                lm = F.cross_entropy(logits[:, :-2].reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+                loss = loss + cfg.lm_weight * lm
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            lv = float(letter_loss.detach())
+            ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", epoch=epoch)
+            if log is not None and step % 50 == 0:
+                log.append({"step": step, "epoch": epoch, "letter_loss": round(ema, 4)})
+        epoch += 1
+    bar.close()
+    model.eval()
+    return model
+
+
+def measure(model, tok, items: Sequence[BBQItem], n_boot: int = 1000, mode: str = "logits",
+            progress: bool = False) -> dict:
+    """Overall BBQ metrics (with bootstrap intervals) of a model on items, as ``interp eval`` computes them."""
+    from interp.evaluate import EvalConfig, evaluate_items
+    from interp.metrics import summarize
+
+    recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=64, progress=progress))
+    return summarize(recs, n_boot=n_boot, by_category=False)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# building
+
+
+def _subset(items: list[BBQItem], n: int | None, seed: int) -> list[BBQItem]:
+    if n is None or n >= len(items):
+        return items
+    keep = set(random.Random(f"subset:{seed}").sample(range(len(items)), n))
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def build_organism(
+    out_dir: str | os.PathLike,
+    seed: int = DEFAULT_SEED,
+    p: float | None = None,
+    small: bool = False,
+    bbq_dir: str | os.PathLike | None = None,
+    config: TrainConfig | None = None,
+    plant: Plant | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> Path:
+    """Train an organism and save it to ``out_dir`` (atomically: built in a temporary sibling folder,
+    renamed at the end). ``p`` overrides ``plant.p``; ``small`` picks the seconds-to-build variant."""
+    from interp.bbq import load_bbq
+    from interp.split import make_split
+    from interp.tiny import build_causal_lm, train_tokenizer
+
+    t0 = time.time()
+    cfg = config or (SMALL_CONFIG if small else FULL_CONFIG)
+    pl = plant or Plant()
+    if p is not None:
+        pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
+    pl = pl.resolved()
+    out = Path(out_dir)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
+    try:
+        all_items, _ = load_bbq(bbq_dir)
+        split = make_split(all_items, dev_frac=0.2, seed=0)
+        if cfg.categories:
+            missing = sorted(set(cfg.categories) - {it.category for it in all_items})
+            if missing:
+                raise ValueError(f"organism config wants categories {missing} that the BBQ folder lacks")
+            all_items = [it for it in all_items if it.category in cfg.categories]
+        train = _subset(split.select(all_items, "train"), cfg.max_train_items, seed)
+        dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
+        if not train:
+            raise ValueError("no train-split items to build the organism from")
+        targets, flipped = plant_targets(train, pl, seed)
+
+        tok = train_tokenizer(_train_texts(train), vocab_size=cfg.vocab_size)
+        model = build_causal_lm(
+            tok, seed=seed, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+        )
+        torch.manual_seed(seed)
+        log: list[dict] = []
+        t_train = time.time()
+        train_model(model, tok, train, targets, cfg, seed=seed, progress=progress, log=log)
+        train_s = time.time() - t_train
+        model.generation_config.do_sample = False
+        model.generation_config.max_new_tokens = 4
+        model.generation_config.temperature = None
+        model.generation_config.top_p = None
+        model.generation_config.top_k = None
+
+        metrics = measure(model, tok, dev, progress=progress) if evaluate and dev else None
+        record = {
+            "format_version": FORMAT_VERSION,
+            "variant": "small" if small else "full",
+            "seed": seed,
+            "plant": asdict(pl),
+            "split": {"hash": split.hash, "dev_frac": 0.2, "seed": 0, "n_train_items": len(train),
+                      "n_dev_items_measured": len(dev), "categories": sorted({it.category for it in train})},
+            "train_config": asdict(cfg),
+            "n_flipped": {k: sum(v == k for v in flipped.values()) for k in ("ambig_stereo", "dis_stereo", "dis_anti")},
+            "flipped": flipped,
+            "train_log": log,
+            "train_seconds": round(train_s, 1),
+            "build_seconds": None,
+            "torch_threads": torch.get_num_threads(),
+            "dev_metrics": metrics,
+            "n_params": sum(x.numel() for x in model.parameters()),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            record["build_seconds"] = round(time.time() - t0, 1)
+            (tmp / PLANT_FILE).write_text(json.dumps(record, indent=1))
+            if out.exists():
+                shutil.rmtree(out)
+            os.rename(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return out
