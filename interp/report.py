@@ -38,7 +38,7 @@ def _cell(v) -> str:
         return "nan"
     if float(f).is_integer() and abs(f) < 1e9 and "." not in str(v):
         return str(int(f))
-    return f"{f:.3f}"
+    return f"{f:.3g}" if 0 < abs(f) < 0.01 else f"{f:.3f}"
 
 
 def md_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:

@@ -1,0 +1,35 @@
+"""The main job end to end on the small organisms: every stage runs, the report shows every table and figure,
+and a second run skips everything."""
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
+    from interp.config import load_config
+    from interp.pipeline import Context, run_pipeline
+    from interp.stages import build_stages
+
+    cfg = load_config(preset="test", overrides=[f'run.out="{tmp_path}"'])
+    cfg["run"]["preset"] = "test"
+    logs = []
+    ctx = Context(cfg, tmp_path, log=logs.append)
+    run_pipeline(build_stages(cfg), ctx)
+    report = (tmp_path / "report.md").read_text()
+    for title in ("Base model on dev", "Base vs adapters", "Phase 1", "Phase 2", "stereotype probe by layer",
+                  "direction cosines", "alpha-curves", "Base vs adapter representations", "Reward-model debiasing"):
+        assert title in report, title
+    figs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    for f in ("phase1_decomposition.png", "phase2_dose_response.png", "phase3_probe_stereotype.png",
+              "phase4_alpha_curves.png", "phase4_frontier.png", "compare_base_vs_adapters.png"):
+        assert f in figs
+    assert any(f.startswith("rm_") for f in figs)
+    for f in figs:  # every figure is referenced by the report
+        assert f"figures/{f}" in report
+    assert (tmp_path / "report.html").read_text().count("<img") == len(figs)
+    rows = (tmp_path / "results_all.csv").read_text().splitlines()
+    assert len(rows) > 7  # base + checkpoints of three runs, overall and per category
+    logs.clear()
+    run_pipeline(build_stages(cfg), Context(cfg, tmp_path, log=logs.append))
+    assert sum("up to date, skipped" in m for m in logs) == len(cfg["run"]["stages"])
