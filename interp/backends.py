@@ -265,7 +265,14 @@ def _edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: d
 
 
 class HFHooked(Hooked):
-    """Plain torch hooks on the HF modules (``interp.hooks``)."""
+    """Plain torch hooks on the HF modules (``interp.hooks``). Hooks are real torch hooks for the duration of
+    ``hooks()``, so direct calls such as ``hooked.model.generate(...)`` inside the block see them too."""
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
+        self.check_names(list(fwd_hooks))
+        with hook_core.hooks(self.model, {n: _chain([fn]) for n, fn in fwd_hooks.items()}):
+            yield self
 
     def _run(self, inputs, names, positions, fwd):
         store: dict[str, torch.Tensor] = {}
@@ -277,9 +284,17 @@ class HFHooked(Hooked):
 
 
 class TLHooked(Hooked):
-    """transformer-lens 4.x ``TransformerBridge``; hooks via ``bridge.hooks(fwd_hooks=[(name, fn)])``."""
+    """transformer-lens 4.x ``TransformerBridge``; hooks via ``bridge.hooks(fwd_hooks=[(name, fn)])``, held for
+    the duration of ``hooks()`` (so ``hooked.bridge.generate(...)`` inside the block sees them too)."""
 
     bridge: object = None
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
+        self.check_names(list(fwd_hooks))
+        pairs = [(n, (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
+        with self.bridge.hooks(fwd_hooks=pairs):
+            yield self
 
     def _run(self, inputs, names, positions, fwd):
         store: dict[str, torch.Tensor] = {}
@@ -337,7 +352,7 @@ def _quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity(hf_logging.CRITICAL)
     try:
         yield
     finally:

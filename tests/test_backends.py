@@ -117,6 +117,9 @@ def test_edit_hooks_are_temporary_and_agree(get_hooked, fixture_items, backend):
     assert (edited[:, -1] - base[:, -1]).abs().max() > 1e-2
     with hf.hooks(edits):
         ref_edited, ref_cache = hf.cache(enc, ["blocks.1.hook_resid_pre"], positions=-1)
+        with torch.no_grad():  # hf hooks are real torch hooks: direct calls (generate...) see them too
+            direct = hf.model(**enc).logits[:, -1]
+    torch.testing.assert_close(direct, ref_edited[:, -1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(edited[:, -1], ref_edited[:, -1], atol=1e-5, rtol=1e-5)
     # the cache sees the edited activation
     torch.testing.assert_close(cache["blocks.1.hook_resid_pre"], ref_cache["blocks.1.hook_resid_pre"],

@@ -1,0 +1,194 @@
+"""Throughput of `interp cache` (cache_split) vs a plain HF forward with output_hidden_states=True, per backend,
+and peak RSS of cache_split for 1x and 4x the items (separate processes). Goals: ratio >= 0.9x, RSS flat.
+
+    python benchmarks/bench_cache.py --model random-organism --n 64 --batch-size 16
+    python benchmarks/bench_cache.py --model random-0.5B --n 16 --batch-size 8 --rss-n 8
+    python benchmarks/bench_cache.py --model organism            # the built organism (builds on first use)
+    python benchmarks/bench_cache.py --model random-3B --dtype bfloat16 --device cuda --n 256 --batch-size 32
+
+``random-*`` models are random weights of a real config (no hub): ``random-organism`` the organism's
+architecture (interp.organism.TrainConfig), ``random-0.5B`` / ``random-3B`` Qwen2.5-0.5B / Qwen2.5-3B-Instruct
+(interp.tiny.qwen2_config), with a tokenizer trained on the prompts. Both sides of each ratio use the same
+items, batch size, tokenization and model copy, and are timed alternately (best of --repeats). The cache side
+includes everything `interp cache` does per batch: activations of every layer's resid_post at the last prompt
+token, letter logits, predictions, HDF5 writes (float16, gzip) and flushes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_items(n: int):
+    """BBQ dev items from $INTERP_BBQ_DIR (or ../shared), else the test fixture, cycled up to n."""
+    from interp.bbq import load_bbq
+
+    root = Path(__file__).resolve().parent.parent
+    for d in (os.environ.get("INTERP_BBQ_DIR"), root.parent / "shared/data/bbq/data"):
+        if d and Path(d).is_dir():
+            from interp.split import split_items
+
+            items, _ = split_items("dev", str(d), limit=n)
+            return items
+    items, _ = load_bbq(root / "tests/fixtures/bbq/data")
+    return (items * (n // len(items) + 1))[:n]
+
+
+def materialize(model: str, dtype: str, folder: Path) -> str:
+    """A loadable folder for a random-weights model (saved once); other names pass through."""
+    if not model.startswith("random-"):
+        return model
+    if (folder / "config.json").exists():
+        return str(folder)
+    from transformers import Qwen2ForCausalLM
+
+    from interp.models import pick_dtype
+    from interp.prompts import make_prompt
+    from interp.tiny import build_causal_lm, qwen2_config, train_tokenizer
+
+    tok = train_tokenizer([make_prompt(it).user_text for it in load_items(400)], vocab_size=2048)
+    kind = model[len("random-"):]
+    torch.manual_seed(0)
+    if kind == "organism":
+        from interp.organism import TrainConfig
+
+        c = TrainConfig()
+        m = build_causal_lm(tok, seed=0, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                            num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+                            num_key_value_heads=c.num_kv_heads)
+    else:
+        cfg = qwen2_config({"0.5B": "0.5B", "3B": "3B-Instruct"}[kind])
+        cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = tok.pad_token_id, tok.eos_token_id, None
+        torch_dtype = pick_dtype(dtype, torch.device("cpu"))
+        with torch.device("cpu"):
+            m = Qwen2ForCausalLM._from_config(cfg, dtype=torch_dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    m.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def plain_forward(model, tok, items, batch_size: int) -> float:
+    """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True) -> last-token states on CPU."""
+    from interp.evaluate import encode_batch, render_prompts
+    from interp.prompts import make_prompt
+
+    dev = model.get_input_embeddings().weight.device
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items[i:i + batch_size]]), dev)
+            out = model(**enc, output_hidden_states=True)
+            hs = torch.stack(out.hidden_states[1:], 1)[:, :, -1]  # [batch, layers, d]
+            hs.float().cpu().numpy()
+            out.logits[:, -1].float().cpu()
+    return time.perf_counter() - t0
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None) -> float:
+    from interp.activations import cache_split
+    from interp.backends import expand_names
+
+    names = expand_names(["hook_resid_post"], "all", hooked.n_layers)
+    t0 = time.perf_counter()
+    cache_split(hooked, items, out, names, batch_size=batch_size, dtype="float16", overwrite=True, progress=False,
+                on_batch=on_batch)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def rss_child(args) -> None:
+    """Run cache_split on n items in this process and print peak RSS (MiB) as JSON."""
+    from interp.backends import load_hooked
+
+    items = load_items(args.n)
+    h = load_hooked(args.path, backend=args.backends, device=args.device, dtype=args.dtype)
+    before = current_rss_mib()
+    during = [before]
+    with tempfile.TemporaryDirectory() as d:
+        secs = run_cache(h, items, args.batch_size, Path(d) / "rss.h5", on_batch=lambda k: during.append(current_rss_mib()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(dict(n=args.n, peak_mib=peak, after_load_mib=before, max_during_cache_mib=max(during),
+                          seconds=secs)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="random-organism")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--backends", default="hf,transformer_lens,nnsight")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-n", type=int, default=None, help="items for the 1x RSS run (default --n); 4x too")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workdir", default=None, help="where random weights are saved (default a temp folder)")
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rss_child:
+        return rss_child(args)
+
+    from interp.backends import load_hooked
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cache_"))
+    path = materialize(args.model, args.dtype, work / args.model)
+    items = load_items(args.n)
+    dev = "cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "cpu"
+    print(f"model={args.model} device={dev} dtype={args.dtype} n={len(items)} batch={args.batch_size} "
+          f"threads={torch.get_num_threads()}")
+    for backend in args.backends.split(","):
+        h = load_hooked(path, backend=backend, device=args.device, dtype=args.dtype)
+        plain_model = h.model
+        if backend == "transformer_lens":  # the bridge rewrote its HF object: time plain HF on a fresh copy
+            plain_model = load_hooked(path, backend="hf", device=args.device, dtype=args.dtype).model
+        run_cache(h, items[: args.batch_size], args.batch_size, work / "warm.h5")  # warm-up
+        plain_forward(plain_model, h.tokenizer, items[: args.batch_size], args.batch_size)
+        tp, tc = float("inf"), float("inf")
+        for _ in range(args.repeats):
+            tp = min(tp, plain_forward(plain_model, h.tokenizer, items, args.batch_size))
+            tc = min(tc, run_cache(h, items, args.batch_size, work / "bench.h5"))
+        print(f"{backend:17s} plain {len(items) / tp:8.1f} items/s   cache {len(items) / tc:8.1f} items/s   "
+              f"ratio cache/plain {tp / tc:.2f}x")
+        del h, plain_model
+        gc.collect()
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    n1 = args.rss_n or args.n
+    rows = []
+    for n in (n1, 4 * n1):
+        cmd = [sys.executable, __file__, "--rss-child", "--path", path, "--n", str(n), "--backends", "hf",
+               "--batch-size", str(args.batch_size), "--device", args.device, "--dtype", args.dtype]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    a, b = rows
+    print(f"peak RSS (hf backend, whole process): {a['n']} items {a['peak_mib']:.0f} MiB, {b['n']} items "
+          f"{b['peak_mib']:.0f} MiB (x{b['peak_mib'] / a['peak_mib']:.3f})")
+    print(f"max RSS sampled after each batch: {a['max_during_cache_mib']:.0f} MiB vs {b['max_during_cache_mib']:.0f} "
+          f"MiB (x{b['max_during_cache_mib'] / a['max_during_cache_mib']:.3f}; RSS after load {a['after_load_mib']:.0f}"
+          f" / {b['after_load_mib']:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
