@@ -152,6 +152,7 @@ def study(small, seed, device, bbq_dir, out):
     from interp.rm.study import run_rm_study
 
     s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, device=device)
-    click.echo(json.dumps({k: s[k] for k in ("accuracy", "sensitivity", "per_layer", "fraction", "ground_truth")},
-                          indent=1, default=lambda o: {k: v for k, v in o.items() if not k.startswith("hard:")}))
+    acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
+    click.echo(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
+                           "fraction": s["fraction"], "ground_truth": s["ground_truth"]}, indent=1))
     click.echo(f"wrote {out}")

@@ -28,9 +28,10 @@ from interp.rm.data import PreferencePair
 from interp.rm.edits import EDIT_ATTRIBUTE, EDITS
 from interp.rm.intervention import NeuronIntervention, median_intervention
 from interp.rm.neurons import NeuronSelection, correlations, select_neurons
-from interp.rm.scoring import PositionRef, score
+from interp.rm.scoring import PositionRef, mlp_attribution, score
 
 METHODS = ("rm", "intervention", "length_penalty", "lwr")
+RANKS = ("corr_x_effect", "corr")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class DebiasConfig:
     control_label: bool = True
     positions: str = "scored"
     pool: str = "scored"
+    rank: str = "corr_x_effect"  # or "corr": rank neurons by |r| alone
     primary_attribute: str = "length"
     n_sensitivity: int = 200
     lwr_frac: float = 0.3
@@ -169,7 +171,13 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
                 progress=cfg.progress)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
     corr = correlations(res.mlp, attrs, control=label if cfg.control_label else None)
-    sel = select_neurons(corr, list(attrs), budget_frac=cfg.budget_frac, min_abs_corr=cfg.min_abs_corr)
+    if cfg.rank not in RANKS:
+        raise ValueError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
+    weight = 1.0
+    if cfg.rank == "corr_x_effect":
+        weight = mlp_attribution(model, tokenizer, prompts, responses, cfg.batch_size, cfg.progress)[None]
+    sel = select_neurons(corr, list(attrs), budget_frac=cfg.budget_frac, min_abs_corr=cfg.min_abs_corr,
+                         weight=weight)
     iv = median_intervention(sel, res.mlp, positions=cfg.positions)
     return sel, iv, corr, res.rewards
 

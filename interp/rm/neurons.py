@@ -5,7 +5,7 @@ attribute, over the responses of a validation set (chosen and rejected). With ``
 chosen/rejected label) both are first residualised on it, so a neuron that only tracks response quality,
 which in natural data travels with the attributes, is not taken for an attribute neuron (a partial
 correlation). The selection takes, attribute by attribute in turn, the neuron with the next-largest |r|
-until a budget (default 2% of all MLP neurons) is spent, keeping only neurons with |r| >= ``min_abs_corr``.
+(optionally weighted by the neuron's attribution to the reward) until a budget (default 2% of all MLP neurons) is spent, keeping only neurons with |r| >= ``min_abs_corr``.
 """
 
 from __future__ import annotations
@@ -115,9 +115,13 @@ def select_neurons(
     budget_frac: float = 0.02,
     min_abs_corr: float = 0.0,
     max_neurons: int | None = None,
+    weight: np.ndarray | float = 1.0,
 ) -> NeuronSelection:
-    """Round-robin over attributes, each turn taking that attribute's strongest (|r|) unselected neuron,
-    until ``floor(budget_frac * n_neurons)`` (or ``max_neurons``) are chosen or none pass ``min_abs_corr``."""
+    """Round-robin over attributes, each turn taking that attribute's strongest unselected neuron, until
+    ``floor(budget_frac * n_neurons)`` (or ``max_neurons``) are chosen or none pass ``min_abs_corr``.
+
+    Strength is |r| times ``weight`` (broadcast to ``corr``; e.g. each neuron's attribution to the reward,
+    so correlated neurons the reward does not read are passed over); ``min_abs_corr`` applies to |r|."""
     if corr.ndim != 3 or corr.shape[0] != len(attribute_names):
         raise ValueError(f"corr must be [n_attr={len(attribute_names)}, L, d_mlp], got {corr.shape}")
     if not 0.0 < budget_frac <= 1.0:
@@ -126,7 +130,8 @@ def select_neurons(
     budget = int(np.floor(budget_frac * L * d))
     if max_neurons is not None:
         budget = min(budget, max_neurons)
-    ranked = [np.argsort(-np.abs(c.reshape(-1)), kind="stable") for c in corr]
+    strength = np.abs(corr) * np.broadcast_to(np.asarray(weight, dtype=np.float64), corr.shape)
+    ranked = [np.argsort(-s.reshape(-1), kind="stable") for s in strength]
     ptr = [0] * len(ranked)
     taken: set[int] = set()
     chosen: list[Neuron] = []

@@ -72,9 +72,12 @@ class RMOrganismConfig:
     categories: list[str] = field(default_factory=list)
 
 
-SMALL_CONFIG = RMOrganismConfig(hidden_size=64, intermediate_size=256, num_layers=2, vocab_size=1024,
-                                n_train_pairs=1200, n_val_pairs=240, n_test_per_split=120, epochs=2)
-FULL_CONFIG = RMOrganismConfig()
+SMALL_CONFIG = RMOrganismConfig(hidden_size=48, intermediate_size=192, num_layers=2, vocab_size=1024,
+                                initializer_range=0.1, hidden_act="relu", act_l1=0.05, lr=2e-3,
+                                n_train_pairs=600, n_val_pairs=200, n_test_per_split=80, epochs=3)
+FULL_CONFIG = RMOrganismConfig(hidden_size=64, intermediate_size=256, num_layers=4, vocab_size=2048,
+                               initializer_range=0.1, hidden_act="relu", act_l1=0.05, lr=2e-3,
+                               n_train_pairs=3000, n_val_pairs=600, n_test_per_split=300, epochs=3)
 
 
 # ----------------------------------------------------------------------------------------------

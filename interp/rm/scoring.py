@@ -187,3 +187,39 @@ def _chain(fns: list[HookFn]) -> HookFn:
         return x
 
     return f
+
+
+def mlp_attribution(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses: Sequence[str],
+                    batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    """Each MLP neuron's mean |activation x d reward / d activation| over the non-pad positions of the given
+    responses (attribution patching towards zero), normalised to mean 1: ``# [n_layers, d_mlp]``. HF models."""
+    names = mlp_hook_names(model)
+    store: dict[str, torch.Tensor] = {}
+
+    def keeper(name):
+        def f(x):
+            x.retain_grad()
+            store[name] = x
+            return None
+
+        return f
+
+    device = next(model.parameters()).device
+    texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    total: torch.Tensor | None = None
+    was_training = model.training
+    model.eval()
+    with hf_hooks(model, {n: keeper(n) for n in names}):
+        for start in tqdm(range(0, len(texts), batch_size), desc="attribution", disable=not progress, leave=False):
+            enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            model.zero_grad(set_to_none=True)
+            model(**enc).logits[:, 0].sum().backward()
+            m = enc["attention_mask"][..., None].float()  # [batch, pos, 1]
+            part = torch.stack([((store[n] * store[n].grad).abs().float() * m).sum((0, 1)) for n in names])
+            total = part.detach().cpu() if total is None else total + part.detach().cpu()  # [n_layers, d_mlp]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    eff = total.double().numpy()
+    return eff / eff.mean() if eff.mean() > 0 else eff

@@ -1,0 +1,63 @@
+"""The small RM organism, trained here: it leans on the planted attributes, and the median intervention on
+the attribute neurons it selects raises hard-split accuracy and lowers sensitivity while overall accuracy
+moves by less than 2 points (measured, not assumed). Also the `interp rm debias` command end to end."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def small_rm(tmp_path_factory, bbq_dir):
+    from interp.rm.organism import build_rm_organism
+
+    return build_rm_organism(tmp_path_factory.mktemp("rm") / "small", small=True, seed=0, bbq_dir=bbq_dir,
+                             progress=False)
+
+
+@pytest.fixture(scope="module")
+def result(small_rm):
+    from interp.rm.evaluate import DebiasConfig, run_debias
+    from interp.rm.organism import MODEL_DIR, load_rm_organism_data
+    from interp.rm.scoring import load_reward_model
+
+    lm = load_reward_model(str(small_rm / MODEL_DIR), device="cpu", dtype="float32")
+    val, test = load_rm_organism_data(small_rm)
+    return run_debias(lm.model, lm.tokenizer, val, test, DebiasConfig(n_sensitivity=80))
+
+
+def test_organism_leans_on_planted_attributes(result):
+    assert result.acc("rm", "easy") > result.acc("rm", "neutral") > result.acc("rm", "hard")
+    assert result.acc("rm", "neutral") > 0.6  # it also learned the real signal
+    for edit in ("padding", "exclamation", "bold", "paragraphs"):
+        assert result.sens("rm", edit) > 0.3, edit
+
+
+def test_intervention_ground_truth(result):
+    from interp.rm.study import ground_truth
+
+    gt = ground_truth(result)
+    sel = result.selection
+    assert 0 < len(sel.neurons) <= 0.02 * sel.n_total
+    assert gt["hard_gain"] > 0, gt
+    assert gt["sensitivity_after"] < 0.9 * gt["sensitivity_before"], gt
+    assert abs(gt["overall_change"]) < 0.02, gt
+
+
+def test_cli_debias_writes_outputs(small_rm, tmp_path):
+    from click.testing import CliRunner
+
+    from interp.commands.rm import cmd
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cmd, ["debias", "--rm", str(small_rm), "--out", str(out), "--limit", "60",
+                                 "--n-sensitivity", "20", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for f in ("results.csv", "accuracy.csv", "sensitivity.csv", "neurons.csv", "neurons_per_layer.csv",
+              "summary.json", "intervention.json", "accuracy.png", "neurons_per_layer.png"):
+        assert (out / f).is_file(), f
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["accuracy"]) == {"rm", "intervention", "length_penalty", "lwr"}
+    assert "hard" in s["accuracy"]["rm"] and "overall" in s["accuracy"]["rm"]
