@@ -43,7 +43,7 @@ FORMAT_VERSION = 1
 class Plant:
     """What is planted: P(stereotyped target | ambiguous) and the disambiguated error mixture."""
 
-    p: float = 0.35
+    p: float = 0.45
     dis_error: float = 0.08
     dis_lean: float | None = None  # share of disambig errors that are stereotyped; None: 0.85 if p > 0 else 0.5
 
@@ -60,41 +60,36 @@ class Plant:
 class TrainConfig:
     """Tokenizer, network size and optimisation of one organism build."""
 
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 4
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    intermediate_size: int = 192
+    num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
-    epochs: float = 4.0
-    batch_size: int = 32
-    lr: float = 2e-3
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 3e-3
     warmup_frac: float = 0.05
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     eos_weight: float = 0.1  # loss weight of <|im_end|> after the letter (so generate mode stops)
     lm_weight: float = 1.0  # auxiliary next-token loss on the prompt (helps form copy/induction heads)
-    gold_frac: float = 0.3  # curriculum: the first steps train on gold answers, the plant after
+    gold_frac: float = 0.35  # curriculum: the first steps train on gold answers, the plant after
     categories: list[str] | None = None  # None: every category found
     max_train_items: int | None = None  # a seeded subset of the train split (small variant)
     max_dev_items: int | None = None  # dev items measured at build time (None: all)
     threads: int = 2
 
 
+# Without the gold-answer curriculum the letter loss sits at ln 3 for 600+ steps (no content-to-letter
+# binding yet); with it the loss leaves the plateau after ~420 steps of 16 items.
 FULL_CONFIG = TrainConfig()
 SMALL_CONFIG = TrainConfig(
     vocab_size=768,
-    hidden_size=64,
-    intermediate_size=192,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    epochs=3.0,
-    batch_size=32,
-    lr=3e-3,
-    categories=["Age", "Religion"],
-    max_train_items=1600,
-    max_dev_items=400,
+    epochs=4.0,
+    gold_frac=0.5,
+    categories=["Disability_status", "Physical_appearance", "Sexual_orientation"],
+    max_dev_items=None,
 )
 
 
@@ -313,6 +308,13 @@ def _subset(items: list[BBQItem], n: int | None, seed: int) -> list[BBQItem]:
     return [it for i, it in enumerate(items) if i in keep]
 
 
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished build into place (a rename: readers see all of it or none of it)."""
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+
+
 def build_organism(
     out_dir: str | os.PathLike,
     seed: int = DEFAULT_SEED,
@@ -395,9 +397,7 @@ def build_organism(
             tok.save_pretrained(tmp)
             record["build_seconds"] = round(time.time() - t0, 1)
             (tmp / PLANT_FILE).write_text(json.dumps(record, indent=1))
-            if out.exists():
-                shutil.rmtree(out)
-            os.rename(tmp, out)
+            _publish(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
