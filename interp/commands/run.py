@@ -32,6 +32,14 @@ def cmd(preset, config_path, overrides, model, out, force, stages):
         ov.append(f'run.out="{out}"')
     if stages:
         ov.append("run.stages=[" + ",".join(f'"{s.strip()}"' for s in stages.split(",")) + "]")
+    import os
+
+    if not os.environ.get("INTERP_BBQ_DIR"):
+        from interp.download import default_bbq_cache, download_bbq
+
+        if not any(default_bbq_cache().glob("data/*.jsonl")):
+            click.echo("INTERP_BBQ_DIR is not set: downloading the official BBQ files (pinned, checksummed) ...")
+            os.environ["INTERP_BBQ_DIR"] = str(download_bbq())
     cfg = load_config(config_path, preset, ov)
     cfg["run"]["preset"] = preset
     ctx = Context(cfg=cfg, out=Path(cfg["run"]["out"]), log=click.echo)
