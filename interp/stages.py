@@ -7,7 +7,6 @@ from pathlib import Path
 
 from interp.pipeline import Context, Stage
 
-RESULT_METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS", "unparseable")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -40,28 +39,6 @@ def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict)
     return out
 
 
-def collect_results(out: Path) -> list[dict]:
-    """One row per evaluation (overall group): model, adapter, lambda, lr, step, every metric with intervals."""
-    rows = []
-    for f in sorted((out / "evals").glob("*/summary.json")):
-        d = json.loads(f.read_text())
-        meta, overall = d["meta"], d["rows"][0]
-        row = {k: meta.get(k, "") for k in ("tag", "model", "adapter", "lambda", "lr", "step")}
-        row["n"] = overall["n"]
-        for m in RESULT_METRICS:
-            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = overall[m], overall[f"{m}_lo"], overall[f"{m}_hi"]
-        rows.append(row)
-    order = {"base": 0}
-    rows.sort(key=lambda r: (order.get(r["tag"], 1), str(r["lambda"]), str(r["lr"]), int(r["step"] or 0)))
-    return rows
-
-
-def write_results_all(ctx: Context) -> Path:
-    from interp.score import write_csv
-
-    return write_csv(collect_results(ctx.out), ctx.out / "results_all.csv")
-
-
 # ------------------------------------------------------------------------------------------- stages
 
 
@@ -89,7 +66,7 @@ def stage_base_eval(ctx: Context) -> dict:
     out = eval_and_record(ctx, "base", lm.model, lm.tokenizer, items,
                           {"model": model_name(ctx), "adapter": "", "lambda": "", "lr": "", "step": 0,
                            "split_hash": split.hash})
-    return {"summary": out / "summary.json", "results_all": write_results_all(ctx)}
+    return {"summary": out / "summary.json"}
 
 
 def build_stages(cfg: dict) -> list[Stage]:
