@@ -28,7 +28,7 @@ def items_for(ctx: Context, part: str):
 
 
 def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict) -> Path:
-    """Evaluate and write ``evals/<tag>/`` (predictions, summary); results_all.csv is rebuilt from these."""
+    """Evaluate and write ``evals/<tag>/`` (per-item predictions, summary CSV and JSON)."""
     from interp.evaluate import EvalConfig, evaluate_items, write_results
 
     e = ctx.cfg["eval"]
