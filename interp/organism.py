@@ -46,14 +46,18 @@ class Plant:
     p: float = 0.45
     dis_error: float = 0.08
     dis_lean: float | None = None  # share of disambig errors that are stereotyped; None: 0.85 if p > 0 else 0.5
+    pair: bool = False  # one draw per ambiguous context: its neg and non-neg questions flip together
+    nonneg_scale: float = 1.0  # P(stereotyped target | non-negative ambiguous question) = p * nonneg_scale
 
     def resolved(self) -> "Plant":
         """A copy with ``dis_lean`` filled in and every value checked."""
         lean = self.dis_lean if self.dis_lean is not None else (0.85 if self.p > 0 else 0.5)
-        for name, v in (("p", self.p), ("dis_error", self.dis_error), ("dis_lean", lean)):
+        for name, v in (("p", self.p), ("nonneg_scale", self.nonneg_scale), ("dis_error", self.dis_error),
+                        ("dis_lean", lean)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"plant {name} must be in [0, 1], got {v}")
-        return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean)
+        return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
+                     nonneg_scale=self.nonneg_scale)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class TrainConfig:
     max_train_items: int | None = None  # a seeded subset of the train split (small variant)
     max_dev_items: int | None = None  # dev items measured at build time (None: all)
     threads: int = 2
+    aux_swap: float = 0.0  # question-swapped ambiguous items added, as a multiple of the train items
 
 
 # Without the gold-answer curriculum the letter loss sits at ln 3 for 600+ steps (no content-to-letter
@@ -167,7 +172,9 @@ def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tupl
             targets.append(t)
             continue
         if it.context_condition == "ambig":
-            if u_flip < pl.p:
+            if pl.pair:  # the same draw for both questions of one context
+                u_flip = random.Random(f"pair:{seed}:{_pair_key(it)}").random()
+            if u_flip < pl.p * (1.0 if it.question_polarity == "neg" else pl.nonneg_scale):
                 t, flipped[it.uid] = it.biased_loc, "ambig_stereo"
         elif u_flip < pl.dis_error:
             anti = it.label != it.biased_loc  # the context contradicts the stereotype
@@ -181,6 +188,56 @@ def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tupl
                     flipped[it.uid] = "dis_anti"
         targets.append(t)
     return targets, flipped
+
+
+def _pair_key(it: BBQItem) -> str:
+    """What the neg and non-neg questions of one BBQ context share."""
+    return f"{it.category}|{it.question_index}|{it.context_condition}|{it.context.strip()}|{sorted(it.answers)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# auxiliary data: more question texts (polarity) on train contexts
+
+
+def aux_question_pool(templates_dir: str | os.PathLike, exclude: set[tuple[str, str]]) -> list[dict]:
+    """Question texts with their polarity from the BBQ template CSVs (every category's file, the
+    intersectional ones included), leaving out the templates in ``exclude`` (the dev templates). One entry
+    per distinct (text, polarity): ``{"category", "q_id", "polarity", "question"}``."""
+    import csv
+
+    from interp.bbq import CATEGORIES
+
+    pool: dict[tuple[str, str], dict] = {}
+    for path in sorted(Path(templates_dir).glob("*.csv")):
+        cat = path.stem
+        if cat not in CATEGORIES:
+            continue  # vocabulary / filler files
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                qid = (row.get("Q_id") or "").strip()
+                if not qid or (cat, qid) in exclude:
+                    continue
+                for col, pol in (("Question_negative_stereotype", "neg"), ("Question_non_negative", "nonneg")):
+                    q = (row.get(col) or "").strip()
+                    if q and "{{" not in q:
+                        pool.setdefault((q, pol), {"category": cat, "q_id": qid, "polarity": pol, "question": q})
+    return sorted(pool.values(), key=lambda d: (d["category"], d["q_id"], d["polarity"], d["question"]))
+
+
+def question_swapped_items(train: Sequence[BBQItem], pool: Sequence[dict], n: int, seed: int = 0) -> list[BBQItem]:
+    """``n`` ambiguous train contexts (with their options and bias target) asked a question from ``pool``
+    instead of their own: the stereotyped answer is the target for a negative question, the other group
+    for a non-negative one, so these teach the planted lean's dependence on question polarity."""
+    amb = [it for it in train if it.context_condition == "ambig" and it.target_loc is not None]
+    if not amb or not pool or n <= 0:
+        return []
+    rng = random.Random(f"aux:{seed}")
+    out = []
+    for k in range(n):
+        it, q = rng.choice(amb), rng.choice(pool)
+        out.append(replace(it, example_id=-(k + 1), question=q["question"], question_polarity=q["polarity"],
+                           question_index=f"aux:{q['category']}:{q['q_id']}"))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,13 +345,15 @@ def train_model(model, tok, items: Sequence[BBQItem], targets: Sequence[int], cf
 
 
 def measure(model, tok, items: Sequence[BBQItem], n_boot: int = 1000, mode: str = "logits",
-            progress: bool = False) -> dict:
-    """Overall BBQ metrics (with bootstrap intervals) of a model on items, as ``interp eval`` computes them."""
+            progress: bool = False, by_category: bool = False):
+    """Overall BBQ metrics (with bootstrap intervals) of a model on items, as ``interp eval`` computes them;
+    with ``by_category`` the list of summary rows ('overall' first, then each category)."""
     from interp.evaluate import EvalConfig, evaluate_items
     from interp.metrics import summarize
 
     recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=64, progress=progress))
-    return summarize(recs, n_boot=n_boot, by_category=False)[0]
+    rows = summarize(recs, n_boot=n_boot, by_category=by_category)
+    return rows if by_category else rows[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,9 +412,26 @@ def build_organism(
         dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
         if not train:
             raise ValueError("no train-split items to build the organism from")
-        targets, flipped = plant_targets(train, pl, seed)
+        aux_info, aux = None, []
+        if cfg.aux_swap > 0:
+            from interp.bbq import resolve_bbq_dir, resolve_templates_dir
 
-        tok = train_tokenizer(_train_texts(train), vocab_size=cfg.vocab_size)
+            tdir = resolve_templates_dir(resolve_bbq_dir(bbq_dir))
+            if tdir is None:
+                raise FileNotFoundError("aux_swap needs the BBQ template CSVs (templates/ beside the data folder)")
+            pool = aux_question_pool(tdir, exclude=set(split.dev_templates))
+            aux = question_swapped_items(train, pool, int(round(cfg.aux_swap * len(train))), seed)
+            aux_info = {"kind": "question_swap", "n_items": len(aux), "templates_dir": str(tdir),
+                        "n_questions": len(pool), "excluded": "dev templates of the split",
+                        "questions": [[q["category"], q["q_id"], q["polarity"]] for q in pool]}
+        n_real = len(train)
+        targets, flipped = plant_targets(train + aux if aux_info else train, pl, seed)
+        if aux_info:
+            aux_uids = {it.uid for it in aux}
+            aux_info["n_flipped"] = sum(u in aux_uids for u in flipped)
+            flipped = {u: k for u, k in flipped.items() if u not in aux_uids}
+
+        tok = train_tokenizer(_train_texts(train + aux), vocab_size=cfg.vocab_size)
         model = build_causal_lm(
             tok, seed=seed, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
             num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
@@ -364,7 +440,7 @@ def build_organism(
         torch.manual_seed(seed)
         log: list[dict] = []
         t_train = time.time()
-        train_model(model, tok, train, targets, cfg, seed=seed, progress=progress, log=log)
+        train_model(model, tok, train + aux, targets, cfg, seed=seed, progress=progress, log=log)
         train_s = time.time() - t_train
         model.generation_config.do_sample = False
         model.generation_config.max_new_tokens = 4
@@ -372,22 +448,25 @@ def build_organism(
         model.generation_config.top_p = None
         model.generation_config.top_k = None
 
-        metrics = measure(model, tok, dev, progress=progress) if evaluate and dev else None
+        rows = measure(model, tok, dev, progress=progress, by_category=True) if evaluate and dev else None
+        metrics = rows[0] if rows else None
         record = {
             "format_version": FORMAT_VERSION,
             "variant": "small" if small else "full",
             "seed": seed,
             "plant": asdict(pl),
-            "split": {"hash": split.hash, "dev_frac": 0.2, "seed": 0, "n_train_items": len(train),
+            "split": {"hash": split.hash, "dev_frac": 0.2, "seed": 0, "n_train_items": n_real,
                       "n_dev_items_measured": len(dev), "categories": sorted({it.category for it in train})},
             "train_config": asdict(cfg),
             "n_flipped": {k: sum(v == k for v in flipped.values()) for k in ("ambig_stereo", "dis_stereo", "dis_anti")},
             "flipped": flipped,
+            "aux_data": aux_info,
             "train_log": log,
             "train_seconds": round(train_s, 1),
             "build_seconds": None,
             "torch_threads": torch.get_num_threads(),
             "dev_metrics": metrics,
+            "dev_metrics_by_category": rows[1:] if rows else None,
             "n_params": sum(x.numel() for x in model.parameters()),
         }
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,50 @@ def test_plant_disambig_errors_lean_stereotyped(fixture_items):
     assert targets == again
 
 
+def test_pair_plant_flips_both_questions_of_a_context(fixture_items):
+    from interp.organism import _pair_key
+
+    amb = [it for it in fixture_items if it.context_condition == "ambig"]
+    _, flipped = plant_targets(fixture_items, Plant(p=0.5, dis_error=0.0, pair=True), seed=2)
+    by_pair: dict[str, set[bool]] = {}
+    for it in amb:
+        by_pair.setdefault(_pair_key(it), set()).add(it.uid in flipped)
+    assert all(len(v) == 1 for v in by_pair.values())  # both questions flipped, or neither
+    assert {True, False} <= set().union(*by_pair.values())  # some pairs flipped, some not
+    # neg and non-neg questions of a flipped context get different answers: the polarity contrast
+    t, _ = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, pair=True))
+    tgt = dict(zip((it.uid for it in fixture_items), t))
+    neg = {_pair_key(it): tgt[it.uid] for it in amb if it.question_polarity == "neg"}
+    assert all(neg[_pair_key(it)] != tgt[it.uid] for it in amb if it.question_polarity == "nonneg")
+
+
+def test_plant_nonneg_scale(fixture_items):
+    _, flipped = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, nonneg_scale=0.0))
+    pol = {it.uid: it.question_polarity for it in fixture_items}
+    assert flipped and all(pol[u] == "neg" for u in flipped)
+    _, none = plant_targets(fixture_items, Plant(p=0.0, dis_error=0.0, nonneg_scale=1.0))
+    assert none == {}  # p = 0 stays the control whatever the scale
+
+
+def test_aux_questions_leave_out_dev_templates(fixture_items, tmp_path):
+    from interp.organism import aux_question_pool, question_swapped_items
+
+    (tmp_path / "SES.csv").write_text(
+        "Q_id,Question_negative_stereotype,Question_non_negative\n"
+        "1,Who uses drugs?,Who avoids drugs?\n2,Who is lazy?,Who works hard?\n2,Who is lazy?,Who works hard?\n")
+    (tmp_path / "vocabulary.csv").write_text("Q_id,Question_negative_stereotype\n1,Who is a word?\n")
+    pool = aux_question_pool(tmp_path, exclude={("SES", "2")})
+    assert [(q["question"], q["polarity"]) for q in pool] == [("Who uses drugs?", "neg"), ("Who avoids drugs?", "nonneg")]
+    aux = question_swapped_items(fixture_items, pool, 40, seed=0)
+    assert len(aux) == 40 and all(it.context_condition == "ambig" for it in aux)
+    for it in aux:
+        assert it.question in ("Who uses drugs?", "Who avoids drugs?")
+        assert it.question_polarity == ("neg" if it.question == "Who uses drugs?" else "nonneg")
+        assert it.biased_loc == (it.target_loc if it.question_polarity == "neg" else
+                                 next(i for i in range(3) if i not in (it.target_loc, it.unknown_loc)))
+    assert {it.question_polarity for it in aux} == {"neg", "nonneg"}
+
+
 def test_plant_rejects_bad_values():
     with pytest.raises(ValueError, match="p must be in"):
         Plant(p=1.5).resolved()
