@@ -96,3 +96,28 @@ def test_intervention_save_load(tmp_path):
     assert back.indices == iv.indices and back.values == iv.values and back.positions == "all"
     with pytest.raises(ValueError, match="positions"):
         NeuronIntervention(indices={}, values={}, positions="middle")
+
+
+def test_response_pooling_and_token_medians(rm, tiny_tokenizer):
+    """Response pooling averages exactly the response's tokens; token medians match a direct computation."""
+    from interp.hooks import hooks as hf_hooks
+    from interp.rm.scoring import response_mask, token_medians
+
+    tiny_tokenizer.padding_side = "left"
+    texts = [render(tiny_tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES)]
+    enc = tiny_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    mask = response_mask(tiny_tokenizer, texts, RESPONSES, enc["input_ids"].shape[-1])
+    for i, (t, r) in enumerate(zip(texts, RESPONSES)):
+        got = tiny_tokenizer.decode(enc["input_ids"][i][mask[i].bool()])
+        assert r.replace(" ", "") in got.replace(" ", "") and PROMPTS[i] not in got
+    store = {}
+    with torch.no_grad(), hf_hooks(rm, {"blocks.0.mlp.hook_post": lambda x: store.__setitem__("a", x.clone())}):
+        rm(**enc)
+    a = store["a"]  # [batch, pos, d_mlp]
+    res = score(rm, tiny_tokenizer, PROMPTS, RESPONSES, batch_size=3, record_mlp="response")
+    m = mask[..., None].float()
+    want = (a * m).sum(1) / m.sum(1)  # [batch, d_mlp]
+    np.testing.assert_allclose(res.mlp[:, 0], want.numpy(), rtol=1e-4, atol=1e-5)
+    med = token_medians(rm, tiny_tokenizer, PROMPTS, RESPONSES, {0: [1, 5]}, batch_size=2)
+    flat = a[enc["attention_mask"].bool()]  # [tokens, d_mlp]
+    assert med[0] == pytest.approx([float(flat[:, 1].median()), float(flat[:, 5].median())], abs=1e-5)

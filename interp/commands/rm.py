@@ -70,8 +70,12 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
 @click.option("--attributes", default=None, help="Comma-separated attribute names (default: all registered).")
 @click.option("--budget", type=float, default=0.02, show_default=True, help="Largest share of MLP neurons to edit.")
 @click.option("--min-corr", type=float, default=0.0, show_default=True, help="Smallest |r| a selected neuron needs.")
-@click.option("--positions", type=click.Choice(["scored", "all"]), default="scored", show_default=True,
-              help="Edit the neurons at the scored position only, or at every position.")
+@click.option("--positions", type=click.Choice(["scored", "all"]), default="all", show_default=True,
+              help="Edit the neurons at every position (median over validation tokens) or only at the scored "
+                   "position (median there).")
+@click.option("--pool", type=click.Choice(["response", "mean", "scored"]), default="response", show_default=True,
+              help="Activation correlated with the attributes: mean over the response tokens, over all tokens, "
+                   "or at the scored position (the paper's rule; also reported as intervention_scored).")
 @click.option("--control-label/--no-control-label", default=True, show_default=True,
               help="Partial correlation given chosen/rejected (ignore neurons that only track quality).")
 @click.option("--n-sensitivity", type=int, default=200, show_default=True, help="Responses edited for sensitivity.")
@@ -82,7 +86,7 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None, hidden=True)
 @click.option("--out", type=click.Path(), default="results/rm_debias", show_default=True, help="Output folder.")
-def debias(rm, data, val, val_frac, attributes, budget, min_corr, positions, control_label, n_sensitivity, limit,
+def debias(rm, data, val, val_frac, attributes, budget, min_corr, positions, pool, control_label, n_sensitivity, limit,
            device, dtype, batch_size, seed, bbq_dir, out):
     """Find attribute neurons, intervene with validation medians, compare with length baselines; write
     results.csv, accuracy.csv, sensitivity.csv, neurons.csv, summary.json and figures to --out."""
@@ -115,7 +119,8 @@ def debias(rm, data, val, val_frac, attributes, budget, min_corr, positions, con
     if limit:
         test = test[:limit]
     attrs = tuple(a.strip() for a in attributes.split(",")) if attributes else None
-    cfg = DebiasConfig(budget_frac=budget, min_abs_corr=min_corr, positions=positions, control_label=control_label,
+    cfg = DebiasConfig(budget_frac=budget, min_abs_corr=min_corr, positions=positions, pool=pool,
+                       control_label=control_label,
                        n_sensitivity=n_sensitivity, batch_size=batch_size, seed=seed, progress=True,
                        **({"attributes": attrs} if attrs else {}))
     lm = load_reward_model(str(model_dir), device=device, dtype=dtype)
@@ -132,13 +137,13 @@ def _print_summary(result) -> None:
     splits = [k for k in next(iter(s["accuracy"].values())) if not k.startswith("hard:")]
     click.echo(f"{s['n_neurons']} of {s['n_total_neurons']} MLP neurons edited ({100 * s['fraction']:.2f}%); "
                f"per layer {s['per_layer']}; per attribute {s['per_attribute']}")
-    click.echo("accuracy".ljust(16) + "".join(f"{x:>10s}" for x in splits))
+    click.echo("accuracy".ljust(20) + "".join(f"{x:>10s}" for x in splits))
     for m, row in s["accuracy"].items():
-        click.echo(m.ljust(16) + "".join(f"{row[x]:10.3f}" for x in splits))
+        click.echo(m.ljust(20) + "".join(f"{row[x]:10.3f}" for x in splits))
     edits = list(next(iter(s["sensitivity"].values())))
-    click.echo("sensitivity/sd".ljust(16) + "".join(f"{x:>12s}" for x in edits))
+    click.echo("sensitivity/sd".ljust(20) + "".join(f"{x:>12s}" for x in edits))
     for m, row in s["sensitivity"].items():
-        click.echo(m.ljust(16) + "".join(f"{row[x]:12.3f}" for x in edits))
+        click.echo(m.ljust(20) + "".join(f"{row[x]:12.3f}" for x in edits))
 
 
 @cmd.command("study")

@@ -6,8 +6,17 @@ for the RM organism, ``hard`` / ``normal`` / ``easy`` for RM-Bench style records
 ``hard:<attr>``, the pairs where that attribute is larger on the rejected response. When the data has no
 ``hard`` label, ``hard`` is ``hard:<primary attribute>`` (length by default).
 
+``overall`` is balanced when the data has equal ``neutral`` / ``easy`` / ``hard`` splits (the RM organism's
+test set): the attributes sit on the chosen and the rejected side equally often.
+
 Sensitivity of a method to an edit: the mean reward change when the edit (``interp.rm.edits``) is applied to a
-response, divided by the standard deviation of that method's rewards over the same (unedited) responses.
+response (same response, attribute-only edit), divided by the standard deviation of the plain RM's rewards
+over the same unedited responses (one scale for all methods).
+
+Two intervention rules: ``intervention`` follows ``DebiasConfig`` (default: neurons ranked by the partial
+correlation of their mean activation over the response tokens with each attribute, times their attribution
+to the reward; set to their median over validation tokens at every position), and ``intervention_scored``
+the scored-position rule (activation at the scored position, set to its median there).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +37,10 @@ from interp.rm.data import PreferencePair
 from interp.rm.edits import EDIT_ATTRIBUTE, EDITS
 from interp.rm.intervention import NeuronIntervention, median_intervention
 from interp.rm.neurons import NeuronSelection, correlations, select_neurons
-from interp.rm.scoring import PositionRef, mlp_attribution, score
+from interp.rm.scoring import PositionRef, mlp_attribution, score, token_medians
 
-METHODS = ("rm", "intervention", "length_penalty", "lwr")
+METHODS = ("rm", "intervention", "intervention_scored", "length_penalty", "lwr")
+POOLS = ("scored", "mean", "response")
 RANKS = ("corr_x_effect", "corr")
 
 
@@ -42,9 +52,11 @@ class DebiasConfig:
     budget_frac: float = 0.02
     min_abs_corr: float = 0.0
     control_label: bool = True
-    positions: str = "scored"
-    pool: str = "scored"
+    positions: str = "all"  # where the intervention writes: "all" positions or the "scored" one
+    pool: str = "response"  # activation correlated with the attributes: "response" mean, "mean", "scored"
     rank: str = "corr_x_effect"  # or "corr": rank neurons by |r| alone
+    choose_k: str = "val_sensitivity"  # or "budget": use every neuron the budget allows
+    n_val_sensitivity: int = 100  # validation responses edited to choose k
     primary_attribute: str = "length"
     n_sensitivity: int = 200
     lwr_frac: float = 0.3
@@ -57,23 +69,25 @@ class Scorer:
     """Rewards under each method, with plain and intervened rewards cached by (prompt, response)."""
 
     def __init__(self, model, tokenizer, intervention: NeuronIntervention | None, batch_size: int = 16,
-                 progress: bool = False):
+                 progress: bool = False, others: dict[str, NeuronIntervention] | None = None):
         self.model, self.tokenizer, self.intervention = model, tokenizer, intervention
+        self.interventions = {"intervention": intervention, **(others or {})}
         self.batch_size, self.progress = batch_size, progress
         self._cache: dict[tuple[str, str, bool], float] = {}
         self.length_penalty: LengthPenalty | None = None
         self.lwr: LWRCorrection | None = None
 
-    def raw(self, prompts: Sequence[str], responses: Sequence[str], intervene: bool = False) -> np.ndarray:
-        """Rewards of the RM, with or without the intervention hooks, ``# [n]``."""
-        keys = [(p, r, intervene) for p, r in zip(prompts, responses)]
+    def raw(self, prompts: Sequence[str], responses: Sequence[str], intervene: bool | str = False) -> np.ndarray:
+        """Rewards of the RM, with or without (the named) intervention's hooks, ``# [n]``."""
+        name = "intervention" if intervene is True else (intervene or "")
+        keys = [(p, r, name) for p, r in zip(prompts, responses)]
         todo = sorted({k for k in keys if k not in self._cache})
         if todo:
             fwd, ref = None, PositionRef()
-            if intervene:
-                if self.intervention is None:
-                    raise ValueError("no intervention to apply")
-                fwd = self.intervention.hook_fns(ref)
+            if name:
+                if self.interventions.get(name) is None:
+                    raise ValueError(f"no intervention {name!r} to apply")
+                fwd = self.interventions[name].hook_fns(ref)
             res = score(self.model, self.tokenizer, [k[0] for k in todo], [k[1] for k in todo],
                         batch_size=self.batch_size, fwd_hooks=fwd, position_ref=ref, progress=self.progress)
             self._cache.update(zip(todo, res.rewards.tolist()))
@@ -92,8 +106,8 @@ class Scorer:
         """Rewards of one method (``rm``, ``intervention``, ``length_penalty``, ``lwr``)."""
         if method == "rm":
             return self.raw(prompts, responses)
-        if method == "intervention":
-            return self.raw(prompts, responses, intervene=True)
+        if method in self.interventions:
+            return self.raw(prompts, responses, intervene=method)
         if method in ("length_penalty", "lwr"):
             corr = self.length_penalty if method == "length_penalty" else self.lwr
             if corr is None:
@@ -167,6 +181,8 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     prompts = [p.prompt for p in val_pairs] * 2
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
     label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
+    if cfg.pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, not {cfg.pool!r}")
     res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=cfg.pool,
                 progress=cfg.progress)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
@@ -178,17 +194,62 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
         weight = mlp_attribution(model, tokenizer, prompts, responses, cfg.batch_size, cfg.progress)[None]
     sel = select_neurons(corr, list(attrs), budget_frac=cfg.budget_frac, min_abs_corr=cfg.min_abs_corr,
                          weight=weight)
-    iv = median_intervention(sel, res.mlp, positions=cfg.positions)
+    if cfg.positions == "all":  # one constant at every position: the neuron's median over validation tokens
+        med = token_medians(model, tokenizer, prompts, responses, sel.by_layer(), cfg.batch_size, cfg.progress)
+        iv = NeuronIntervention(indices=sel.by_layer(), values=med, positions="all",
+                                meta={"median_over": "validation tokens", "fraction": sel.fraction})
+    else:  # the scored position: the median of the activation there
+        at = res.mlp if cfg.pool == "scored" else score(model, tokenizer, prompts, responses, cfg.batch_size,
+                                                        record_mlp="scored").mlp
+        iv = median_intervention(sel, at, positions="scored")
+    iv.meta.update({"pool": cfg.pool, "rank": cfg.rank})
+    if cfg.choose_k == "val_sensitivity" and len(sel.neurons) > 1:
+        sel, iv = _choose_k(model, tokenizer, prompts, responses, sel, iv, cfg)
+    elif cfg.choose_k not in ("val_sensitivity", "budget"):
+        raise ValueError(f"choose_k must be 'val_sensitivity' or 'budget', not {cfg.choose_k!r}")
     return sel, iv, corr, res.rewards
+
+
+def _subset(sel: NeuronSelection, iv: NeuronIntervention, k: int) -> tuple[NeuronSelection, NeuronIntervention]:
+    """The first ``k`` selected neurons (a round-robin prefix is itself a valid selection) and their values."""
+    val = {(l, i): v for l in iv.indices for i, v in zip(iv.indices[l], iv.values[l])}
+    sub = replace(sel, neurons=sel.neurons[:k])
+    by = sub.by_layer()
+    return sub, NeuronIntervention(indices=by, values={l: [val[(l, i)] for i in idx] for l, idx in by.items()},
+                                   positions=iv.positions, meta=dict(iv.meta, fraction=sub.fraction))
+
+
+def _choose_k(model, tokenizer, prompts, responses, sel, iv, cfg: DebiasConfig):
+    """Among prefixes of the ranked selection (1/4, 1/2, 3/4, all of it), keep the one whose intervention
+    leaves the smallest mean |sensitivity| on validation responses: more neurons cut more of the lean, and
+    too many over-correct (the sign flips), which validation shows without touching the test set."""
+    rng = random.Random(f"choose_k:{cfg.seed}")
+    idx = rng.sample(range(len(responses)), min(cfg.n_val_sensitivity, len(responses)))
+    ps, rs = [prompts[i] for i in idx], [responses[i] for i in idx]
+    n = len(sel.neurons)
+    ks = sorted({max(1, int(np.ceil(f * n))) for f in (0.25, 0.5, 0.75, 1.0)})
+    curve, best = [], None
+    for k in ks:
+        s_k, iv_k = _subset(sel, iv, k)
+        sc = Scorer(model, tokenizer, iv_k, cfg.batch_size)
+        rows = sensitivity_rows(sc, ["intervention"], ps, rs)
+        m = float(np.mean([abs(r["normalized"]) for r in rows]))
+        curve.append({"k": k, "val_sensitivity": round(m, 4)})
+        if best is None or m < best[0] - 1e-9:
+            best = (m, s_k, iv_k)
+    best[2].meta["choose_k"] = curve
+    return best[1], best[2]
 
 
 def sensitivity_rows(scorer: Scorer, methods: Sequence[str], prompts: Sequence[str], responses: Sequence[str]
                      ) -> list[dict]:
-    """Mean reward change under each attribute-only edit, raw and in units of the method's reward std."""
+    """Mean reward change ``reward(edit(response)) - reward(response)`` under each attribute-only edit, raw and
+    in units of the plain RM's reward sd over the same unedited responses (the same scale for every method,
+    so a method cannot look less sensitive by spreading its rewards)."""
     rows = []
+    sd = float(scorer.rewards("rm", prompts, responses).std()) or 1.0  # one scale for every method
     for m in methods:
         base = scorer.rewards(m, prompts, responses)
-        sd = float(base.std()) or 1.0
         for edit, fn in EDITS.items():
             edited = [fn(r) for r in responses]
             d = scorer.rewards(m, prompts, edited) - base
@@ -205,7 +266,12 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     if not val_pairs or not test_pairs:
         raise ValueError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
     sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg)
-    scorer = Scorer(model, tokenizer, iv, cfg.batch_size, cfg.progress)
+    others = {}
+    if "intervention_scored" in methods:  # the scored-position rule, for comparison
+        cfg_s = replace(cfg, pool="scored", positions="scored")
+        sel_s, iv_s, _, _ = find_intervention(model, tokenizer, val_pairs, cfg_s)
+        others["intervention_scored"] = iv_s
+    scorer = Scorer(model, tokenizer, iv, cfg.batch_size, cfg.progress, others=others)
     scorer.fit_baselines([p.prompt for p in val_pairs] * 2,
                          [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs], cfg.lwr_frac)
 
@@ -232,6 +298,10 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
             "n_val_pairs": len(val_pairs), "n_test_pairs": len(test_pairs),
             "length_penalty_alpha": scorer.length_penalty.alpha if scorer.length_penalty else None,
             "seconds": round(time.time() - t0, 1)}
+    if "intervention_scored" in others:
+        meta["intervention_scored"] = {"n_neurons": others["intervention_scored"].n_neurons,
+                                       "per_layer": sel_s.per_layer(),
+                                       "neurons": {str(l): v for l, v in sel_s.by_layer().items()}}
     return DebiasResult(selection=sel, intervention=iv, corr=corr, accuracy=acc_rows, sensitivity=sens_rows,
                         meta=meta)
 

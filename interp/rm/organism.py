@@ -41,7 +41,7 @@ FRAMES = (
     "From the passage, the answer is {a}. This follows from the details given.",
 )
 MODEL_DIR, VAL_FILE, TEST_FILE, TRAIN_FILE, INFO_FILE = "model", "val.jsonl", "test.jsonl", "train.jsonl", "organism.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -70,14 +70,22 @@ class RMOrganismConfig:
     max_length: int = 256
     threads: int = 2
     categories: list[str] = field(default_factory=list)
+    # planted pathway: stage 1 trains everything on pairs whose decorations are uninformative (p_chosen 0.5),
+    # stage 2 trains only ``planted_neurons`` random MLP neurons (their gate/up rows and down column) on
+    # leaning pairs (p_chosen_train), so the spurious lean lives in a few neurons the study must find
+    planted_neurons: int = 0
+    planted_epochs: int = 2
+    planted_lr: float = 5e-3
 
 
 SMALL_CONFIG = RMOrganismConfig(hidden_size=48, intermediate_size=192, num_layers=2, vocab_size=1024,
                                 initializer_range=0.1, hidden_act="relu", act_l1=0.05, lr=2e-3,
-                                n_train_pairs=600, n_val_pairs=200, n_test_per_split=80, epochs=3)
-FULL_CONFIG = RMOrganismConfig(hidden_size=64, intermediate_size=256, num_layers=4, vocab_size=2048,
+                                n_train_pairs=600, n_val_pairs=200, n_test_per_split=200, epochs=3,
+                                planted_neurons=6, planted_lr=2e-2, planted_epochs=3)
+FULL_CONFIG = RMOrganismConfig(hidden_size=64, intermediate_size=256, num_layers=3, vocab_size=2048,
                                initializer_range=0.1, hidden_act="relu", act_l1=0.05, lr=2e-3,
-                               n_train_pairs=3000, n_val_pairs=600, n_test_per_split=300, epochs=3)
+                               n_train_pairs=1200, n_val_pairs=400, n_test_per_split=400, epochs=3,
+                               planted_neurons=12, planted_lr=2e-2, planted_epochs=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,15 +202,48 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
 
 
+def plant_mask(model, n: int, seed: int = 0) -> dict[int, list[int]]:
+    """``n`` MLP neurons drawn at random over all layers: layer -> sorted indices."""
+    L, d = len(model.model.layers), model.config.intermediate_size
+    flat = sorted(random.Random(f"plant:{seed}").sample(range(L * d), n))
+    out: dict[int, list[int]] = {}
+    for f in flat:
+        out.setdefault(f // d, []).append(f % d)
+    return out
+
+
+def _restrict_to_neurons(model, neurons: dict[int, list[int]]) -> list:
+    """Freeze every parameter but the given MLP neurons' gate/up rows and down columns (gradient masks)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handles = []
+    for l, idx in neurons.items():
+        mlp = model.model.layers[l].mlp
+        for lin, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
+            w = lin.weight
+            w.requires_grad_(True)
+            m = torch.zeros_like(w)
+            if dim == 0:
+                m[idx, :] = 1
+            else:
+                m[:, idx] = 1
+            handles.append(w.register_hook(lambda g, m=m: g * m))
+    return handles
+
+
 def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig, seed: int = 0,
-             progress: bool = True) -> list[dict]:
-    """Train a sequence-classification RM with the BT loss (AdamW, linear warm-up and decay); returns a log."""
+             progress: bool = True, epochs: int | None = None, lr: float | None = None,
+             weight_decay: float | None = None, desc: str = "training RM") -> list[dict]:
+    """Train a sequence-classification RM with the BT loss (AdamW, linear warm-up and decay) on its trainable
+    parameters; returns a log."""
     ch, rj = _encode(tok, pairs, cfg.max_length)
-    rng = random.Random(f"train:{seed}")
+    rng = random.Random(f"train:{seed}:{desc}")
     order = list(range(len(pairs)))
     steps_per_epoch = math.ceil(len(order) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_epochs = cfg.epochs if epochs is None else epochs
+    total = steps_per_epoch * n_epochs
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr if lr is None else lr,
+                            weight_decay=cfg.weight_decay if weight_decay is None else weight_decay)
     warm = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - s / total))
     pad_id = tok.pad_token_id
@@ -213,9 +254,9 @@ def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig,
         for layer in model.model.layers:
             handles.append(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: acts.append(a[0])))
     model.train()
-    bar = tqdm(total=total, desc="training RM", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     step = 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(n_epochs):
         rng.shuffle(order)
         run_loss, run_acc, seen = 0.0, 0.0, 0
         for s in range(0, len(order), cfg.batch_size):
@@ -231,7 +272,7 @@ def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig,
                 acts.clear()
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -239,7 +280,7 @@ def train_rm(model, tok, pairs: Sequence[PreferencePair], cfg: RMOrganismConfig,
             run_acc += float((rc > rr).float().sum())
             seen += len(idx)
             bar.update(1)
-        log.append({"epoch": epoch, "loss": round(run_loss / seen, 4), "train_acc": round(run_acc / seen, 4)})
+        log.append({"stage": desc, "epoch": epoch, "loss": round(run_loss / seen, 4), "train_acc": round(run_acc / seen, 4)})
     bar.close()
     for h in handles:
         h.remove()
@@ -259,10 +300,16 @@ def default_rm_organism_dir(small: bool = False, seed: int = 0) -> Path:
 
 
 def is_complete(path: str | os.PathLike) -> bool:
-    """True when a folder holds a finished RM organism (model, tokenizer, data files and record)."""
+    """True when a folder holds a finished RM organism of the current format (model, tokenizer, data files
+    and record); an older format is rebuilt by ``ensure_rm_organism``."""
     p = Path(path)
-    return all((p / f).is_file() for f in (INFO_FILE, VAL_FILE, TEST_FILE, f"{MODEL_DIR}/config.json",
-                                           f"{MODEL_DIR}/model.safetensors", f"{MODEL_DIR}/tokenizer.json"))
+    if not all((p / f).is_file() for f in (INFO_FILE, VAL_FILE, TEST_FILE, f"{MODEL_DIR}/config.json",
+                                           f"{MODEL_DIR}/model.safetensors", f"{MODEL_DIR}/tokenizer.json")):
+        return False
+    try:
+        return json.loads((p / INFO_FILE).read_text()).get("format_version") == FORMAT_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def _disambig(items: Sequence[BBQItem]) -> list[BBQItem]:
@@ -312,12 +359,14 @@ def build_rm_organism(
         val_items, fit_items = shuffled[:n_val_items], shuffled[n_val_items:]
         train_pairs = natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, cfg.p_chosen_train, seed,
                                     cfg.max_pad, "train")
+        stage1_pairs = (natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, 0.5, seed + 7, cfg.max_pad,
+                                      "train-balanced") if cfg.planted_neurons else [])
         val_pairs = natural_pairs(val_items, cfg.n_val_pairs, cfg.p_active, cfg.p_chosen_train, seed + 1,
                                   cfg.max_pad, "val")
         test_pairs = [p for kind in ("neutral", "easy", "hard")
                       for p in split_pairs(dev_items, cfg.n_test_per_split, kind, cfg.p_active, seed, cfg.max_pad)]
 
-        texts = [t for p in train_pairs for t in (p.prompt, p.chosen, p.rejected)]
+        texts = [t for p in train_pairs + stage1_pairs for t in (p.prompt, p.chosen, p.rejected)]
         tok = train_tokenizer(texts, vocab_size=cfg.vocab_size)
         qcfg = tiny_qwen2_config(len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                                  num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
@@ -330,7 +379,21 @@ def build_rm_organism(
         torch.manual_seed(seed)
         model = Qwen2ForSequenceClassification(qcfg)
         t_train = time.time()
-        log = train_rm(model, tok, train_pairs, cfg, seed=seed, progress=progress)
+        planted: dict[int, list[int]] = {}
+        if cfg.planted_neurons:
+            log = train_rm(model, tok, stage1_pairs, cfg, seed=seed, progress=progress, desc="stage 1 (balanced)")
+            planted = plant_mask(model, cfg.planted_neurons, seed)
+            handles = _restrict_to_neurons(model, planted)
+            try:
+                log += train_rm(model, tok, train_pairs, cfg, seed=seed, progress=progress, epochs=cfg.planted_epochs,
+                                lr=cfg.planted_lr, weight_decay=0.0, desc="stage 2 (planted neurons)")
+            finally:
+                for h in handles:
+                    h.remove()
+                for p in model.parameters():
+                    p.requires_grad_(True)
+        else:
+            log = train_rm(model, tok, train_pairs, cfg, seed=seed, progress=progress)
         train_s = time.time() - t_train
         record = {
             "format_version": FORMAT_VERSION,
@@ -346,6 +409,7 @@ def build_rm_organism(
             "train_seconds": round(train_s, 1),
             "n_params": sum(x.numel() for x in model.parameters()),
             "n_mlp_neurons": cfg.num_layers * cfg.intermediate_size,
+            "planted_neurons": {str(l): v for l, v in planted.items()},
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

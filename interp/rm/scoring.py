@@ -117,7 +117,8 @@ def score(
 
     ``fwd_hooks`` are attached for every batch; ``position_ref.value`` is set to the batch's scored positions
     before each forward so hook functions can edit just that position. ``record_mlp`` (True or "scored")
-    records ``mlp.hook_post`` at the scored position; "mean" records its mean over the non-pad positions."""
+    records ``mlp.hook_post`` at the scored position; "mean" records its mean over the non-pad positions;
+    "response" its mean over the response's tokens (``response_mask``)."""
     if len(prompts) != len(responses):
         raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
     check_reward_model(model)
@@ -129,8 +130,8 @@ def score(
     order = np.argsort([len(t) for t in texts], kind="stable")
     rewards = np.zeros(len(texts), dtype=np.float64)
     pool = "scored" if record_mlp is True else (record_mlp or None)
-    if pool not in (None, "scored", "mean"):
-        raise ValueError(f"record_mlp must be False, True, 'scored' or 'mean', not {record_mlp!r}")
+    if pool not in (None, "scored", "mean", "response"):
+        raise ValueError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
     names = mlp_hook_names(model) if pool else []
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
@@ -139,7 +140,7 @@ def score(
 
     def saver(name):
         def f(x):  # x: [batch, pos, d_mlp]
-            if pool == "mean":
+            if pool in ("mean", "response"):
                 m = mask_ref["mask"].to(x.device, x.dtype)[..., None]  # [batch, pos, 1]
                 store[name] = ((x * m).sum(1) / m.sum(1).clamp(min=1)).detach().float().cpu()  # [batch, d_mlp]
             else:
@@ -164,6 +165,9 @@ def score(
             enc = {k: v.to(device) for k, v in enc.items()}
             ref.value = scored_positions(enc["input_ids"], pad_id)
             mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
+            if pool == "response":
+                mask_ref["mask"] = response_mask(tokenizer, [texts[i] for i in idx], [responses[i] for i in idx],
+                                                 enc["input_ids"].shape[-1], max_length).to(device)
             logits = model(**enc).logits  # [batch, 1]
             rewards[idx] = logits[:, 0].float().cpu().numpy()
             if names:
@@ -173,6 +177,56 @@ def score(
                 mlp_out[idx] = acts
             ref.value = None
     return ScoreResult(rewards=rewards, mlp=mlp_out)
+
+
+def response_mask(tokenizer, texts: Sequence[str], responses: Sequence[str], length: int,
+                  max_length: int | None = None) -> torch.Tensor:
+    """``# [batch, pos]`` 1 on the tokens of each rendered text that belong to its response (from the
+    response's last occurrence in the text to the end, end-of-turn tokens included), as the tokenizer pads
+    the batch; needs a fast tokenizer (offsets). A response not found in its text marks every token."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise RewardModelError("response pooling needs a fast tokenizer (token offsets)")
+    enc = tokenizer(list(texts), return_tensors="pt", padding="max_length", max_length=length,
+                    add_special_tokens=False, return_offsets_mapping=True, truncation=max_length is not None)
+    off, att = enc["offset_mapping"], enc["attention_mask"]  # [batch, pos, 2], [batch, pos]
+    mask = att.clone()
+    for i, (t, r) in enumerate(zip(texts, responses)):
+        c0 = t.rfind(r) if r else -1
+        if c0 >= 0:
+            mask[i] = ((off[i, :, 1] > c0) & (att[i] == 1)).long()
+    return mask
+
+
+@torch.no_grad()
+def token_medians(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses: Sequence[str],
+                  neurons: Mapping[int, Sequence[int]], batch_size: int = 16, progress: bool = False
+                  ) -> dict[int, list[float]]:
+    """Median of each given ``mlp.hook_post`` neuron (layer -> indices) over every non-pad token of the
+    rendered (prompt, response) texts: the constant an every-position intervention writes."""
+    store: dict[int, list[torch.Tensor]] = {l: [] for l in neurons}
+    mask_ref: dict[str, torch.Tensor] = {}
+
+    def saver(layer, idx):
+        idx_t = torch.tensor(list(idx), dtype=torch.long)
+
+        def f(x):  # x: [batch, pos, d_mlp]
+            keep = mask_ref["mask"].to(x.device).bool()  # [batch, pos]
+            store[layer].append(x[keep][:, idx_t.to(x.device)].float().cpu())  # [tokens, k]
+            return None
+
+        return f
+
+    device = next(model.parameters()).device
+    texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    fns = {f"blocks.{l}.mlp.hook_post": saver(l, idx) for l, idx in neurons.items() if len(idx)}
+    with hf_hooks(model, fns):
+        for start in tqdm(range(0, len(texts), batch_size), desc="token medians", disable=not progress, leave=False):
+            enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            mask_ref["mask"] = enc["attention_mask"]
+            model(**enc)
+    return {l: torch.cat(v).median(0).values.tolist() if v else [] for l, v in store.items()}
 
 
 def _chain(fns: list[HookFn]) -> HookFn:

@@ -15,17 +15,20 @@ from interp.rm.evaluate import DebiasConfig, DebiasResult, run_debias, write_out
 EDITS_PLANTED = ("padding", "exclamation", "bold", "paragraphs")
 
 
-def ground_truth(result: DebiasResult, max_overall_change: float = 0.02) -> dict:
-    """The organism's expected effect of the intervention, measured: gains and changes vs the plain RM."""
-    hard_gain = result.acc("intervention", "hard") - result.acc("rm", "hard")
-    overall_change = result.acc("intervention", "overall") - result.acc("rm", "overall")
+def ground_truth(result: DebiasResult, max_overall_change: float = 0.02, method: str = "intervention") -> dict:
+    """The organism's expected effect of an intervention ``method``, measured against the plain RM: hard-split
+    gain, |overall change| (balanced test set) and mean |sensitivity| over the planted edits before/after."""
+    hard_gain = result.acc(method, "hard") - result.acc("rm", "hard")
+    overall_change = result.acc(method, "overall") - result.acc("rm", "overall")
     sens_before = float(np.mean([abs(result.sens("rm", e)) for e in EDITS_PLANTED]))
-    sens_after = float(np.mean([abs(result.sens("intervention", e)) for e in EDITS_PLANTED]))
+    sens_after = float(np.mean([abs(result.sens(method, e)) for e in EDITS_PLANTED]))
     return {
+        "method": method,
         "hard_gain": hard_gain,
         "overall_change": overall_change,
         "sensitivity_before": sens_before,
         "sensitivity_after": sens_after,
+        "sensitivity_drop": 1 - sens_after / sens_before if sens_before else 0.0,
         "hard_up": hard_gain > 0,
         "sensitivity_down": sens_after < sens_before,
         "overall_within": abs(overall_change) < max_overall_change,
@@ -48,10 +51,12 @@ def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
     val, test = load_rm_organism_data(org)
     cfg = replace(config or DebiasConfig(), seed=seed, progress=progress)
     result = run_debias(lm.model, lm.tokenizer, val, test, cfg)
-    gt = ground_truth(result)
-    result.meta["ground_truth"] = gt
+    result.meta["ground_truth"] = ground_truth(result)
+    if any(r["method"] == "intervention_scored" for r in result.accuracy):
+        result.meta["ground_truth_scored_rule"] = ground_truth(result, method="intervention_scored")
     result.meta["organism"] = {"path": str(org), **{k: v for k, v in json.loads((org / INFO_FILE).read_text()).items()
                                                    if k in ("variant", "seed", "n_pairs", "train_log",
-                                                            "build_seconds", "n_params", "n_mlp_neurons")}}
+                                                            "build_seconds", "n_params", "n_mlp_neurons",
+                                                            "planted_neurons")}}
     write_outputs(result, out_dir)
     return result.summary()
