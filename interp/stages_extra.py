@@ -198,14 +198,17 @@ def stage_rm(ctx: Context) -> dict:
         (out / "skipped.txt").write_text("rm.enabled = false\n")
         return {"skipped": out / "skipped.txt"}
     res = run_rm_study(out, small=bool(rm.get("small")), seed=ctx.cfg["run"]["seed"], device=ctx.cfg["run"]["device"])
-    files = {k: v for k, v in res.items() if isinstance(v, (str, Path)) and Path(v).exists()}
     summary = out / "study_summary.json"
-    summary.write_text(json.dumps({k: v for k, v in res.items() if k not in files}, indent=1, default=str))
-    for k, v in list(files.items()):
-        if str(v).endswith(".png"):
-            dst = _figs(ctx) / f"rm_{Path(v).name}"
-            shutil.copy(v, dst)
-            files[k] = dst
+    summary.write_text(json.dumps(res, indent=1, default=str))
+    files = {}
+    for name in ("accuracy.csv", "sensitivity.csv", "neurons_per_layer.csv"):
+        if (out / name).exists():
+            files[name.split(".")[0]] = out / name
+    for name in ("accuracy.png", "neurons_per_layer.png"):
+        if (out / name).exists():
+            dst = _figs(ctx) / f"rm_{name}"
+            shutil.copy(out / name, dst)
+            files[f"fig_{name.split('.')[0]}"] = dst
     return {"summary": summary, **files}
 
 
