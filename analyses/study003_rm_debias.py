@@ -1,7 +1,7 @@
 """Study 003: debiasing the RM organism by neuron-level intervention (Shinoda et al., ACL 2026).
 
 Builds (or reuses) the RM organism, finds MLP neurons tracking five spurious attributes on its validation
-set, replaces them by their validation medians, and compares with a length penalty and an LWR length
+set (response-mean rule and the scored-position rule), replaces them by their validation medians, and compares with a length penalty and an LWR length
 correction on the organism's test splits (neutral / easy / hard) and on attribute-only edits.
 
     python analyses/study003_rm_debias.py --out results/study003 [--small] [--seed 0]
@@ -26,7 +26,8 @@ def main() -> None:
     s = run_rm_study(args.out, small=args.small, seed=args.seed, device=args.device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
     print(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
-                      "fraction": s["fraction"], "ground_truth": s["ground_truth"]}, indent=1))
+                      "fraction": s["fraction"], "ground_truth": s["ground_truth"],
+                      "ground_truth_scored_rule": s.get("ground_truth_scored_rule")}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -159,5 +159,6 @@ def study(small, seed, device, bbq_dir, out):
     s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, device=device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
     click.echo(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
-                           "fraction": s["fraction"], "ground_truth": s["ground_truth"]}, indent=1))
+                           "fraction": s["fraction"], "ground_truth": s["ground_truth"],
+                           "ground_truth_scored_rule": s.get("ground_truth_scored_rule")}, indent=1))
     click.echo(f"wrote {out}")
