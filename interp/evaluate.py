@@ -77,7 +77,7 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     for chunk in _batches(prompted, cfg.batch_size):
         enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
         if cfg.mode == "logits":
-            logits = model(**enc).logits[:, -1, :]  # [batch, vocab]
+            logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
             replies = [None] * len(chunk)
         else:
             gen = model.generate(
