@@ -366,8 +366,6 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     it in place (PEFT injects LoRA layers, one copy of the base weights); the base is read with them
     disabled. ``layers``: 'all', an int, '0,3,5' or a list; ``labels`` name the adapters in the table
     (default: their paths)."""
-    import pandas as pd
-
     if hasattr(model, "tokenizer") and hasattr(model, "model"):  # LoadedModel
         tokenizer = tokenizer or model.tokenizer
         model_name = model_name or getattr(model, "name", None)
@@ -392,6 +390,13 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
         rows += compare_acts(base, other, names, n_folds=n_folds, C=C, seed=seed, condition=condition,
                              debiased=debiased)
         del other
+    return _write_compare(rows, out_dir)
+
+
+def _write_compare(rows: list[dict], out_dir: str | os.PathLike):
+    """compare.csv and compare.png in out_dir; returns the table."""
+    import pandas as pd
+
     df = pd.DataFrame(rows)
     od = Path(out_dir)
     od.mkdir(parents=True, exist_ok=True)
@@ -422,8 +427,6 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
                    condition: str = "all", debiased: bool = False):
     """``compare_adapters`` from activation stores (``interp cache``): the base store (``--no-adapter``) and
     one store per adapter, all of the same items at the same positions. Writes compare.csv / compare.png."""
-    import pandas as pd
-
     from interp.activations import ActivationStore
     from interp.probes import store_activations
 
@@ -446,12 +449,7 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
         acts, recs = store_activations(p, hook, layers)
         rows += compare_acts(base, ModelActs(acts, recs, lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
                              condition=condition, debiased=debiased)
-    df = pd.DataFrame(rows)
-    od = Path(out_dir)
-    od.mkdir(parents=True, exist_ok=True)
-    df.to_csv(od / "compare.csv", index=False)
-    plot_compare(df, od / "compare.png")
-    return df
+    return _write_compare(rows, out_dir)
 
 
 # ----------------------------------------------------------------------------------------------
