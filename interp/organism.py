@@ -78,12 +78,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     eos_weight: float = 0.1  # loss weight of <|im_end|> after the letter (so generate mode stops)
     lm_weight: float = 1.0  # auxiliary next-token loss on the prompt (helps form copy/induction heads)
+    lm_positions: int | None = 48  # prompt positions per batch the next-token loss is taken at (None: all)
     gold_frac: float = 0.35  # curriculum: the first steps train on gold answers, the plant after
     categories: list[str] | None = None  # None: every category found
     max_train_items: int | None = None  # a seeded subset of the train split (small variant)
     max_dev_items: int | None = None  # dev items measured at build time (None: all)
     threads: int = 1  # 2 threads on 2 shared cores spin badly (3.9 s/step at load 8 vs ~0.15 s with 1)
     aux_swap: float = 0.0  # question-swapped ambiguous items added, as a multiple of the train items
+    aux_lookup: float = 0.0  # "Which answer is <option>?" items added, as a multiple of the train items
+    lookup_context: bool = True  # False: lookup items have an empty context (short, the options alone)
 
 
 # Without the gold-answer curriculum the letter loss sits at ln 3 for 600+ steps (no content-to-letter
@@ -240,6 +243,25 @@ def question_swapped_items(train: Sequence[BBQItem], pool: Sequence[dict], n: in
     return out
 
 
+LOOKUP_QUESTION = "Which answer is {answer}?"
+
+
+def lookup_items(train: Sequence[BBQItem], n: int, seed: int = 0, context: bool = True) -> list[BBQItem]:
+    """``n`` train contexts asked which letter holds a named option (the option's text in the question):
+    a dense, content-free lesson in binding an option's content to its letter, the step every answer
+    (gold, Unknown or stereotyped) needs. No bias target, so the plant never touches them."""
+    if not train or n <= 0:
+        return []
+    rng = random.Random(f"lookup:{seed}")
+    out = []
+    for k in range(n):
+        it = rng.choice(train)
+        a = rng.randrange(3)
+        out.append(replace(it, example_id=-(1_000_000 + k), context=it.context if context else "", question=LOOKUP_QUESTION.format(answer=it.answers[a]),
+                           label=a, target_loc=None, question_index="aux:lookup", question_polarity="nonneg"))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # training
 
@@ -303,6 +325,7 @@ def train_model(model, tok, items: Sequence[BBQItem], targets: Sequence[int], cf
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     rng = random.Random(f"batches:{seed}")
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     step, epoch, ema = 0, 0, None
     bar = tqdm(total=total, desc="organism train", disable=not progress, unit="step")
@@ -316,15 +339,19 @@ def train_model(model, tok, items: Sequence[BBQItem], targets: Sequence[int], cf
             if step >= total or (phase == "gold" and step >= n_gold):
                 break  # (a new epoch starts with the planted targets)
             ids, mask = _collate([seqs[i] for i in b], tok.pad_token_id)
-            keep = 0 if cfg.lm_weight > 0 else 2  # 0: logits at every position
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # [batch, pos, vocab]
-            letter_loss = F.cross_entropy(logits[:, -2], ids[:, -1])
-            eos_loss = F.cross_entropy(logits[:, -1], torch.full_like(ids[:, -1], eos_id))
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [batch, pos, d_model]
+            logits = model.lm_head(hidden[:, -2:])  # [batch, 2, vocab]: the letter and <|im_end|> predictions
+            letter_loss = F.cross_entropy(logits[:, 0], ids[:, -1])
+            eos_loss = F.cross_entropy(logits[:, 1], torch.full_like(ids[:, -1], eos_id))
             loss = letter_loss + cfg.eos_weight * eos_loss
             if cfg.lm_weight > 0:
-                # next-token loss on the prompt itself (not the letter), pads ignored
-                tgt = ids[:, 1:-1].masked_fill(mask[:, :-2] == 0, -100)  # [batch, pos-2]; from real positions only
-                lm = F.cross_entropy(logits[:, :-2].reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+                # next-token loss on the prompt itself (not the letter), pads ignored, on lm_positions random
+                # positions shared by the batch (the vocabulary projection at every position dominates the cost)
+                n_pos = ids.shape[1] - 2
+                cols = torch.randperm(n_pos, generator=gen)[: cfg.lm_positions] if cfg.lm_positions else torch.arange(n_pos)
+                tgt = ids[:, cols + 1].masked_fill(mask[:, cols] == 0, -100)  # [batch, k]; from real positions only
+                lm_logits = model.lm_head(hidden[:, cols])  # [batch, k, vocab]
+                lm = F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
                 loss = loss + cfg.lm_weight * lm
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -424,6 +451,10 @@ def build_organism(
             aux_info = {"kind": "question_swap", "n_items": len(aux), "templates_dir": str(tdir),
                         "n_questions": len(pool), "excluded": "dev templates of the split",
                         "questions": [[q["category"], q["q_id"], q["polarity"]] for q in pool]}
+        if cfg.aux_lookup > 0:
+            look = lookup_items(train, int(round(cfg.aux_lookup * len(train))), seed, cfg.lookup_context)
+            aux = aux + look
+            aux_info = dict(aux_info or {}, n_lookup_items=len(look), lookup_question=LOOKUP_QUESTION)
         n_real = len(train)
         targets, flipped = plant_targets(train + aux if aux_info else train, pl, seed)
         if aux_info:

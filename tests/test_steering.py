@@ -199,8 +199,10 @@ def organism(bbq_dir):
     from interp.models import load_model
     from interp.split import split_items
 
+    from interp.organism import SMALL_CONFIG
+
     lm = load_model("organism-small", device="cpu", dtype="float32")
-    cats = ["Age", "Religion"]
+    cats = SMALL_CONFIG.categories
     train, _ = split_items("train", bbq_dir, categories=cats, limit=480)
     dev, _ = split_items("dev", bbq_dir, categories=cats, limit=240)
     return lm, train, dev
