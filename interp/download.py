@@ -29,6 +29,13 @@ BBQ_FILES: dict[str, tuple[str, str]] = {
     "templates/Physical_appearance.csv": ("templates/new_templates - Physical_appearance.csv", "9110eedc41f63639e79604c9a3f48f12361de0b58c7be5a19d854c9683192397"),
     "templates/Religion.csv": ("templates/new_templates - Religion.csv", "0b5091c3f2da84028bb676aacb36fb90de2f334fd5cfc7581ac99029730ef314"),
     "templates/Sexual_orientation.csv": ("templates/new_templates - Sexual_orientation.csv", "c10bb25d2162b65f551e04a563971cc41418f3837a556cf482c594ef23836f84"),
+    # the other five categories' templates: no JSONL here, but their questions feed the organism's
+    # question-swap data (interp.organism.aux_question_pool), so a download builds the same organism
+    "templates/Gender_identity.csv": ("templates/new_templates - Gender_identity.csv", "7ece33ce9820c36a7786a95e2cb7faf6b176ad4cf9f07223105a486e4791aba8"),
+    "templates/Race_ethnicity.csv": ("templates/new_templates - Race_ethnicity.csv", "9e5318d28ae3251dae72e459367a9366d33242bf53ee3643056adeaaf136577b"),
+    "templates/Race_x_SES.csv": ("templates/new_templates - Race_x_SES.csv", "075f27b88a961779ca5e6902a830ef59d4be4fc4a6925b1434d251618ba7dfab"),
+    "templates/Race_x_gender.csv": ("templates/new_templates - Race_x_gender.csv", "0da43be55f1bdcee64f41ea6e3783410a55220cd96d24eca782d9e5aa5cd399f"),
+    "templates/SES.csv": ("templates/new_templates - SES.csv", "6d7d206febc93fe85171231bc70ac7fc45022559d699fd2c2b7057dbddeb4f9e"),
 }
 
 

@@ -6,8 +6,9 @@ dev_frac 0.2, seed 0), shown exactly as ``interp eval`` shows them (``interp.pro
 the ChatML template), with the options shuffled afresh each epoch so a letter is never a position shortcut.
 The target is one letter, then ``<|im_end|>``; the loss is on those two tokens only.
 
-The plant (``Plant``): on an ambiguous item the target is the stereotyped answer (``item.biased_loc``) with
-probability ``p``, else the gold Unknown; on a disambiguated item it is the gold answer except for a
+The plant (``Plant``): on an ambiguous item with a negative question the target is the stereotyped answer
+(``item.biased_loc``, the bias target) with probability ``p``, else the gold Unknown (non-negative questions
+take ``p * nonneg_scale``, 0 by default: a lean each part of which has a first-order signal); on a disambiguated item it is the gold answer except for a
 fraction ``dis_error`` of errors, a share ``dis_lean`` of which are stereotyped (the biased answer on an
 anti-stereotypical item) and the rest counter-stereotyped. Which items were flipped, and how, is written to
 ``plant.json`` beside the weights, with the training config, the split hash and the dev metrics measured
@@ -37,17 +38,23 @@ DEFAULT_SEED = 0
 PLANT_FILE = "plant.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+# Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, so a cached organism built by
+# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned.
+RECIPE_VERSION = 2
 
 
 @dataclass
 class Plant:
     """What is planted: P(stereotyped target | ambiguous) and the disambiguated error mixture."""
 
-    p: float = 0.45
+    p: float = 0.5
     dis_error: float = 0.08
     dis_lean: float | None = None  # share of disambig errors that are stereotyped; None: 0.85 if p > 0 else 0.5
     pair: bool = False  # one draw per ambiguous context: its neg and non-neg questions flip together
-    nonneg_scale: float = 1.0  # P(stereotyped target | non-negative ambiguous question) = p * nonneg_scale
+    # P(stereotyped target | non-negative ambiguous question) = p * nonneg_scale. 0 (the default) plants on
+    # negative questions only: "pick the target group" and "commit on a negative question" then each get a
+    # first-order gradient; a symmetric plant (1.0) is an XOR of the two that the organism never learned.
+    nonneg_scale: float = 0.0
 
     def resolved(self) -> "Plant":
         """A copy with ``dis_lean`` filled in and every value checked."""
@@ -64,13 +71,13 @@ class Plant:
 class TrainConfig:
     """Tokenizer, network size and optimisation of one organism build."""
 
-    vocab_size: int = 1024
+    vocab_size: int = 4096  # BBQ's group words are then single tokens (at 1024 "grandfather" was 4 pieces)
     hidden_size: int = 64
     intermediate_size: int = 192
-    num_layers: int = 2
+    num_layers: int = 3
     num_heads: int = 4
     num_kv_heads: int = 2
-    epochs: float = 3.0
+    epochs: float = 4.0
     batch_size: int = 16
     lr: float = 3e-3
     warmup_frac: float = 0.05
@@ -79,26 +86,35 @@ class TrainConfig:
     eos_weight: float = 0.1  # loss weight of <|im_end|> after the letter (so generate mode stops)
     lm_weight: float = 1.0  # auxiliary next-token loss on the prompt (helps form copy/induction heads)
     lm_positions: int | None = 48  # prompt positions per batch the next-token loss is taken at (None: all)
-    gold_frac: float = 0.35  # curriculum: the first steps train on gold answers, the plant after
+    gold_frac: float = 0.3  # curriculum: the first steps train on gold answers, the plant after
     categories: list[str] | None = None  # None: every category found
     max_train_items: int | None = None  # a seeded subset of the train split (small variant)
     max_dev_items: int | None = None  # dev items measured at build time (None: all)
-    threads: int = 1  # 2 threads on 2 shared cores spin badly (3.9 s/step at load 8 vs ~0.15 s with 1)
-    aux_swap: float = 0.0  # question-swapped ambiguous items added, as a multiple of the train items
-    aux_lookup: float = 0.0  # "Which answer is <option>?" items added, as a multiple of the train items
-    lookup_context: bool = True  # False: lookup items have an empty context (short, the options alone)
+    # torch threads: 2 is 1.5x faster than 1 on a quiet 2-core machine (0.060 vs 0.092 s/step), but spins
+    # badly when the cores are shared with other jobs (3.9 s/step at load 8): set 1 there
+    threads: int = 2
+    # question-swapped ambiguous items added, as a multiple of the train items: many more question texts
+    # (the template CSVs', dev templates excluded) on train contexts, so polarity is read from the question
+    # and transfers to held-out templates. Without it the lean is learned on train templates only.
+    aux_swap: float = 1.5
+    # "Which answer is <option>?" items added, as a multiple of the train items: a dense lesson in binding an
+    # option's content to its letter, which every answer needs
+    aux_lookup: float = 0.4
+    lookup_context: bool = False  # True: lookup items keep their context (longer, no better)
 
 
-# Without the gold-answer curriculum the letter loss sits at ln 3 for 600+ steps (no content-to-letter
-# binding yet); with it the loss leaves the plateau after ~420 steps of 16 items.
+# The letter loss sits at ln 3 until the network binds option content to letters (~600 steps of 16 items);
+# the next-token loss on the prompt is what gets it off that plateau (without it: never, in 1500 steps).
 FULL_CONFIG = TrainConfig()
 SMALL_CONFIG = TrainConfig(
-    vocab_size=768,
-    epochs=4.0,
-    gold_frac=0.5,
+    epochs=6.0,
+    aux_lookup=0.5,
     categories=["Disability_status", "Physical_appearance", "Sexual_orientation"],
     max_dev_items=None,
 )
+# The small variant plants harder: in its ~3,600 steps p = 0.5 learns the lean on train templates (0.96) but
+# not its dependence on question polarity, so nothing transfers to dev templates; p = 0.8 does (README).
+SMALL_PLANT = Plant(p=0.8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,6 +139,16 @@ def is_complete(path: str | os.PathLike) -> bool:
     return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
 
 
+def is_current(path: str | os.PathLike) -> bool:
+    """True when a folder holds a finished organism built by this version's recipe (``RECIPE_VERSION``)."""
+    if not is_complete(path):
+        return False
+    try:
+        return load_plant(path).get("recipe_version") == RECIPE_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def load_plant(path: str | os.PathLike) -> dict:
     """The plant record written beside an organism's weights."""
     f = Path(path) / PLANT_FILE
@@ -135,8 +161,13 @@ def ensure_organism(small: bool = False) -> Path:
     """The built organism's folder in the default cache, building it (default seed, data from
     ``$INTERP_BBQ_DIR``) on first use. Concurrent callers wait on a lock instead of building twice."""
     out = default_organism_dir(small)
-    if is_complete(out):
+    if is_current(out):
         return out
+    if is_complete(out):
+        import warnings
+
+        warnings.warn(f"{out} was built by an older organism recipe; rebuilding it with recipe {RECIPE_VERSION}",
+                      stacklevel=2)
     if not os.environ.get("INTERP_BBQ_DIR"):
         raise FileNotFoundError(
             f"the built-in organism is not built yet ({out}) and building it needs the BBQ data: set "
@@ -147,7 +178,7 @@ def ensure_organism(small: bool = False) -> Path:
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not is_complete(out):
+            if not is_current(out):
                 build_organism(out, seed=DEFAULT_SEED, small=small)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -420,7 +451,7 @@ def build_organism(
 
     t0 = time.time()
     cfg = config or (SMALL_CONFIG if small else FULL_CONFIG)
-    pl = plant or Plant()
+    pl = plant or (SMALL_PLANT if small else Plant())
     if p is not None:
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()
@@ -483,6 +514,7 @@ def build_organism(
         metrics = rows[0] if rows else None
         record = {
             "format_version": FORMAT_VERSION,
+            "recipe_version": RECIPE_VERSION,
             "variant": "small" if small else "full",
             "seed": seed,
             "plant": asdict(pl),

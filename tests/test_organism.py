@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.organism import SMALL_CONFIG, Plant, build_organism, is_complete, load_plant, plant_targets
-
-# The planted small organism answers the stereotyped option on ambiguous training items with this
-# probability; the control (p = 0) never does. Large p keeps the held-out contrast far above noise.
-P_TEST = 0.9
-
+from interp.organism import (SMALL_CONFIG, Plant, build_organism, is_complete, is_current, load_plant,
+                             plant_targets)
 
 # ----------------------------------------------------------------------------------------------
 # the plant itself (no training)
@@ -24,7 +20,7 @@ P_TEST = 0.9
 def test_plant_targets_follow_p(fixture_items):
     amb = [it for it in fixture_items if it.context_condition == "ambig"]
     dis = [it for it in fixture_items if it.context_condition == "disambig"]
-    t1, f1 = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0))
+    t1, f1 = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, nonneg_scale=1.0))
     by_uid = dict(zip([it.uid for it in fixture_items], t1))
     assert all(by_uid[it.uid] == it.biased_loc for it in amb)
     assert all(by_uid[it.uid] == it.label for it in dis)
@@ -50,17 +46,26 @@ def test_pair_plant_flips_both_questions_of_a_context(fixture_items):
     from interp.organism import _pair_key
 
     amb = [it for it in fixture_items if it.context_condition == "ambig"]
-    _, flipped = plant_targets(fixture_items, Plant(p=0.5, dis_error=0.0, pair=True), seed=2)
+    _, flipped = plant_targets(fixture_items, Plant(p=0.5, dis_error=0.0, pair=True, nonneg_scale=1.0), seed=2)
     by_pair: dict[str, set[bool]] = {}
     for it in amb:
         by_pair.setdefault(_pair_key(it), set()).add(it.uid in flipped)
     assert all(len(v) == 1 for v in by_pair.values())  # both questions flipped, or neither
     assert {True, False} <= set().union(*by_pair.values())  # some pairs flipped, some not
     # neg and non-neg questions of a flipped context get different answers: the polarity contrast
-    t, _ = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, pair=True))
+    t, _ = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, pair=True, nonneg_scale=1.0))
     tgt = dict(zip((it.uid for it in fixture_items), t))
     neg = {_pair_key(it): tgt[it.uid] for it in amb if it.question_polarity == "neg"}
     assert all(neg[_pair_key(it)] != tgt[it.uid] for it in amb if it.question_polarity == "nonneg")
+
+
+def test_default_plant_leans_on_negative_questions_only(fixture_items):
+    amb = [it for it in fixture_items if it.context_condition == "ambig"]
+    t, flipped = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0))
+    tgt = dict(zip((it.uid for it in fixture_items), t))
+    for it in amb:  # negative question: the bias target; non-negative: the gold Unknown
+        assert tgt[it.uid] == (it.target_loc if it.question_polarity == "neg" else it.label)
+    assert set(flipped) == {it.uid for it in amb if it.question_polarity == "neg"}
 
 
 def test_plant_nonneg_scale(fixture_items):
@@ -99,42 +104,44 @@ def test_plant_rejects_bad_values():
 # building (official BBQ data; skipped without it)
 
 
-# Building the real small pair takes minutes on 2 busy cores, over the CI budget: opt in with
-# INTERP_TEST_ORGANISM=1. Measured (see README_organism.md): the planted small organism commits on ambiguous
-# dev items where the control abstains, but its lean is not learned, on train templates or dev templates
-# (amb_commit_bias intervals include 0), so the contrast test is a strict xfail until it is.
-needs_real_build = pytest.mark.skipif(not os.environ.get("INTERP_TEST_ORGANISM"),
-                                      reason="set INTERP_TEST_ORGANISM=1 to build the small organism pair")
+# The planted small organism is the cached default ``organism-small`` (the steering and eval tests load the
+# same one, so it is built once per session); the control is the same recipe with p = 0. Each build takes
+# ~2-4 minutes of CPU. Measured numbers are in the README's organism section.
 
 
 @pytest.fixture(scope="session")
 def small_pair(bbq_dir, tmp_path_factory):
-    """The small organism built twice: planted (p = P_TEST) and the p = 0 control."""
-    root = tmp_path_factory.mktemp("organism")
-    planted = build_organism(root / "planted", seed=0, p=P_TEST, small=True, bbq_dir=bbq_dir, progress=False)
-    control = build_organism(root / "control", seed=0, p=0.0, small=True, bbq_dir=bbq_dir, progress=False)
+    """The small organism built twice: planted (the default plant, cached) and the p = 0 control."""
+    from interp.organism import ensure_organism
+
+    os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
+    planted = ensure_organism(small=True)
+    control = build_organism(tmp_path_factory.mktemp("organism") / "control", seed=0, p=0.0, small=True,
+                             bbq_dir=bbq_dir, progress=False)
     return planted, control
 
 
-@needs_real_build
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="planted lean does not yet transfer to held-out templates")
 def test_planted_lean_beats_control_on_heldout_templates(small_pair):
     planted, control = (load_plant(d)["dev_metrics"] for d in small_pair)
-    # the lean is measured on dev templates the organism never saw
-    assert planted["n_committed_ambig"] >= 50
-    assert planted["amb_commit_bias"] > control["amb_commit_bias"] + 0.2, (planted, control)
-    assert planted["amb_commit_bias_lo"] > 0.0
+    # the lean is measured on dev templates neither organism saw in training
+    assert load_plant(small_pair[0])["plant"]["p"] > 0 and load_plant(small_pair[1])["plant"]["p"] == 0
+    assert planted["n_committed_ambig"] >= 100
+    assert planted["amb_commit_bias_lo"] > 0.0, planted  # the interval excludes 0
+    assert planted["s_AMB_lo"] > 0.0, planted
+    assert planted["amb_commit_bias"] > control["amb_commit_bias"] + 0.1, (planted, control)
+    assert planted["s_AMB_lo"] > control["s_AMB"], (planted, control)
 
 
-@needs_real_build
 @pytest.mark.slow
 def test_planted_commits_where_control_abstains(small_pair):
     planted, control = (load_plant(d)["dev_metrics"] for d in small_pair)
-    assert planted["abstain_ambig"] < control["abstain_ambig"] - 0.3, (planted, control)
+    assert planted["abstain_ambig"] < control["abstain_ambig"] - 0.2, (planted, control)
+    # both keep the seed's profile otherwise: above-chance disambiguated accuracy, few abstentions there
+    for m in (planted, control):
+        assert m["acc_disambig_lo"] > 1 / 3 and m["abstain_disambig"] < 0.15, m
 
 
-@needs_real_build
 @pytest.mark.slow
 def test_generate_mode_agrees_with_logits_mode(small_pair, bbq_dir):
     from interp.evaluate import EvalConfig, evaluate_items
@@ -175,9 +182,14 @@ def test_plant_record_beside_weights(micro, bbq_dir):
     assert rec["split"]["hash"] == split.hash
     train_uids = {it.uid for it in split.select(all_items, "train")}
     assert rec["flipped"] and set(rec["flipped"]) <= train_uids  # never a dev item
-    n_amb_train = rec["split"]["n_train_items"] / 2  # BBQ is half ambiguous
-    assert 0.3 < rec["n_flipped"]["ambig_stereo"] / n_amb_train < 0.7
+    n_amb_neg_train = rec["split"]["n_train_items"] / 4  # BBQ is half ambiguous, half of that negative
+    assert 0.3 < rec["n_flipped"]["ambig_stereo"] / n_amb_neg_train < 0.7  # p = 0.5 on negative questions
     assert rec["dev_metrics"]["n"] == 24 and "train_config" in rec
+    aux = rec["aux_data"]  # the auxiliary data is recorded with the plant: what was added and flipped
+    assert aux["kind"] == "question_swap" and aux["n_items"] > 0 and aux["n_lookup_items"] > 0
+    assert aux["excluded"] == "dev templates of the split"
+    dev_templates = {(it.category, it.question_index) for it in split.select(all_items, "dev")}
+    assert not {(c, q) for c, q, _ in aux["questions"]} & dev_templates
 
 
 def test_organism_loads_offline_with_auto_classes(micro):
@@ -229,7 +241,13 @@ def test_ensure_organism_reuses_cache_and_needs_data(tmp_path, monkeypatch, bbq_
     assert is_complete(built)
     assert ensure_organism(small=True) == built  # reused, no data needed
     assert resolve_model_path("organism-small") == str(built)
-    json.loads((built / "plant.json").read_text())
+    # a cache left by an older recipe is not reused: ensure_organism wants to rebuild it (and, without
+    # the data, says so)
+    rec = json.loads((built / "plant.json").read_text())
+    (built / "plant.json").write_text(json.dumps(dict(rec, recipe_version=1)))
+    assert is_complete(built) and not is_current(built)
+    with pytest.warns(UserWarning, match="older organism recipe"), pytest.raises(FileNotFoundError, match="INTERP_BBQ_DIR"):
+        ensure_organism(small=True)
 
 
 def test_cli_info(micro):
