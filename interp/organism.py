@@ -39,8 +39,8 @@ PLANT_FILE = "plant.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 # Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, so a cached organism built by
-# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned.
-RECIPE_VERSION = 2
+# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned; 3: Qwen2 pre-tokenizer.
+RECIPE_VERSION = 3
 
 
 @dataclass

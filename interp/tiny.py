@@ -18,16 +18,26 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# The pre-tokenizer split of Qwen2 (as transformers' Qwen2Tokenizer has it)
+QWEN2_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                           r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     """Train a byte-level BPE tokenizer (GPT-2/Qwen style) and wrap it as a HF fast tokenizer with a
     ChatML chat template, ``<|endoftext|>`` as pad and left padding (where the answer position is -1)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    # Qwen2's own normalizer and pre-tokenizer: transformers (5.x) loads any model_type "qwen2" folder with
+    # Qwen2Tokenizer, which rebuilds exactly these around the saved vocab and merges, so the reloaded
+    # tokenizer encodes exactly as the one the model was trained with (a GPT-2 ByteLevel split did not).
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
