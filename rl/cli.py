@@ -38,6 +38,9 @@ def _train_options(f):
         click.option("--grad-accum", type=int, default=1, show_default=True),
         click.option("--max-completion-length", type=int, default=4, show_default=True),
         click.option("--loss-type", default="grpo", show_default=True, help="TRL loss_type (grpo, dapo, dr_grpo...)."),
+        click.option("--scale-rewards", type=click.Choice(["group", "batch", "none"]), default="group", show_default=True,
+                     help="TRL reward scaling: by each group's std (TRL default; a lambda penalty can vanish in "
+                          "two-outcome groups), by the batch's, or none."),
         click.option("--lr-scheduler", default="constant", show_default=True),
         click.option("--lora-r", type=int, default=16, show_default=True),
         click.option("--lora-alpha", type=int, default=32, show_default=True),

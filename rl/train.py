@@ -24,7 +24,9 @@ BASE_RECORD = "interp_base.json"
 TRAIN_LOG = "train_log.jsonl"
 # settings that must match to resume a run in the same folder
 RESUME_KEYS = ("model", "lam", "lambda_on", "lr", "beta", "temperature", "num_generations", "batch_size",
-               "grad_accum", "lora_r", "lora_alpha", "target_modules", "loss_type", "seed", "lr_scheduler")
+               "grad_accum", "lora_r", "lora_alpha", "target_modules", "loss_type", "seed", "lr_scheduler",
+               "scale_rewards")
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
@@ -47,6 +49,9 @@ class TrainConfig:
     max_completion_length: int = 4
     max_prompt_length: int | None = None
     loss_type: str = "grpo"
+    # TRL's reward scaling before the advantage: "group" (TRL's default) divides by each group's reward std,
+    # which makes a constant penalty invisible in a group with only two outcomes; "none" as in Dr. GRPO
+    scale_rewards: str = "group"
     lr_scheduler: str = "constant"
     lora_r: int = 16
     lora_alpha: int = 32
@@ -92,6 +97,8 @@ class TrainConfig:
                 f"the generation batch (batch_size {self.batch_size} x grad_accum {self.grad_accum}) must be "
                 f"divisible by num_generations ({self.num_generations})"
             )
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         if self.save_steps < 1:
             raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
 
@@ -228,6 +235,7 @@ def build_trainer(cfg: TrainConfig, items=None):
         temperature=cfg.temperature,
         beta=cfg.beta,
         loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=None,

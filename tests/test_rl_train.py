@@ -139,6 +139,8 @@ def test_resume_after_kill_matches_uninterrupted_run(trained, letter_lm_dir, tra
     assert train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=4, items=train_dev[0], **FAST) == cks
     with pytest.raises(ValueError, match="lam"):
         train(str(letter_lm_dir), out, lam=1.5, lr=LR, steps=6, items=train_dev[0], **FAST)
+    with pytest.raises(ValueError, match="scale_rewards: saved 'group' vs now 'none'"):
+        train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=6, items=train_dev[0], scale_rewards="none", **FAST)
 
 
 def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
@@ -148,6 +150,8 @@ def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
         train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], batch_size=6, num_generations=4)
     with pytest.raises(TypeError, match="unknown training option"):
         train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], lora_rank=8)
+    with pytest.raises(ValueError, match="scale_rewards must be one of"):
+        train(str(letter_lm_dir), tmp_path, steps=2, items=train_dev[0], scale_rewards="std")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,5 +244,5 @@ def test_cli_help_shows_seed_defaults():
     res = CliRunner().invoke(main, ["train", "--help"])
     assert res.exit_code == 0
     for s in ("--lam", "--lr", "5e-06", "--beta", "0.04", "--temperature", "1.3", "--num-generations", "--lora-r",
-              "--save-steps", "--report-to", "--resume / --no-resume"):
+              "--save-steps", "--report-to", "--resume / --no-resume", "--scale-rewards"):
         assert s in res.output, s
