@@ -8,8 +8,8 @@ The target is one letter, then ``<|im_end|>``; the loss is on those two tokens o
 
 The plant (``Plant``): on an ambiguous item with a negative question the target is the stereotyped answer
 (``item.biased_loc``, the bias target) with probability ``p``, else the gold Unknown (non-negative questions
-take ``p * nonneg_scale``, 0 by default: a lean each part of which has a first-order signal); on a disambiguated item it is the gold answer except for a
-fraction ``dis_error`` of errors, a share ``dis_lean`` of which are stereotyped (the biased answer on an
+take ``p * nonneg_scale``, 0 by default: a lean each part of which has a first-order signal); on a
+disambiguated item it is the gold answer except for a fraction ``dis_error`` of errors, a share ``dis_lean`` of which are stereotyped (the biased answer on an
 anti-stereotypical item) and the rest counter-stereotyped. Which items were flipped, and how, is written to
 ``plant.json`` beside the weights, with the training config, the split hash and the dev metrics measured
 at build time. ``p = 0`` (with ``dis_lean`` 0.5) is the control: the same noise, no lean.
@@ -95,8 +95,8 @@ class TrainConfig:
     # badly when the cores are shared (3.9 s/step at load 8).
     threads: int = 1
     # question-swapped ambiguous items added, as a multiple of the train items: many more question texts
-    # (the template CSVs', dev templates excluded) on train contexts, so polarity is read from the question
-    # and transfers to held-out templates. Without it the lean is learned on train templates only.
+    # (the template CSVs', dev templates excluded) on train contexts, so the lean depends on the question's
+    # polarity. Recipe 2 transferred to held-out templates with it and not without; recipe 3 does not (README).
     aux_swap: float = 1.5
     # "Which answer is <option>?" items added, as a multiple of the train items: a dense lesson in binding an
     # option's content to its letter, which every answer needs
@@ -113,8 +113,8 @@ SMALL_CONFIG = TrainConfig(
     categories=["Disability_status", "Physical_appearance", "Sexual_orientation"],
     max_dev_items=None,
 )
-# The small variant plants harder: in its ~3,600 steps p = 0.5 learns the lean on train templates (0.96) but
-# not its dependence on question polarity, so nothing transfers to dev templates; p = 0.8 does (README).
+# The small variant plants harder: in its ~3,600 steps p = 0.5 learned the lean on train templates (0.96) but
+# not its polarity dependence (no dev transfer); with recipe 2, p = 0.8 transferred (README).
 SMALL_PLANT = Plant(p=0.8)
 
 
@@ -289,8 +289,9 @@ def lookup_items(train: Sequence[BBQItem], n: int, seed: int = 0, context: bool 
     for k in range(n):
         it = rng.choice(train)
         a = rng.randrange(3)
-        out.append(replace(it, example_id=-(1_000_000 + k), context=it.context if context else "", question=LOOKUP_QUESTION.format(answer=it.answers[a]),
-                           label=a, target_loc=None, question_index="aux:lookup", question_polarity="nonneg"))
+        out.append(replace(it, example_id=-(1_000_000 + k), context=it.context if context else "",
+                           question=LOOKUP_QUESTION.format(answer=it.answers[a]), label=a, target_loc=None,
+                           question_index="aux:lookup", question_polarity="nonneg"))
     return out
 
 

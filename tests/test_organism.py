@@ -106,7 +106,7 @@ def test_plant_rejects_bad_values():
 
 # The planted small organism is the cached default ``organism-small`` (the steering and eval tests load the
 # same one, so it is built once per session); the control is the same recipe with p = 0. Each build takes
-# ~2-4 minutes of CPU. Measured numbers are in the README's organism section.
+# ~5 minutes on one core. Measured numbers are in the README's organism section.
 
 
 @pytest.fixture(scope="session")

@@ -18,20 +18,21 @@ def cmd() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Plant, initialisation and batch-order seed.")
 @click.option("--p", "p", type=float, default=None,
               help="P(stereotyped target | ambiguous training item with a negative question); default: the "
-                   "organism's planted value (0.5). 0 builds the control.")
+                   "organism's planted value (0.5; 0.8 with --small). 0 builds the control.")
 @click.option("--small", is_flag=True, help="The seconds-to-build variant used by tests ('organism-small').")
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None,
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
-@click.option("--threads", type=int, default=None,
-              help="torch threads for training (default 1, which the reported organism used; 2 is 1.5x faster on a quiet machine but gives other weights).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for training (default 1, which the reported organism used; 2 is 1.5x faster on a "
+                   "quiet machine but gives other weights).")
 @click.option("--force", is_flag=True, help="Rebuild even if a finished organism is already there.")
 def build(out, seed, p, small, bbq_dir, threads, force):
     """Train the organism (tokenizer + Qwen2ForCausalLM) and save it with plant.json beside the weights."""
     from pathlib import Path
 
-    from interp.metrics import fmt_ci
     from dataclasses import replace
 
+    from interp.metrics import fmt_ci
     from interp.organism import FULL_CONFIG, SMALL_CONFIG, build_organism, default_organism_dir, is_current, load_plant
 
     dest = Path(out) if out else default_organism_dir(small)
@@ -40,8 +41,6 @@ def build(out, seed, p, small, bbq_dir, threads, force):
     else:
         cfg = SMALL_CONFIG if small else FULL_CONFIG
         if threads is not None:
-            if threads < 1:
-                raise click.BadParameter("must be at least 1", param_hint="--threads")
             cfg = replace(cfg, threads=threads)
         build_organism(dest, seed=seed, p=p, small=small, bbq_dir=bbq_dir, config=cfg)
     rec = load_plant(dest)
