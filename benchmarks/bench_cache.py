@@ -101,14 +101,14 @@ def current_rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None) -> float:
+def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None, compression: str | None = "gzip") -> float:
     from interp.activations import cache_split
     from interp.backends import expand_names
 
     names = expand_names(["hook_resid_post"], "all", hooked.n_layers)
     t0 = time.perf_counter()
     cache_split(hooked, items, out, names, batch_size=batch_size, dtype="float16", overwrite=True, progress=False,
-                on_batch=on_batch)
+                on_batch=on_batch, compression=compression)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-n", type=int, default=None, help="items for the 1x RSS run (default --n); 4x too")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compression", default="gzip", help="comma-separated store compressions to time: gzip,lzf,none")
     ap.add_argument("--workdir", default=None, help="where random weights are saved (default a temp folder)")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
@@ -164,12 +165,17 @@ def main() -> None:
             plain_model = load_hooked(path, backend="hf", device=args.device, dtype=args.dtype).model
         run_cache(h, items[: args.batch_size], args.batch_size, work / "warm.h5")  # warm-up
         plain_forward(plain_model, h.tokenizer, items[: args.batch_size], args.batch_size)
-        tp, tc = float("inf"), float("inf")
+        comps = [None if c == "none" else c for c in args.compression.split(",")]
+        tp, tc, size = float("inf"), {c: float("inf") for c in comps}, {}
         for _ in range(args.repeats):
             tp = min(tp, plain_forward(plain_model, h.tokenizer, items, args.batch_size))
-            tc = min(tc, run_cache(h, items, args.batch_size, work / "bench.h5"))
-        print(f"{backend:17s} plain {len(items) / tp:8.1f} items/s   cache {len(items) / tc:8.1f} items/s   "
-              f"ratio cache/plain {tp / tc:.2f}x")
+            for c in comps:
+                tc[c] = min(tc[c], run_cache(h, items, args.batch_size, work / "bench.h5", compression=c))
+                size[c] = (work / "bench.h5").stat().st_size
+        for c in comps:
+            print(f"{backend:17s} plain {len(items) / tp:8.1f} items/s   cache[{c or 'none':4s}] "
+                  f"{len(items) / tc[c]:8.1f} items/s   ratio cache/plain {tp / tc[c]:.2f}x"
+                  f"   file {size[c] / 2**20:.1f} MiB")
         del h, plain_model
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None

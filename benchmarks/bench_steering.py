@@ -2,6 +2,9 @@
 Wall time and process CPU time are both reported (CPU time is less disturbed by other jobs on a shared machine).
 
     python benchmarks/bench_steering.py [--model organism-small | PATH] [--n 256] [--batch-size 32]
+    python benchmarks/bench_steering.py --model random-3B --device cuda --dtype bfloat16 --n 512 --batch-size 32
+
+``random-3B`` (and the other ``random-*`` names of bench_cache.py) are random weights of the real config.
 
 Without --model (or when the organism cannot be built) a random Qwen2 with hidden size 256 and 4 layers is
 used on the fixture prompts. Timings are interleaved (unsteered, steered, unsteered, ...) and the best of
@@ -22,10 +25,15 @@ def _model_and_items(args):
     from interp.bbq import load_bbq
 
     if args.model:
+        import tempfile
+
+        from bench_cache import materialize
+
         from interp.models import load_model
         from interp.split import split_items
 
-        lm = load_model(args.model, device=args.device, dtype="float32")
+        path = materialize(args.model, args.dtype, Path(args.workdir or tempfile.mkdtemp(prefix="bench_steer_")))
+        lm = load_model(path, device=args.device, dtype=args.dtype)
         items, _ = split_items("dev", limit=args.n)
         return lm.model, lm.tokenizer, items
     from interp.prompts import make_prompt
@@ -43,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--workdir", default=None, help="where random-* weights are saved (default a temp folder)")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)

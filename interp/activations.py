@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -222,6 +223,21 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
     os.replace(tmp, path)
 
 
+def _to_host(acts: dict[str, torch.Tensor], names, np_dtype) -> list[np.ndarray]:
+    """The activations of ``names`` as host arrays of the store's dtype, in one device-to-host copy (one sync
+    instead of one per hook: on a GPU the per-hook copies cost more than the forward pass)."""
+    if not names:
+        return []
+    tdt = torch.float16 if np_dtype == np.float16 else torch.float32
+    flat = torch.cat([acts[n].reshape(acts[n].shape[0], -1).to(tdt) for n in names], 1).cpu().numpy()  # [batch, sum]
+    out, at = [], 0
+    for n in names:
+        k = int(np.prod(acts[n].shape[1:]))
+        out.append(flat[:, at:at + k].reshape(acts[n].shape))
+        at += k
+    return out
+
+
 def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size, split_hash, shuffle, seed,
                  compression, overwrite, progress, on_batch, fp_extra=None, desc="cache", static=None) -> Path:
     """Write (or resume) one store file for ``items`` (``static``: their precomputed static metadata)."""
@@ -248,31 +264,55 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     n_batches = (n + batch_size - 1) // batch_size
     letter_ids = letter_token_ids(tok)
     pos_idx = positions[0] if len(positions) == 1 else positions
-    with _open_existing(path) as f:
+    with _open_existing(path) as f, ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
         check_fingerprint(f, fp, path)
         done = int(f["complete_batches"][()])
         bar = tqdm(total=n, initial=min(n, done * batch_size), desc=desc, unit="item", disable=not progress)
-        for b in range(done, n_batches):
-            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
-            enc = encode_batch(tok, render_prompts(tok, prompted), "cpu")
-            shortest = int(enc["attention_mask"].sum(1).min())
-            if max(-p for p in positions) > shortest:
-                raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token prompt")
-            logits, acts = hooked.cache(enc, names, pos_idx)  # acts: [batch, d] or [batch, n_pos, d]
-            ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
-            for name in names:
-                f[f"acts/{name}"][lo:hi] = acts[name].float().cpu().numpy().astype(STORE_DTYPES[dtype])
-            pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
+
+        def commit(b: int, lo: int, hi: int, host: list, ll: np.ndarray, pred: np.ndarray, letters: np.ndarray):
+            # runs on the writer thread (h5py releases the GIL in H5Dwrite, compression included), so batch
+            # b is written while the main thread runs batch b + 1's forward pass
+            for name, a in zip(names, host):
+                f[f"acts/{name}"][lo:hi] = a
             f["meta/letter_logits"][lo:hi] = ll
-            f["meta/pred"][lo:hi] = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
-            f["meta/pred_letter"][lo:hi] = np.array([s.encode() for s in pred_letter], dtype="S1")
+            f["meta/pred"][lo:hi] = pred
+            f["meta/pred_letter"][lo:hi] = letters
             f.flush()  # the batch's data are on disk before the counter says so
             f["complete_batches"][()] = b + 1
             f.flush()
-            bar.update(hi - lo)
-            if on_batch is not None:
-                on_batch(b + 1)
+
+        pending = None  # (future, batch index, size) of the write in flight: at most one
+
+        def settle():
+            nonlocal pending
+            if pending is not None:
+                fut, b, size = pending
+                pending = None
+                fut.result()  # a failed write raises here, in the caller's thread
+                bar.update(size)
+                if on_batch is not None:
+                    on_batch(b + 1)
+
+        try:
+            for b in range(done, n_batches):
+                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
+                enc = encode_batch(tok, render_prompts(tok, prompted), "cpu")
+                shortest = int(enc["attention_mask"].sum(1).min())
+                if max(-p for p in positions) > shortest:
+                    raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token prompt")
+                logits, acts = hooked.cache(enc, names, pos_idx)  # acts: [batch, d] or [batch, n_pos, d]
+                ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
+                host = _to_host(acts, names, STORE_DTYPES[dtype])
+                pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
+                pred = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
+                letters = np.array([s.encode() for s in pred_letter], dtype="S1")
+                settle()  # batch b - 1 is committed before batch b's write starts (batches land in order)
+                pending = (writer.submit(commit, b, lo, hi, host, ll, pred, letters), b, hi - lo)
+            settle()
+        finally:
+            if pending is not None:  # an error upstream: let the write in flight finish, lose nothing written
+                pending[0].exception()
         bar.close()
         if not f.attrs["complete"]:
             f.attrs["complete"] = True
@@ -316,7 +356,7 @@ def cache_split(
     split_hash: str | None = None,
     shuffle_options: bool = False,
     seed: int = 0,
-    compression: str | None = "gzip",
+    compression: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,

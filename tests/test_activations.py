@@ -77,9 +77,21 @@ def test_contents_match_direct_forward_and_eval(reference_store, hooked, fixture
                   "dtype", "positions"):
             assert k in s.attrs
         assert s.attrs["split_hash"] == "abc" and s.attrs["weights_hash"] == hooked.weights_hash
-    with h5py.File(reference_store) as f:  # chunked by batch, compressed
+    with h5py.File(reference_store) as f:  # chunked by batch, uncompressed by default
         ds = f["acts/blocks.0.hook_resid_post"]
-        assert ds.chunks == (8, hooked.d_model) and ds.compression == "gzip"
+        assert ds.chunks == (8, hooked.d_model) and ds.compression is None
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_compressed_store_holds_the_same_data(tmp_path, hooked, fixture_items, names, reference_store, compression):
+    """The writer thread and the HDF5 filters change the file, not its contents."""
+    p = cache_split(hooked, fixture_items, tmp_path / "c.h5", names, batch_size=8, dtype="float32",
+                    split_hash="abc", progress=False, compression=compression)
+    with h5py.File(p) as f, h5py.File(reference_store) as ref:
+        assert f["acts/blocks.0.hook_resid_post"].compression == compression
+        for n in names:
+            np.testing.assert_array_equal(f[f"acts/{n}"][()], ref[f"acts/{n}"][()])
+        np.testing.assert_array_equal(f["meta/pred"][()], ref["meta/pred"][()])
 
 
 def test_float16_and_several_positions(tmp_path, hooked, fixture_items, names):

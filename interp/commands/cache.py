@@ -61,7 +61,9 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 @click.option("--positions", default="last", show_default=True,
               help="'last' (last prompt token: where the answer letter is decided) or offsets such as -1,-2,-3.")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True)
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="none", show_default=True,
+              help="HDF5 filter. gzip saves ~30% on disk but caps a GPU run at ~0.3x a plain forward "
+                   "(benchmarks/README.md); lzf saves ~1%.")
 @click.option("--shuffle-options/--keep-order", default=False, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Option-shuffle seed.")
 @click.option("--out", type=click.Path(), default=None,
