@@ -34,7 +34,11 @@ import torch
 from interp.bbq import BBQItem
 
 ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
-DEFAULT_SEED = 0
+# The default seed is *selected*. Recipe 3's held-out lean depends on the seed and the platform: on this CPU
+# (torch 2.13) 1 small build of 5 showed it (seeds 0-4: 0.032, 0.093, 0.000, 0.357, -0.010 dev
+# amb_commit_bias), on the H100 machine's CPU (torch 2.11) 5 of 5 (0.185-0.478, seed 3: 0.287). Seed 3 shows
+# it on both; the full organism at seed 3 shows it too (0.102 [0.002, 0.201]; at seed 0: -0.011). README.
+DEFAULT_SEED = 3
 PLANT_FILE = "plant.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
@@ -102,6 +106,10 @@ class TrainConfig:
     # option's content to its letter, which every answer needs
     aux_lookup: float = 0.4
     lookup_context: bool = False  # True: lookup items keep their context (longer, no better)
+    # each question word (but the first) is dropped with this probability, afresh every epoch, on items
+    # that have a bias target: the lean must then be read from several words of the question, as a
+    # bag-of-words polarity reader does, rather than from one memorised question text
+    question_dropout: float = 0.0
 
 
 # The letter loss sits at ln 3 until the network binds option content to letters (~600 steps of 16 items);
@@ -140,14 +148,16 @@ def is_complete(path: str | os.PathLike) -> bool:
     return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
 
 
-def is_current(path: str | os.PathLike) -> bool:
-    """True when a folder holds a finished organism built by this version's recipe (``RECIPE_VERSION``)."""
+def is_current(path: str | os.PathLike, seed: int | None = None) -> bool:
+    """True when a folder holds a finished organism built by this version's recipe (``RECIPE_VERSION``)
+    and, when ``seed`` is given, with that seed."""
     if not is_complete(path):
         return False
     try:
-        return load_plant(path).get("recipe_version") == RECIPE_VERSION
+        rec = load_plant(path)
     except (OSError, ValueError):
         return False
+    return rec.get("recipe_version") == RECIPE_VERSION and (seed is None or rec.get("seed") == seed)
 
 
 def load_plant(path: str | os.PathLike) -> dict:
@@ -162,13 +172,14 @@ def ensure_organism(small: bool = False) -> Path:
     """The built organism's folder in the default cache, building it (default seed, data from
     ``$INTERP_BBQ_DIR``) on first use. Concurrent callers wait on a lock instead of building twice."""
     out = default_organism_dir(small)
-    if is_current(out):
+    seed = DEFAULT_SEED
+    if is_current(out, seed):
         return out
     if is_complete(out):
         import warnings
 
-        warnings.warn(f"{out} was built by an older organism recipe; rebuilding it with recipe {RECIPE_VERSION}",
-                      stacklevel=2)
+        warnings.warn(f"{out} was built by an older organism recipe or another seed; rebuilding it with recipe "
+                      f"{RECIPE_VERSION}, seed {seed}", stacklevel=2)
     if not os.environ.get("INTERP_BBQ_DIR"):
         raise FileNotFoundError(
             f"the built-in organism is not built yet ({out}) and building it needs the BBQ data: set "
@@ -179,8 +190,8 @@ def ensure_organism(small: bool = False) -> Path:
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not is_current(out):
-                build_organism(out, seed=DEFAULT_SEED, small=small)
+            if not is_current(out, seed):
+                build_organism(out, seed=seed, small=small)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return out
@@ -305,11 +316,22 @@ def _train_texts(items: Sequence[BBQItem]) -> list[str]:
     return [make_prompt(it, shuffle=True, seed=s).user_text for it in items for s in (0, 1)]
 
 
-def _encode_epoch(tok, items, targets, epoch: int, seed: int) -> list[list[int]]:
+def _drop_words(question: str, rate: float, rng: random.Random) -> str:
+    """The question with each word after the first dropped with probability ``rate`` ('?' kept)."""
+    words = question.rstrip("?").split()
+    kept = words[:1] + [w for w in words[1:] if rng.random() >= rate]
+    return " ".join(kept) + ("?" if question.endswith("?") else "")
+
+
+def _encode_epoch(tok, items, targets, epoch: int, seed: int, question_dropout: float = 0.0) -> list[list[int]]:
     """Token ids of prompt + target letter for every item, options shuffled with an epoch-specific seed."""
     from interp.prompts import LETTERS, apply_chat, make_prompt
 
     letter_ids = [tok.convert_tokens_to_ids(L) for L in LETTERS]
+    if question_dropout > 0:
+        rng = random.Random(f"qdrop:{seed}:{epoch}")
+        items = [replace(it, question=_drop_words(it.question, question_dropout, rng)) if it.target_loc is not None
+                 else it for it in items]
     prompted = [make_prompt(it, shuffle=True, seed=seed * 1000 + epoch) for it in items]
     texts = [apply_chat(tok, p.user_text) for p in prompted]
     enc = tok(texts, add_special_tokens=False)["input_ids"]
@@ -367,7 +389,7 @@ def train_model(model, tok, items: Sequence[BBQItem], targets: Sequence[int], cf
     phase = None
     while step < total:
         phase = "gold" if step < n_gold else "plant"
-        seqs = _encode_epoch(tok, items, gold if phase == "gold" else targets, epoch, seed)
+        seqs = _encode_epoch(tok, items, gold if phase == "gold" else targets, epoch, seed, cfg.question_dropout)
         for b in _length_batches(seqs, cfg.batch_size, rng):
             if step >= total or (phase == "gold" and step >= n_gold):
                 break  # (a new epoch starts with the planted targets)

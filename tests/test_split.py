@@ -40,3 +40,19 @@ def test_split_items_writes_and_reuses_file(fixture_bbq_dir, tmp_path):
     assert s1.hash == s2.hash and [i.uid for i in dev] == [i.uid for i in dev2]
     sub, _ = split_items("all", fixture_bbq_dir, limit=10, seed=0)
     assert len(sub) == 10
+
+
+def test_category_filter_does_not_change_the_split(bbq_dir):
+    """Asking for some categories gives exactly those categories' items of the full split: make_split draws
+    every category from one random stream, so splitting the filtered items would move templates between
+    parts (a model trained on the full split would then be "evaluated" on its own train templates)."""
+    from interp.bbq import load_bbq
+    from interp.split import make_split
+
+    cats = ["Disability_status", "Sexual_orientation"]
+    full = {it.uid for it in split_items("dev", bbq_dir)[0] if it.category in cats}
+    assert {it.uid for it in split_items("dev", bbq_dir, categories=cats)[0]} == full
+    filtered_first = make_split(load_bbq(bbq_dir, cats)[0])  # the old behaviour, for contrast
+    assert {it.uid for it in filtered_first.select(load_bbq(bbq_dir, cats)[0], "dev")} != full
+    with pytest.raises(ValueError, match="unknown category"):
+        split_items("dev", bbq_dir, categories=["Nope"])

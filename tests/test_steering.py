@@ -203,8 +203,8 @@ def organism(bbq_dir):
 
     lm = load_model("organism-small", device="cpu", dtype="float32")
     cats = SMALL_CONFIG.categories
-    train, _ = split_items("train", bbq_dir, categories=cats, limit=480)
-    dev, _ = split_items("dev", bbq_dir, categories=cats, limit=240)
+    train, _ = split_items("train", bbq_dir, categories=cats, limit=1200)
+    dev, _ = split_items("dev", bbq_dir, categories=cats, limit=400)
     return lm, train, dev
 
 
@@ -221,11 +221,14 @@ def test_organism_probe_and_steering_ground_truth(organism):
     lm, train, dev = organism
     acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
                                        progress=False)
-    idx, y = stereotype_labels(recs)
+    # the plant is on ambiguous items: probe the lean of the organism's ambiguous commits (on all commits the
+    # disambiguated ones, near chance between two people, swamp it: 0.75 vs 0.75 majority, seed 3)
+    idx, y = stereotype_labels(recs, "ambig")
     rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
                        ProbeConfig(n_shuffles=3, n_boot=200))
     b = best_layer(rows)
     assert b["acc"] > b["shuffled_max"] and b["acc_lo"] > b["shuffled_mean"], rows
+    assert b["acc_lo"] > b["majority"], rows  # above the base rate too (measured 0.974 [0.955, ...] vs 0.925)
 
     layer = b["layer"]
     d = compute_directions(acts, recs).get("stereotype", layer=layer)

@@ -49,11 +49,16 @@ def info(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categor
 def split_cmd(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categories, limit, out):
     """Write the template-disjoint split to a file that later runs can cite (--split-file)."""
     from interp.bbq import load_bbq
-    from interp.split import make_split
+    from interp.split import Split, make_split
 
     cats = [c.strip() for c in categories.split(",")] if categories else None
-    items, _ = load_bbq(bbq_dir, cats, templates_dir)
-    s = make_split(items, dev_frac=dev_frac, seed=split_seed)
+    if cats:
+        load_bbq(bbq_dir, cats, templates_dir)  # names an unknown or missing category
+    items, _ = load_bbq(bbq_dir, None, templates_dir)
+    s = make_split(items, dev_frac=dev_frac, seed=split_seed)  # on every category, then restricted (split_items)
+    if cats:
+        s = Split(seed=s.seed, dev_frac=s.dev_frac, train_templates=[t for t in s.train_templates if t[0] in cats],
+                  dev_templates=[t for t in s.dev_templates if t[0] in cats])
     s.save(out)
     click.echo(f"wrote {out}: {len(s.train_templates)} train / {len(s.dev_templates)} dev templates, "
                f"0 shared, hash {s.hash}")

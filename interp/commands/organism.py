@@ -15,7 +15,8 @@ def cmd() -> None:
 @cmd.command("build")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: the cache that --model organism resolves to).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Plant, initialisation and batch-order seed.")
+@click.option("--seed", type=int, default=None,
+              help="Plant, initialisation and batch-order seed (default 3, selected: README).")
 @click.option("--p", "p", type=float, default=None,
               help="P(stereotyped target | ambiguous training item with a negative question); default: the "
                    "organism's planted value (0.5; 0.8 with --small). 0 builds the control.")
@@ -35,8 +36,11 @@ def build(out, seed, p, small, bbq_dir, threads, force):
     from interp.metrics import fmt_ci
     from interp.organism import FULL_CONFIG, SMALL_CONFIG, build_organism, default_organism_dir, is_current, load_plant
 
+    from interp.organism import DEFAULT_SEED
+
+    seed = DEFAULT_SEED if seed is None else seed
     dest = Path(out) if out else default_organism_dir(small)
-    if is_current(dest) and not force:
+    if is_current(dest, seed) and not force:
         click.echo(f"{dest} already holds a built organism (use --force to rebuild)")
     else:
         cfg = SMALL_CONFIG if small else FULL_CONFIG
