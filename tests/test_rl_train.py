@@ -4,6 +4,7 @@ config and base hash, they change predictions, reload bit-identically, and a kil
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -246,3 +247,32 @@ def test_cli_help_shows_seed_defaults():
     for s in ("--lam", "--lr", "5e-06", "--beta", "0.04", "--temperature", "1.3", "--num-generations", "--lora-r",
               "--save-steps", "--report-to", "--resume / --no-resume", "--scale-rewards"):
         assert s in res.output, s
+
+
+@pytest.mark.slow
+def test_grpo_on_the_small_organism(bbq_dir, tmp_path):
+    """A few GRPO steps on the small organism (its train templates): the adapter changes its dev predictions and
+    reloads bit-identically."""
+    from peft import PeftModel
+
+    from interp.models import load_model
+    from interp.organism import SMALL_CONFIG, ensure_organism
+    from interp.split import split_items
+    from rl.train import TrainConfig, build_trainer, list_checkpoints
+
+    os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
+    path = str(ensure_organism(small=True))
+    train, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories, limit=64)
+    dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories, limit=64)
+    cfg = TrainConfig(model=path, out_dir=str(tmp_path / "rl"), lam=0.0, lr=1e-2, steps=4, batch_size=16,
+                      **{**FAST, "max_completion_length": 2})
+    trainer, _ = build_trainer(cfg, items=train)
+    trainer.train()
+    trainer.model.eval()
+    trained = _letter_logits(trainer.model, trainer.processing_class, dev)
+    base = load_model(path, device="cpu", dtype="float32")
+    before = _letter_logits(base.model, base.tokenizer, dev)
+    reloaded = PeftModel.from_pretrained(base.model, str(list_checkpoints(tmp_path / "rl")[-1])).eval()
+    after = _letter_logits(reloaded, base.tokenizer, dev)
+    assert torch.equal(after, trained), "reloaded adapter differs from the trained model"
+    assert int((after.argmax(-1) != before.argmax(-1)).sum()) >= 1, "4 GRPO steps at lr 1e-2 changed no prediction"
