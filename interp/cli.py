@@ -12,6 +12,7 @@ COMMANDS = {
     "data": "interp.commands.data:cmd",
     "score": "interp.commands.score:cmd",
     "eval": "interp.commands.eval:cmd",
+    "diff": "interp.commands.diff:cmd",
     "organism": "interp.commands.organism:cmd",
     "cache": "interp.commands.cache:cmd",
     "probe": "interp.commands.probe:cmd",

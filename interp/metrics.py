@@ -169,3 +169,28 @@ def format_table(rows: Iterable[Mapping], metrics: Sequence[str] = METRICS) -> s
         lines.append([str(r["group"]), str(r["n"])] + [fmt_ci(r, m) for m in metrics])
     widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines)
+
+
+def paired_difference(records_a: Sequence[Mapping], records_b: Sequence[Mapping], n_boot: int = 1000,
+                      seed: int = 0, ci: float = 0.95) -> dict[str, float]:
+    """Metric differences b - a on the same items (matched by ``uid``), with a paired bootstrap interval: each
+    resample draws the same items for both, so the item-to-item variation both share cancels. This is the
+    test for "did the adapter move this metric" that two separate intervals answer only conservatively."""
+    ka = {r["uid"]: r for r in records_a}
+    kb = {r["uid"]: r for r in records_b}
+    if set(ka) != set(kb):
+        only_a, only_b = len(set(ka) - set(kb)), len(set(kb) - set(ka))
+        raise ValueError(f"the two prediction sets hold different items ({only_a} only in a, {only_b} only in b)")
+    uids = sorted(ka)
+    a, _ = item_arrays([ka[u] for u in uids])
+    b, _ = item_arrays([kb[u] for u in uids])
+    out: dict[str, float] = {"n": a.n}
+    point_a, point_b = _metrics_from_weights(a, np.ones((1, a.n))), _metrics_from_weights(b, np.ones((1, a.n)))
+    w = np.random.default_rng(seed).multinomial(a.n, np.full(a.n, 1.0 / a.n), size=n_boot)  # [n_boot, n_items]
+    ba, bb = _metrics_from_weights(a, w), _metrics_from_weights(b, w)
+    q = (1 - ci) / 2
+    for m in METRICS:
+        out[f"{m}_a"], out[f"{m}_b"] = float(point_a[m][0]), float(point_b[m][0])
+        out[f"d_{m}"] = float(point_b[m][0] - point_a[m][0])
+        out[f"d_{m}_lo"], out[f"d_{m}_hi"] = (float(x) for x in np.quantile(bb[m] - ba[m], [q, 1 - q]))
+    return out

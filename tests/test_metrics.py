@@ -81,3 +81,46 @@ def test_per_category_rows():
     rows = summarize(recs, n_boot=0)
     assert [r["group"] for r in rows] == ["overall", "Age", "Religion"]
     assert rows[2]["acc_ambig"] == 1.0 and rows[0]["n"] == 10
+
+
+def test_paired_difference_recovers_a_planted_change():
+    """Base answers Unknown on 100 of 200 ambiguous items; the 'adapter' abstains on 20 more. The paired
+    difference is exactly +0.10 with an interval that excludes 0 and is much tighter than two separate intervals
+    would suggest; identical predictions give 0 [0, 0]; different item sets are refused."""
+    from interp.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    base, tuned = [], []
+    for i in range(200):
+        pred = 2 if i < 100 else int(rng.integers(0, 2))
+        r = dict(rec("ambig", "neg" if i % 2 else "nonneg", 2, pred), uid=f"u{i}")
+        base.append(r)
+        tuned.append(dict(r, pred=2) if 100 <= i < 120 else dict(r))
+    d = paired_difference(base, tuned[::-1], n_boot=1000)  # order does not matter: matched by uid
+    assert d["d_acc_ambig"] == pytest.approx(0.10) and d["acc_ambig_a"] == pytest.approx(0.5)
+    assert 0.05 < d["d_acc_ambig_lo"] <= 0.10 <= d["d_acc_ambig_hi"] < 0.15
+    m_base, m_tuned = compute_metrics(item_arrays(base)[0]), compute_metrics(item_arrays(tuned)[0])
+    assert m_tuned["acc_ambig_lo"] < m_base["acc_ambig_hi"]  # the separate intervals overlap
+    same = paired_difference(base, base, n_boot=200)
+    assert same["d_acc_ambig"] == same["d_acc_ambig_lo"] == same["d_acc_ambig_hi"] == 0.0
+    with pytest.raises(ValueError, match="different items"):
+        paired_difference(base, tuned[:-1])
+
+
+def test_interp_diff_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from interp.cli import main
+
+    recs = [dict(rec("ambig", "neg", 2, i % 3), uid=f"u{i}") for i in range(30)]
+    for name, rs in (("a", recs), ("b", [dict(r, pred=2) for r in recs])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    res = CliRunner().invoke(main, ["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["d_acc_ambig"] == pytest.approx(20 / 30)
+    (tmp_path / "c").mkdir()
+    res = CliRunner().invoke(main, ["diff", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert res.exit_code != 0 and "no predictions.jsonl" in res.output
