@@ -53,7 +53,8 @@ def target_pick(records) -> dict:
         rs = [r for r in records if r["context_condition"] == "ambig" and r["question_polarity"] == pol
               and r["target_loc"] is not None and r["pred"] is not None and r["pred"] != r["unknown_loc"]]
         n = len(rs)
-        out[pol] = {"n_commit": n, "target_rate": round(sum(r["pred"] == r["target_loc"] for r in rs) / n, 3) if n else None}
+        rate = round(sum(r["pred"] == r["target_loc"] for r in rs) / n, 3) if n else None
+        out[pol] = {"n_commit": n, "target_rate": rate}
     return out
 
 
@@ -61,12 +62,7 @@ def run_one(name: str, cfg_over: dict, plant_over: dict, seed: int, full: bool, 
             workdir: str) -> dict:
     import torch
 
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.metrics import summarize
-    from interp.models import load_model
-    from interp.organism import FULL_CONFIG, SMALL_CONFIG, SMALL_PLANT, Plant, _subset, build_organism
-    from interp.bbq import load_bbq
-    from interp.split import make_split
+    from interp.organism import FULL_CONFIG, SMALL_CONFIG, SMALL_PLANT, Plant, build_organism
 
     torch.set_num_threads(threads)
     cfg = replace(FULL_CONFIG if full else SMALL_CONFIG, threads=threads, **cfg_over)
@@ -89,24 +85,22 @@ def _pick(row: dict) -> dict:
 
 def measure_dir(path: Path, n_train: int = 800) -> dict:
     """Metrics of a built organism: dev (as recorded in plant.json), ``n_train`` train-template items, and the
-    target-pick rates on both. The split is made on every category, then filtered, as the build does."""
-    from interp.bbq import load_bbq
+    target-pick rates on both, on the organism's categories of the split it was built on."""
     from interp.evaluate import EvalConfig, evaluate_items
     from interp.metrics import summarize
     from interp.models import load_model
     from interp.organism import _subset
-    from interp.split import make_split
+    from interp.split import split_items
 
     rec = json.loads((Path(path) / "plant.json").read_text())
     lm = load_model(str(path), device="cpu", dtype="float32")
-    items, _ = load_bbq()
-    split = make_split(items, dev_frac=0.2, seed=0)  # on all categories: filtering first changes the split
+    cats = rec["split"]["categories"]
+    train, split = split_items("train", categories=cats)
+    dev, _ = split_items("dev", categories=cats)
     assert split.hash == rec["split"]["hash"], "not the split the organism was built on"
-    cats = set(rec["split"]["categories"])
-    items = [it for it in items if it.category in cats]
     ev = EvalConfig(batch_size=64, progress=False)
-    tr_recs = evaluate_items(lm.model, lm.tokenizer, _subset(split.select(items, "train"), n_train, 1234), ev)
-    dev_recs = evaluate_items(lm.model, lm.tokenizer, split.select(items, "dev"), ev)
+    tr_recs = evaluate_items(lm.model, lm.tokenizer, _subset(train, n_train, 1234), ev)
+    dev_recs = evaluate_items(lm.model, lm.tokenizer, dev, ev)
     return {"dev": _pick(rec["dev_metrics"]), "dev_remeasured": _pick(summarize(dev_recs, n_boot=1000)[0]),
             "train_templates": _pick(summarize(tr_recs, n_boot=1000)[0]),
             "dev_target_pick": target_pick(dev_recs), "train_target_pick": target_pick(tr_recs)}

@@ -332,6 +332,19 @@ def assign_targets(
             report.no_target[it.category] = report.no_target.get(it.category, 0) + 1
 
 
+def check_categories(categories: Iterable[str], present: Iterable[str], where) -> list[str]:
+    """The requested categories as a list; BBQDataError for a name BBQ does not have, FileNotFoundError for one
+    whose JSONL is not in ``where``."""
+    wanted = list(categories)
+    bad = [c for c in wanted if c not in CATEGORIES]
+    if bad:
+        raise BBQDataError(f"unknown categor{'y' if len(bad) == 1 else 'ies'} {bad}; known: {CATEGORIES}")
+    absent = sorted(set(wanted) - set(present))
+    if absent:
+        raise FileNotFoundError(f"no JSONL for categor{'y' if len(absent) == 1 else 'ies'} {absent} in {where}")
+    return wanted
+
+
 def load_bbq(
     data_dir: str | os.PathLike | None = None,
     categories: Iterable[str] | None = None,
@@ -346,14 +359,8 @@ def load_bbq(
     ddir = resolve_bbq_dir(data_dir)
     files = sorted(ddir.glob("*.jsonl"))
     if categories is not None:
-        wanted = list(categories)
-        bad = [c for c in wanted if c not in CATEGORIES]
-        if bad:
-            raise BBQDataError(f"unknown categor{'y' if len(bad) == 1 else 'ies'} {bad}; known: {CATEGORIES}")
+        wanted = check_categories(categories, {f.stem for f in files}, ddir)
         files = [f for f in files if f.stem in wanted]
-        absent = sorted(set(wanted) - {f.stem for f in files})
-        if absent:
-            raise FileNotFoundError(f"no JSONL for categor{'y' if len(absent) == 1 else 'ies'} {absent} in {ddir}")
     items: list[BBQItem] = []
     report = LoadReport()
     seen: dict[str, tuple[Path, int]] = {}

@@ -115,17 +115,11 @@ def split_items(
     in the folder and, when a path was given, written there; ``categories`` filters the items afterwards, so an
     item's part never depends on which categories were asked for (``make_split`` draws the categories from one
     random stream). ``limit`` keeps a seeded random subset (for quick runs)."""
-    from interp.bbq import CATEGORIES, BBQDataError, load_bbq
+    from interp.bbq import check_categories, load_bbq
 
     items, _ = load_bbq(bbq_dir, None, templates_dir)
-    if categories is not None:
-        wanted = list(categories)
-        bad = [c for c in wanted if c not in CATEGORIES]
-        if bad:
-            raise BBQDataError(f"unknown categor{'y' if len(bad) == 1 else 'ies'} {bad}; known: {CATEGORIES}")
-        absent = sorted(set(wanted) - {it.category for it in items})
-        if absent:
-            raise FileNotFoundError(f"no JSONL for categor{'y' if len(absent) == 1 else 'ies'} {absent} in the BBQ folder")
+    wanted = None if categories is None else set(check_categories(categories, {it.category for it in items},
+                                                                  "the BBQ folder"))
     if split_file is not None and Path(split_file).exists():
         split = Split.load(split_file)
     else:
@@ -133,8 +127,8 @@ def split_items(
         if split_file is not None:
             split.save(split_file)
     chosen = split.select(items, part)
-    if categories is not None:
-        chosen = [it for it in chosen if it.category in set(wanted)]
+    if wanted is not None:
+        chosen = [it for it in chosen if it.category in wanted]
     if limit is not None and limit < len(chosen):
         rng = random.Random(f"limit:{seed}")
         keep = set(rng.sample(range(len(chosen)), limit))

@@ -13,18 +13,8 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible)")
 
-from test_rl_train import letter_lm_dir, train_dev  # noqa: E402,F401  (fixtures shared with the CPU RL tests)
-
-
-def _letter_logits(lm, items) -> torch.Tensor:
-    """A/B/C logits at the answer position, on the CPU in float32. [n_items, 3]"""
-    from interp.evaluate import encode_batch, letter_token_ids, render_prompts
-    from interp.prompts import make_prompt
-
-    tok = lm.tokenizer
-    enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items]), lm.device)
-    with torch.no_grad():
-        return lm.model(**enc).logits[:, -1, letter_token_ids(tok)].float().cpu()  # [batch, 3]
+# fixtures and the letter-logit helper shared with the CPU RL tests
+from test_rl_train import _letter_logits, letter_lm_dir, train_dev  # noqa: E402,F401
 
 
 def test_load_picks_cuda_and_bf16_by_default(tiny_lm_dir):
@@ -42,7 +32,8 @@ def test_eval_on_cuda_matches_cpu(tiny_lm_dir, fixture_items):
 
     cpu = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     gpu = load_model(str(tiny_lm_dir), device="cuda", dtype="float32")
-    a, b = _letter_logits(cpu, fixture_items), _letter_logits(gpu, fixture_items)
+    a = _letter_logits(cpu.model, cpu.tokenizer, fixture_items)
+    b = _letter_logits(gpu.model, gpu.tokenizer, fixture_items)
     torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     for mode in ("logits", "generate"):
         cfg = EvalConfig(mode=mode, batch_size=8, progress=False)
@@ -50,7 +41,7 @@ def test_eval_on_cuda_matches_cpu(tiny_lm_dir, fixture_items):
         rb = evaluate_items(gpu.model, gpu.tokenizer, fixture_items, cfg)
         assert [r["letter"] for r in ra] == [r["letter"] for r in rb], mode
     half = load_model(str(tiny_lm_dir), device="cuda", dtype="bfloat16")
-    c = _letter_logits(half, fixture_items)
+    c = _letter_logits(half.model, half.tokenizer, fixture_items)
     assert float(torch.corrcoef(torch.stack([a.flatten(), c.flatten()]))[0, 1]) > 0.98
 
 
@@ -86,16 +77,16 @@ def test_steering_on_cuda(tiny_lm_dir, fixture_items):
     d = cpu.model.config.hidden_size
     v = torch.randn(d, generator=torch.Generator().manual_seed(0))  # on the CPU on purpose
     items = fixture_items[:8]
-    base = _letter_logits(gpu, items)
+    base = _letter_logits(gpu.model, gpu.tokenizer, items)
     with steer(gpu, v, layer=0, alpha=0.0):
-        assert torch.equal(_letter_logits(gpu, items), base)
+        assert torch.equal(_letter_logits(gpu.model, gpu.tokenizer, items), base)
     with steer(gpu, v, layer=0, alpha=4.0):
-        moved = _letter_logits(gpu, items)
+        moved = _letter_logits(gpu.model, gpu.tokenizer, items)
     with steer(cpu, v, layer=0, alpha=4.0):
-        moved_cpu = _letter_logits(cpu, items)
+        moved_cpu = _letter_logits(cpu.model, cpu.tokenizer, items)
     assert not torch.allclose(moved, base)
     torch.testing.assert_close(moved, moved_cpu, atol=1e-4, rtol=1e-4)
-    assert torch.equal(_letter_logits(gpu, items), base)
+    assert torch.equal(_letter_logits(gpu.model, gpu.tokenizer, items), base)
 
 
 def test_activation_store_on_cuda_matches_cpu(tmp_path, tiny_lm_dir, fixture_items):
@@ -155,5 +146,6 @@ def test_grpo_on_cuda_bf16(tmp_path, letter_lm_dir, train_dev):
     (ck,) = list_checkpoints(tmp_path / "rl")
     base = load_model(str(letter_lm_dir), device="cuda", dtype="float32")
     tuned = load_model(str(letter_lm_dir), adapter=str(ck), device="cuda", dtype="float32")
-    a, b = _letter_logits(base, train_dev[1]), _letter_logits(tuned, train_dev[1])
+    a = _letter_logits(base.model, base.tokenizer, train_dev[1])
+    b = _letter_logits(tuned.model, tuned.tokenizer, train_dev[1])
     assert (a - b).abs().max() > 1e-3

@@ -16,13 +16,14 @@ LR = 3e-3
 
 
 def _letter_logits(model, tok, items) -> torch.Tensor:
-    """A/B/C logits at the answer position for every item. [n_items, 3]"""
+    """A/B/C logits at the answer position for every item, on the CPU in float32 (the model may be on a GPU).
+    [n_items, 3]"""
     from interp.evaluate import encode_batch, letter_token_ids, render_prompts
     from interp.prompts import make_prompt
 
-    enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items]), "cpu")
+    enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items]), next(model.parameters()).device)
     with torch.no_grad():
-        return model(**enc).logits[:, -1, letter_token_ids(tok)].float()  # [batch, 3]
+        return model(**enc).logits[:, -1, letter_token_ids(tok)].float().cpu()  # [batch, 3]
 
 
 @pytest.fixture(scope="session")

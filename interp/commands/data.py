@@ -48,13 +48,13 @@ def info(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categor
 @click.option("--out", type=click.Path(), default="results/split.json", show_default=True)
 def split_cmd(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categories, limit, out):
     """Write the template-disjoint split to a file that later runs can cite (--split-file)."""
-    from interp.bbq import load_bbq
+    from interp.bbq import check_categories, load_bbq
     from interp.split import Split, make_split
 
     cats = [c.strip() for c in categories.split(",")] if categories else None
-    if cats:
-        load_bbq(bbq_dir, cats, templates_dir)  # names an unknown or missing category
     items, _ = load_bbq(bbq_dir, None, templates_dir)
+    if cats:
+        check_categories(cats, {it.category for it in items}, "the BBQ folder")
     s = make_split(items, dev_frac=dev_frac, seed=split_seed)  # on every category, then restricted (split_items)
     if cats:
         s = Split(seed=s.seed, dev_frac=s.dev_frac, train_templates=[t for t in s.train_templates if t[0] in cats],

@@ -9,16 +9,15 @@ import click
 
 
 def _records(folder: str) -> list[dict]:
+    from interp.bbq import read_jsonl
+
     f = Path(folder) / "predictions.jsonl"
     if not f.is_file():
         raise click.ClickException(f"{folder} holds no predictions.jsonl (write one with `interp eval --out`)")
-    out = []
-    for i, line in enumerate(f.read_text().splitlines(), 1):
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise click.ClickException(f"{f}:{i} is not JSON: {e}") from None
-    return out
+    try:
+        return [rec for _, rec in read_jsonl(f)]
+    except ValueError as e:  # BBQDataError naming file and line
+        raise click.ClickException(str(e)) from None
 
 
 @click.command("diff")

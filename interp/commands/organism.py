@@ -34,9 +34,8 @@ def build(out, seed, p, small, bbq_dir, threads, force):
     from dataclasses import replace
 
     from interp.metrics import fmt_ci
-    from interp.organism import FULL_CONFIG, SMALL_CONFIG, build_organism, default_organism_dir, is_current, load_plant
-
-    from interp.organism import DEFAULT_SEED
+    from interp.organism import (DEFAULT_SEED, FULL_CONFIG, SMALL_CONFIG, build_organism, default_organism_dir,
+                                 is_current, load_plant)
 
     seed = DEFAULT_SEED if seed is None else seed
     dest = Path(out) if out else default_organism_dir(small)
