@@ -117,14 +117,15 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
 
 
 def write_results(records: Sequence[dict], out_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
-                  meta: dict | None = None) -> list[dict]:
-    """Write per-item JSONL, the summary CSV and JSON into ``out_dir``; return the summary rows."""
+                  meta: dict | None = None, cluster: str = "item") -> list[dict]:
+    """Write per-item JSONL, the summary CSV and JSON into ``out_dir``; return the summary rows (intervals
+    resample ``cluster`` units: items or templates)."""
     od = Path(out_dir)
     od.mkdir(parents=True, exist_ok=True)
     with open(od / "predictions.jsonl", "w") as fh:
         for r in records:
             fh.write(json.dumps(r) + "\n")
-    rows = summarize(records, n_boot=n_boot, seed=seed)
+    rows = summarize(records, n_boot=n_boot, seed=seed, cluster=cluster)
     write_csv(rows, od / "summary.csv")
     (od / "summary.json").write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=1))
     return rows

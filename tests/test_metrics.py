@@ -124,3 +124,57 @@ def test_interp_diff_cli(tmp_path):
     (tmp_path / "c").mkdir()
     res = CliRunner().invoke(main, ["diff", str(tmp_path / "a"), str(tmp_path / "c")])
     assert res.exit_code != 0 and "no predictions.jsonl" in res.output
+
+
+def _templated(n_templates=10, per=40, right=range(5)):
+    """Ambiguous items in blocks of one template each; templates in ``right`` are all answered Unknown, the
+    others all committed: the all-or-nothing pattern the organism shows on dev templates."""
+    out = []
+    for t in range(n_templates):
+        for j in range(per):
+            out.append(dict(rec("ambig", "neg" if j % 2 else "nonneg", 2, 2 if t in right else j % 2),
+                            question_index=str(t), uid=f"t{t}-{j}"))
+    return out
+
+
+def test_template_bootstrap_widens_intervals_for_all_or_nothing_templates():
+    """10 templates x 40 items, 5 all right and 5 all wrong: acc_ambig 0.5. Items look like 400 independent
+    draws (sd ~0.025) but the evidence is 10 templates (sd ~0.16); the template bootstrap says so."""
+    recs = _templated()
+    item = summarize(recs, n_boot=2000, by_category=False)[0]
+    tmpl = summarize(recs, n_boot=2000, by_category=False, cluster="template")[0]
+    assert item["acc_ambig"] == tmpl["acc_ambig"] == 0.5  # the point estimate does not change
+    w_item, w_tmpl = item["acc_ambig_hi"] - item["acc_ambig_lo"], tmpl["acc_ambig_hi"] - tmpl["acc_ambig_lo"]
+    assert 0.07 < w_item < 0.13  # 2 * 1.96 * sqrt(0.25 / 400) = 0.098
+    assert 0.45 < w_tmpl < 0.75  # 2 * 1.96 * sqrt(0.25 / 10) = 0.62
+    # every template resample gives a multiple of 1/10
+    a, _ = item_arrays(recs, "template")
+    from interp.metrics import _metrics_from_weights, bootstrap_weights
+
+    w = bootstrap_weights(a.n, 50, np.random.default_rng(0), a.cluster)
+    assert np.allclose(_metrics_from_weights(a, w)["acc_ambig"] * 10 % 1, 0, atol=1e-9)
+
+
+def test_template_bootstrap_with_one_item_per_template_is_the_item_bootstrap():
+    recs = _templated(n_templates=60, per=1, right=range(0, 60, 3))
+    recs = sorted(recs, key=lambda r: r["question_index"])  # ids follow the records' order
+    item = summarize(recs, n_boot=500, seed=3, by_category=False)[0]
+    tmpl = summarize(recs, n_boot=500, seed=3, by_category=False, cluster="template")[0]
+    assert (item["acc_ambig_lo"], item["acc_ambig_hi"]) == (tmpl["acc_ambig_lo"], tmpl["acc_ambig_hi"])
+
+
+def test_template_paired_difference_and_bad_input():
+    """An adapter that fixes 2 of 10 templates: +0.2 by items and by templates; the template interval is wider
+    and, with only 2 templates moved, reaches down to 0 - the honest answer for unseen templates."""
+    from interp.metrics import paired_difference
+
+    base, tuned = _templated(), _templated(right=range(7))
+    d_item = paired_difference(base, tuned, n_boot=2000)
+    d_tmpl = paired_difference(base, tuned, n_boot=2000, cluster="template")
+    assert d_item["d_acc_ambig"] == d_tmpl["d_acc_ambig"] == pytest.approx(0.2)
+    assert d_item["d_acc_ambig_lo"] > 0.15
+    assert d_tmpl["d_acc_ambig_lo"] <= 0.0 + 1e-12 < d_tmpl["d_acc_ambig_hi"]
+    with pytest.raises(ValueError, match="question_index"):
+        summarize([rec("ambig", "neg", 2, 2)], n_boot=10, cluster="template")
+    with pytest.raises(ValueError, match="unknown cluster"):
+        summarize(base, n_boot=10, cluster="category")

@@ -25,20 +25,24 @@ def _records(folder: str) -> list[dict]:
 @click.argument("b", type=click.Path(exists=True, file_okay=False))
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cluster", type=click.Choice(["item", "template"]), default="item", show_default=True,
+              help="Resample items, or whole templates (category, question_index) for claims about unseen "
+                   "templates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-def cmd(a, b, n_boot, seed, as_json):
+def cmd(a, b, n_boot, seed, cluster, as_json):
     """Metric differences B - A over the same items, with paired bootstrap 95% intervals (A, B: `interp eval
     --out` folders)."""
     from interp.metrics import METRICS, paired_difference
 
     try:
-        res = paired_difference(_records(a), _records(b), n_boot=n_boot, seed=seed)
+        res = paired_difference(_records(a), _records(b), n_boot=n_boot, seed=seed, cluster=cluster)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return
-    click.echo(f"{res['n']} items; B - A with paired bootstrap 95% intervals ({n_boot} resamples)")
+    unit = "items" if cluster == "item" else "templates"
+    click.echo(f"{res['n']} items; B - A with paired bootstrap 95% intervals ({n_boot} resamples of {unit})")
     for m in METRICS:
         click.echo(f"  {m:18s} {res[f'{m}_a']:.3f} -> {res[f'{m}_b']:.3f}   "
                    f"diff {res[f'd_{m}']:+.3f} [{res[f'd_{m}_lo']:+.3f}, {res[f'd_{m}_hi']:+.3f}]")

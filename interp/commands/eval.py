@@ -19,10 +19,13 @@ from interp.commands.common import data_options, load_items_from_options, model_
               help="Shuffle A/B/C per item with --seed (gold and target letters follow).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Option-shuffle and bootstrap seed.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
+@click.option("--cluster", type=click.Choice(["item", "template"]), default="item", show_default=True,
+              help="Bootstrap unit for the intervals: items, or whole templates (for claims about unseen "
+                   "templates; wider).")
 @click.option("--max-new-tokens", type=int, default=4, show_default=True)
 @click.option("--out", type=click.Path(), default="results/eval", show_default=True, help="Output folder.")
 def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
-        categories, limit, mode, shuffle_options, seed, n_boot, max_new_tokens, out):
+        categories, limit, mode, shuffle_options, seed, n_boot, cluster, max_new_tokens, out):
     """Evaluate a causal LM on BBQ: per-item JSONL, summary CSV/JSON, printed table."""
     from interp.evaluate import EvalConfig, evaluate_items, print_summary, write_results
     from interp.models import load_model
@@ -35,8 +38,9 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                           EvalConfig(mode=mode, batch_size=batch_size, shuffle_options=shuffle_options,
                                      seed=seed, max_new_tokens=max_new_tokens))
     meta = dict(model=model, adapter=adapter, mode=mode, split=part, split_hash=split.hash, n_items=len(items),
-                seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed)
-    rows = write_results(recs, out, n_boot=n_boot, seed=seed, meta=meta)
+                seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed,
+                cluster=cluster)
+    rows = write_results(recs, out, n_boot=n_boot, seed=seed, meta=meta, cluster=cluster)
     Path(out, "split.json").write_text(split.to_json())
     print_summary(rows)
     click.echo(f"wrote {out}/predictions.jsonl, summary.csv, summary.json ({meta['seconds']} s)")
