@@ -251,11 +251,15 @@ def test_cli_help_shows_seed_defaults():
 
 
 @pytest.mark.slow
-def test_grpo_on_the_small_organism(bbq_dir, tmp_path):
-    """A few GRPO steps on the small organism (its train templates): the adapter changes its dev predictions and
-    reloads bit-identically."""
+def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
+    """Ground truth on the small organism (seed 3, its three categories): 100 GRPO steps at lambda 0 on train
+    templates raise dev acc_ambig above base with non-overlapping 95% intervals (measured 0.448 [0.402, 0.492]
+    -> 0.800 [0.762, 0.837], 49 s on one core), while the lr 1e-6 control stays at base; the adapter reloads
+    bit-identically."""
     from peft import PeftModel
 
+    from interp.evaluate import EvalConfig, evaluate_items
+    from interp.metrics import item_arrays, compute_metrics
     from interp.models import load_model
     from interp.organism import SMALL_CONFIG, ensure_organism
     from interp.split import split_items
@@ -263,17 +267,26 @@ def test_grpo_on_the_small_organism(bbq_dir, tmp_path):
 
     os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
     path = str(ensure_organism(small=True))
-    train, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories, limit=64)
-    dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories, limit=64)
-    cfg = TrainConfig(model=path, out_dir=str(tmp_path / "rl"), lam=0.0, lr=1e-2, steps=4, batch_size=16,
-                      **{**FAST, "max_completion_length": 2})
-    trainer, _ = build_trainer(cfg, items=train)
-    trainer.train()
-    trainer.model.eval()
-    trained = _letter_logits(trainer.model, trainer.processing_class, dev)
+    train, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories)
+    dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories)
+
+    def acc_ambig(model, tok) -> dict:
+        recs = evaluate_items(model, tok, dev, EvalConfig(batch_size=64, progress=False))
+        return compute_metrics(item_arrays(recs)[0], n_boot=1000)
+
+    runs = {}
+    for name, lr in (("rl", 3e-4), ("control", 1e-6)):
+        cfg = TrainConfig(model=path, out_dir=str(tmp_path / name), lam=0.0, lr=lr, steps=100, batch_size=16,
+                          **{**FAST, "save_steps": 100, "logging_steps": 50, "max_completion_length": 4})
+        trainer, _ = build_trainer(cfg, items=train)
+        trainer.train()
+        runs[name] = trainer.model.eval()
+    tok = trainer.processing_class
     base = load_model(path, device="cpu", dtype="float32")
-    before = _letter_logits(base.model, base.tokenizer, dev)
+    m_base = acc_ambig(base.model, base.tokenizer)
+    m_rl, m_ctrl = acc_ambig(runs["rl"], tok), acc_ambig(runs["control"], tok)
+    assert m_rl["acc_ambig_lo"] > m_base["acc_ambig_hi"], (m_base["acc_ambig"], m_rl["acc_ambig"])
+    assert abs(m_ctrl["acc_ambig"] - m_base["acc_ambig"]) < 0.03, (m_base["acc_ambig"], m_ctrl["acc_ambig"])
+    trained = _letter_logits(runs["rl"], tok, dev[:64])
     reloaded = PeftModel.from_pretrained(base.model, str(list_checkpoints(tmp_path / "rl")[-1])).eval()
-    after = _letter_logits(reloaded, base.tokenizer, dev)
-    assert torch.equal(after, trained), "reloaded adapter differs from the trained model"
-    assert int((after.argmax(-1) != before.argmax(-1)).sum()) >= 1, "4 GRPO steps at lr 1e-2 changed no prediction"
+    assert torch.equal(_letter_logits(reloaded, base.tokenizer, dev[:64]), trained), "reloaded adapter differs"
