@@ -7,6 +7,8 @@ import importlib
 
 import click
 
+from interp.clierrors import FriendlyErrors
+
 # name -> "module:attribute" of a click command or group
 COMMANDS = {
     "data": "interp.commands.data:cmd",
@@ -24,7 +26,7 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(FriendlyErrors):
     def __init__(self, *args, lazy: dict[str, str], **kw):
         super().__init__(*args, **kw)
         self.lazy = lazy

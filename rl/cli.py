@@ -6,6 +6,8 @@ import functools
 
 import click
 
+from interp.clierrors import FriendlyErrors
+
 
 def _data_options(f):
     """Which BBQ items to train on: the train part of the template-disjoint split."""
@@ -68,7 +70,7 @@ def _train_kw(kw: dict) -> dict:
     return kw
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FriendlyErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """GRPO LoRA adapters for BBQ (TRL), the lambda sweep and its figures."""
 
