@@ -130,6 +130,7 @@ class LambdaReward:
         unknown_letter: Sequence[str] | None = None,
         context_condition: Sequence[str] | None = None,
         log_metric: Callable | None = None,
+        prompts: Sequence[Any] | None = None,
         **_: Any,
     ) -> list[float]:
         n = len(completions)
@@ -137,10 +138,43 @@ class LambdaReward:
         letters = [parse_letter(completion_text(c)) for c in completions]
         if unknown_letter is not None:
             _log_rates(log_metric, letters, unknown_letter, biased_letter, context_condition)
-        return [
+        out = [
             lambda_score(letters[i], gold_letter[i], biased_letter[i], context_condition[i], self.lam, self.lambda_on)
             for i in range(n)
         ]
+        if log_metric is not None and prompts is not None and self.lam > 0:
+            plain = [accuracy_score(L, g) for L, g in zip(letters, gold_letter)]
+            log_metric("lambda_active", lambda_active_share(prompts, plain, out))
+        return out
+
+
+def _standardize(x: Sequence[float]) -> list[float]:
+    """(x - mean) / (std + 1e-4): the per-group advantage of TRL's default ``scale_rewards="group"``."""
+    n = len(x)
+    m = sum(x) / n
+    sd = (sum((v - m) ** 2 for v in x) / max(n - 1, 1)) ** 0.5
+    return [(v - m) / (sd + 1e-4) for v in x]
+
+
+def lambda_active_share(prompts: Sequence[Any], plain: Sequence[float], penalised: Sequence[float]) -> float:
+    """The share of prompt groups (runs of equal consecutive prompts, as TRL repeats each prompt
+    ``num_generations`` times) whose group-standardized advantages the penalty changes.
+
+    Standardizing is affine-invariant, so a group whose rewards take only two values (say Unknown = 1 and the
+    biased letter = -lam) gets the same advantages for every lam: the penalty acts only where a group also
+    holds a third value (an anti-stereotyped commit, or an unparsed reply)."""
+    groups, start = [], 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or repr(prompts[i]) != repr(prompts[start]):
+            groups.append((start, i))
+            start = i
+    if not groups:
+        return 0.0
+    changed = 0
+    for a, b in groups:
+        za, zb = _standardize(plain[a:b]), _standardize(penalised[a:b])
+        changed += any(abs(u - v) > 1e-3 for u, v in zip(za, zb))  # TRL's 1e-4 epsilon aside
+    return changed / len(groups)
 
 
 def make_reward(lam: float = 0.0, lambda_on: str = "ambig") -> Callable[..., list[float]]:

@@ -205,6 +205,14 @@ def build_trainer(cfg: TrainConfig, items=None):
     from rl.rewards import make_reward
 
     cfg.validate()
+    if cfg.lam > 0 and cfg.scale_rewards == "group":
+        import warnings
+
+        warnings.warn(
+            f"lambda {cfg.lam} with scale_rewards='group': group-standardized advantages are unchanged by the "
+            "penalty in every group whose rewards take only two values (e.g. Unknown vs the biased letter), so it "
+            "reaches few updates (logged as lambda_active); --scale-rewards batch or none lets it act everywhere",
+            stacklevel=2)
     out_dir = Path(cfg.out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

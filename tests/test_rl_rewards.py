@@ -122,3 +122,27 @@ def test_dataset_rows_carry_reward_columns(fixture_items):
                 next(i for i in range(3) if i not in (it.target_loc, it.unknown_loc))
             assert it.answers[want] == shown[letters.index(row["biased_letter"])]
         assert row["context_condition"] == it.context_condition
+
+
+def test_lambda_active_share_counts_groups_the_penalty_reaches():
+    """Group-standardized advantages ignore an affine change of the rewards, so the penalty changes GRPO's
+    update only in groups holding a third reward value: prompt p1 (Unknown or biased only) is unchanged for every
+    lambda, p2 (Unknown, biased and anti) is changed, p3 (no biased commit) is unchanged: share 1/3."""
+    from rl.rewards import _standardize, lambda_active_share
+
+    letters = ["C", "C", "A", "A"] + ["C", "A", "B", "B"] + ["C", "B", "B", "C"]
+    prompts = ["p1"] * 4 + ["p2"] * 4 + ["p3"] * 4
+    for lam in (0.5, 1.5):
+        logged = {}
+        r = LambdaReward(lam)(letters, gold_letter=["C"] * 12, biased_letter=["A"] * 12, unknown_letter=["C"] * 12,
+                              context_condition=["ambig"] * 12, prompts=prompts,
+                              log_metric=lambda k, v: logged.__setitem__(k, v))
+        plain = [accuracy_score(x, "C") for x in letters]
+        assert logged["lambda_active"] == pytest.approx(1 / 3)
+        assert _standardize(r[:4]) == pytest.approx(_standardize(plain[:4]), abs=1e-3)  # p1: same advantages
+        assert _standardize(r[4:8]) != pytest.approx(_standardize(plain[4:8]))  # p2: the penalty bites
+    assert lambda_active_share(prompts, plain, plain) == 0.0
+    logged = {}
+    LambdaReward(0.0)(letters, gold_letter=["C"] * 12, biased_letter=["A"] * 12, unknown_letter=["C"] * 12,
+                      context_condition=["ambig"] * 12, prompts=prompts, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert "lambda_active" not in logged
