@@ -20,6 +20,9 @@ import click
 @click.option("--lr", type=float, default=5e-6, show_default=True)
 @click.option("--control-lr", type=float, default=1e-6, show_default=True)
 @click.option("--lambda-on", type=click.Choice(["ambig", "all"]), default="ambig", show_default=True)
+@click.option("--scale-rewards", type=click.Choice(["group", "batch", "none"]), default="none", show_default=True,
+              help="TRL reward scaling. Not TRL's 'group' by default: group-standardized advantages ignore the "
+                   "penalty in two-outcome groups, so lambda would barely act (README, Phase 2).")
 @click.option("--steps", type=int, default=500, show_default=True)
 @click.option("--save-steps", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -30,8 +33,8 @@ import click
 @click.option("--threads", type=int, default=None)
 @click.option("--n-boot", type=int, default=1000, show_default=True)
 @click.option("--figures-dir", type=click.Path(), default=None, help="Default: <out>/figures.")
-def main(model, out_dir, lams, lr, control_lr, lambda_on, steps, save_steps, batch_size, categories, bbq_dir,
-         dev_limit, device, threads, n_boot, figures_dir):
+def main(model, out_dir, lams, lr, control_lr, lambda_on, scale_rewards, steps, save_steps, batch_size, categories,
+         bbq_dir, dev_limit, device, threads, n_boot, figures_dir):
     from rl.figures import overall, phase2_figure, verdict_lines
     from rl.sweep import sweep
 
@@ -39,7 +42,8 @@ def main(model, out_dir, lams, lr, control_lr, lambda_on, steps, save_steps, bat
     cats = [c.strip() for c in categories.split(",")] if categories else None
     df = sweep(model, out_dir, lams=[float(x) for x in lams.split(",")], lrs=[lr], control_lrs=[control_lr],
                steps=steps, save_steps=save_steps, batch_size=batch_size, lambda_on=lambda_on, categories=cats,
-               bbq_dir=bbq_dir, dev_limit=dev_limit, device=device, threads=threads, n_boot=n_boot)
+               bbq_dir=bbq_dir, dev_limit=dev_limit, device=device, threads=threads, n_boot=n_boot,
+               scale_rewards=scale_rewards)
     figs = Path(figures_dir) if figures_dir else Path(out_dir) / "figures"
     fig = phase2_figure(df, figs / "rl_phase2_dose_response.png")
     d = overall(df)
