@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from interp.commands.common import data_options, load_items_from_options, model_options
+from interp.metrics import CLUSTERS
 
 
 @click.command("eval")
@@ -19,7 +20,7 @@ from interp.commands.common import data_options, load_items_from_options, model_
               help="Shuffle A/B/C per item with --seed (gold and target letters follow).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Option-shuffle and bootstrap seed.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
-@click.option("--cluster", type=click.Choice(["item", "template"]), default="item", show_default=True,
+@click.option("--cluster", type=click.Choice(CLUSTERS), default="item", show_default=True,
               help="Bootstrap unit for the intervals: items, or whole templates (for claims about unseen "
                    "templates; wider).")
 @click.option("--max-new-tokens", type=int, default=4, show_default=True)
