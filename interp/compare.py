@@ -363,8 +363,8 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     to ``out_dir`` and return the table (one row per adapter and layer, columns ``CSV_COLUMNS`` first).
 
     ``model`` is a LoadedModel or a HF causal LM (then pass ``tokenizer``). The adapters are attached to
-    it in place (PEFT injects LoRA layers, one copy of the base weights); the base is read with them
-    disabled. ``layers``: 'all', an int, '0,3,5' or a list; ``labels`` name the adapters in the table
+    one copy of the base weights for the comparison (the base is read with them disabled) and removed again
+    afterwards, so the model given is left as it was. ``layers``: 'all', an int, '0,3,5' or a list; ``labels`` name the adapters in the table
     (default: their paths)."""
     if hasattr(model, "tokenizer") and hasattr(model, "model"):  # LoadedModel
         tokenizer = tokenizer or model.tokenizer
@@ -378,18 +378,30 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     labels = list(labels) if labels is not None else [str(a) for a in adapters]
     if len(labels) != len(adapters) or len(set(labels)) != len(labels):
         raise ValueError(f"need one distinct label per adapter: {labels} for {list(adapters)}")
+    from peft import PeftModel
+
     names = resolve_layers(model, layers, hook)
+    was_peft = isinstance(model, PeftModel)
+    active = model.active_adapter if was_peft else None
     peft_model, pnames = attach_adapters(model, adapters, model_name)
     kw = dict(batch_size=batch_size, shuffle_options=shuffle_options, seed=seed, progress=progress)
-    with peft_model.disable_adapter():
-        base = collect_acts(peft_model, tokenizer, items, names, label="base", **kw)
     rows: list[dict] = []
-    for pname, lab in zip(pnames, labels):
-        peft_model.set_adapter(pname)
-        other = collect_acts(peft_model, tokenizer, items, names, label=lab, **kw)
-        rows += compare_acts(base, other, names, n_folds=n_folds, C=C, seed=seed, condition=condition,
-                             debiased=debiased)
-        del other
+    try:
+        with peft_model.disable_adapter():
+            base = collect_acts(peft_model, tokenizer, items, names, label="base", **kw)
+        for pname, lab in zip(pnames, labels):
+            peft_model.set_adapter(pname)
+            other = collect_acts(peft_model, tokenizer, items, names, label=lab, **kw)
+            rows += compare_acts(base, other, names, n_folds=n_folds, C=C, seed=seed, condition=condition,
+                                 debiased=debiased)
+            del other
+    finally:  # leave the caller's model as it came: no LoRA layers of ours left in it
+        if was_peft:
+            for pname in pnames:
+                peft_model.delete_adapter(pname)
+            peft_model.set_adapter(active)
+        else:
+            peft_model.unload()
     return _write_compare(rows, out_dir)
 
 

@@ -356,3 +356,21 @@ def test_adapter_from_other_base_is_refused(tiny_lm_dir, lora_adapters, fixture_
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     with pytest.raises(ValueError, match="weights hash"):
         compare_adapters(lm, [str(bad)], fixture_items, tmp_path / "o", progress=False)
+
+
+def test_compare_adapters_leaves_the_callers_model_as_it_was(tiny_lm_dir, lora_adapters, fixture_items, tmp_path):
+    """Comparing attaches the adapters to one weight copy and removes them again: afterwards the model holds no
+    LoRA module and gives bit-identical logits."""
+    from interp.compare import compare_adapters
+    from interp.evaluate import encode_batch, render_prompts
+    from interp.models import load_model
+    from interp.prompts import make_prompt
+
+    lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
+    enc = encode_batch(lm.tokenizer, render_prompts(lm.tokenizer, [make_prompt(it) for it in fixture_items[:6]]), "cpu")
+    with torch.no_grad():
+        before = lm.model(**enc).logits.clone()
+    compare_adapters(lm, lora_adapters, fixture_items, tmp_path / "o", progress=False)
+    assert not [n for n, _ in lm.model.named_modules() if "lora" in n.lower()]
+    with torch.no_grad():
+        assert torch.equal(lm.model(**enc).logits, before)
