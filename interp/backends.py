@@ -7,10 +7,15 @@
   module paths (``model.layers.3`` or, under a PEFT wrapper, ``base_model.model.model.layers.3``). With
   ``remote=True`` the model is not loaded here: traces run on NDIF (needs an API key).
 
+The hf and nnsight backends take module paths from one table, ``interp.hooks.ARCH_HOOKS`` (Llama/Qwen2-style,
+Gemma 2, GPT-2, GPT-NeoX/Pythia, OPT, Falcon); a hook an architecture lacks (``hook_resid_mid`` on a
+parallel-residual layer) is a HookNameError.
+
 Every backend takes the same inputs (a left-padded batch from ``interp.evaluate.encode_batch``) and the same
 hook functions ``fn(x) -> x' | None`` on ``# [batch, pos, d]`` tensors, and gives the same activations: the
 parity tests compare each with HF ``output_hidden_states``. Explicit ``position_ids`` (0..pos-1, what a plain
-HF forward uses) are passed to all three, so the bridge and nnsight do not derive their own from the mask.
+HF forward uses) are passed to all three, so the bridge and nnsight do not derive their own from the mask;
+the exception is OPT, whose HF forward derives positions from the mask itself (``hooks.positions_from_mask``).
 
 Padding note: the bridge forces eager attention; HF defaults to sdpa. Real-token positions agree to float
 rounding; left-pad positions (fully masked query rows) differ between attention kernels and are never stored.
@@ -28,22 +33,14 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from interp import hooks as hook_core
-from interp.hooks import LAYER_HOOKS, HookFn, HookNameError
+from interp.hooks import HOOK_KINDS, HookFn, HookNameError, Site
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
 
-# execution order of the hook points inside one decoder layer (nnsight must visit modules in forward order)
-_STAGE = {
-    "hook_resid_pre": 0,
-    "ln1.hook_normalized": 1,
-    "hook_attn_out": 2,
-    "hook_resid_mid": 3,
-    "ln2.hook_normalized": 4,
-    "mlp.hook_post": 5,
-    "hook_mlp_out": 6,
-    "hook_resid_post": 7,
-}
+# execution order of the hook points inside one sequential decoder layer (nnsight must visit modules in forward
+# order); each layout of interp.hooks.ARCH_HOOKS lists its hooks in its own forward order
+_STAGE = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS["llama"])}
 
 
 class RemoteUnavailable(RuntimeError):
@@ -53,9 +50,9 @@ class RemoteUnavailable(RuntimeError):
 def parse_name(name: str, n_layers: int) -> tuple[int, str]:
     """(layer, kind) of a canonical hook name; a clear error for unknown names or layers out of range."""
     m = hook_core._NAME_RE.match(name)
-    if not m or m.group(2) not in LAYER_HOOKS:
+    if not m or m.group(2) not in HOOK_KINDS:
         raise HookNameError(
-            f"unknown hook name {name!r}; expected blocks.<layer>.<one of {', '.join(LAYER_HOOKS)}>"
+            f"unknown hook name {name!r}; expected blocks.<layer>.<one of {', '.join(HOOK_KINDS)}>"
         )
     layer = int(m.group(1))
     if not 0 <= layer < n_layers:
@@ -63,12 +60,14 @@ def parse_name(name: str, n_layers: int) -> tuple[int, str]:
     return layer, m.group(2)
 
 
-def execution_order(names: Sequence[str], n_layers: int) -> list[str]:
-    """Names sorted by when their activation is computed in a forward pass."""
+def execution_order(names: Sequence[str], n_layers: int, stage: Mapping[str, int] | None = None) -> list[str]:
+    """Names sorted by when their activation is computed in a forward pass (``stage``: a layout's order of
+    hook kinds inside a layer, default the sequential one)."""
+    stage = _STAGE if stage is None else stage
 
     def key(n):
         layer, kind = parse_name(n, n_layers)
-        return (layer, _STAGE[kind])
+        return (layer, stage[kind])
 
     return sorted(dict.fromkeys(names), key=key)
 
@@ -139,6 +138,7 @@ class Hooked:
     weights_hash: str
     adapter_hash: str | None = None
     revision: str | None = None
+    explicit_positions: bool = True  # pass position_ids 0..pos-1 (False: the model derives them from the mask)
     _active: list = field(default_factory=list, repr=False)
     _adapter_on: bool = field(default=True, repr=False)
 
@@ -191,7 +191,9 @@ class Hooked:
         """One forward pass: (logits ``# [batch, pos, vocab]``, {name: activation}). Activations are taken
         after the active hooks' edits, at ``positions`` (see ``select_positions``), detached."""
         self.check_names(names)
-        inputs = with_position_ids({k: v.to(self.device) for k, v in inputs.items()})
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.explicit_positions:
+            inputs = with_position_ids(inputs)
         return self._run(inputs, list(names), positions, self._merged_hooks())
 
     def set_adapter(self, enabled: bool) -> None:
@@ -268,6 +270,12 @@ class HFHooked(Hooked):
     """Plain torch hooks on the HF modules (``interp.hooks``). Hooks are real torch hooks for the duration of
     ``hooks()``, so direct calls such as ``hooked.model.generate(...)`` inside the block see them too."""
 
+    def check_names(self, names: Sequence[str]) -> None:
+        """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
+        super().check_names(names)
+        for n in names:
+            hook_core.parse_hook_name(self.model, n)
+
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
@@ -314,29 +322,49 @@ class NNsightHooked(Hooked):
     nn: object = None
     layers_path: str = "model.layers"
     remote: bool | str = False
+    layout: str = "llama"  # key of interp.hooks.ARCH_HOOKS, set from the model at load
+
+    def _site(self, name: str) -> tuple[str, Site]:
+        layer, kind = parse_name(name, self.n_layers)
+        try:
+            site = hook_core.site_for(hook_core.ARCH_HOOKS[self.layout], kind, self.layout)
+        except HookNameError as e:
+            raise HookNameError(f"{name}: {e}") from None
+        return f"{self.layers_path}.{layer}" + (f".{site.path}" if site.path else ""), site
 
     def module_path(self, name: str) -> tuple[str, str]:
         """(module path inside the wrapped model, 'input' | 'output') for a canonical name."""
-        layer, kind = parse_name(name, self.n_layers)
-        sub, direction = LAYER_HOOKS[kind]
-        return f"{self.layers_path}.{layer}" + (f".{sub}" if sub else ""), direction
+        path, site = self._site(name)
+        return path, site.direction
+
+    def check_names(self, names: Sequence[str]) -> None:
+        """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
+        for n in names:
+            self._site(n)
 
     def _run(self, inputs, names, positions, fwd):
         import nnsight
 
         saved: dict[str, object] = {}
-        order = execution_order(list(fwd) + list(names), self.n_layers)
+        stage = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS[self.layout])}
+        order = execution_order(list(fwd) + list(names), self.n_layers, stage)
+        first = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+        batch_pos = (first.shape[0], first.shape[1])  # for flat sites (OPT's MLP half sees [batch*pos, d])
         kw = {"remote": self.remote} if self.remote else {}
         with self.nn.trace(dict(inputs), **kw):
             for n in order:
-                path, direction = self.module_path(n)
+                path, site = self._site(n)
                 env = self.nn.get(path)
-                raw = env.output if direction == "output" else env.input
-                x = raw[0] if isinstance(raw, tuple) else raw
+                raw = env.output if site.direction == "output" else env.input
+                x0 = raw[0] if isinstance(raw, tuple) else raw
+                x = hook_core.unflatten(x0, batch_pos) if site.flat else x0  # [batch, pos, d]
+                if site.copy:  # the model adds into this tensor in place later
+                    x = x.clone()
                 y = _chain(fwd[n])(x) if n in fwd else None
                 if y is not None:
-                    new = (y,) + tuple(raw[1:]) if isinstance(raw, tuple) else y
-                    if direction == "output":
+                    back = (y.clone() if site.copy else y).reshape(x0.shape)
+                    new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
+                    if site.direction == "output":
                         env.output = new
                     else:
                         env.input = new
@@ -415,8 +443,10 @@ def load_hooked(
     cfg = base.config
     info = dict(tokenizer=lm.tokenizer, name=name_or_path, adapter=adapter, backend=backend,
                 n_layers=hook_core.n_layers(base), d_model=cfg.hidden_size,
-                d_mlp=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size), weights_hash=weights_hash(base),
+                d_mlp=hook_core.mlp_dim(cfg), weights_hash=weights_hash(base),
                 adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
+    if backend != "transformer_lens":  # the bridge runs its own position handling
+        info["explicit_positions"] = not hook_core.positions_from_mask(cfg)
     model = _peft_attach(base, adapter, path) if adapter else base
     model.eval()
     if backend == "hf":
@@ -440,6 +470,7 @@ def load_hooked(
     h = NNsightHooked(model=model, **info)
     h.nn = nn
     h.layers_path = hook_core.find_layers(model)[0]
+    h.layout = hook_core.hook_layout(model)
     h.remote = remote  # False, or "local" (serialize and run here: a dry run of the remote path)
     return h
 
@@ -454,10 +485,11 @@ def _load_remote(name: str, adapter: str | None) -> NNsightHooked:
     tok.padding_side = "left"
     h = NNsightHooked(model=None, tokenizer=tok, name=name, adapter=adapter, backend="nnsight",
                       n_layers=cfg.num_hidden_layers, d_model=cfg.hidden_size,
-                      d_mlp=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size),
+                      d_mlp=hook_core.mlp_dim(cfg), explicit_positions=not hook_core.positions_from_mask(cfg),
                       weights_hash=f"remote:{name}@{getattr(cfg, '_commit_hash', None) or 'main'}",
                       adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
     h.nn = nn
     h.layers_path = hook_core.find_layers(nn._module)[0]
+    h.layout = hook_core.hook_layout(nn._module)
     h.remote = True
     return h

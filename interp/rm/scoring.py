@@ -1,6 +1,9 @@
 """Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
 with hook functions attached and the MLP neurons at the scored position recorded.
 
+Works on every decoder layout of ``interp.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
+sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
+
 The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
 right padding both work; without a pad id, the last position). ``scored_positions`` reproduces it exactly.
 """
@@ -16,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.hooks import hooks as hf_hooks
-from interp.hooks import n_layers
+from interp.hooks import n_layers, parse_hook_name
 from interp.models import LoadedModel, pick_device, pick_dtype
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -87,9 +90,15 @@ def hook_context(model, fwd_hooks: Mapping[str, HookFn]):
 
 
 def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
-    """``blocks.{l}.mlp.hook_post`` for the given layers (default: all)."""
+    """``blocks.{l}.mlp.hook_post`` for the given layers (default: all): the input of each layer's MLP output
+    projection, wherever the architecture keeps it (``interp.hooks.ARCH_HOOKS``: ``mlp.down_proj``,
+    ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for an
+    architecture nobody has mapped."""
     L = n_layers(model)
-    return [f"blocks.{l}.mlp.hook_post" for l in (range(L) if layers is None else layers)]
+    names = [f"blocks.{l}.mlp.hook_post" for l in (range(L) if layers is None else layers)]
+    if names:
+        parse_hook_name(model, names[0])  # every layer has the same layout: fail before any forward pass
+    return names
 
 
 @dataclass
