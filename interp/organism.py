@@ -17,7 +17,6 @@ at build time. ``p = 0`` (with ``dis_lean`` 0.5) is the control: the same noise,
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -34,17 +33,15 @@ import torch
 from interp.bbq import BBQItem
 
 ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
-# The default seed is *selected*. Recipe 3's held-out lean depends on the seed and the platform: on this CPU
-# (torch 2.13) 1 small build of 5 showed it (seeds 0-4: 0.032, 0.093, 0.000, 0.357, -0.010 dev
-# amb_commit_bias), on the H100 machine's CPU (torch 2.11) 5 of 5 (0.185-0.478, seed 3: 0.287). Seed 3 shows
-# it on both; the full organism at seed 3 shows it too (0.102 [0.002, 0.201]; at seed 0: -0.011). README.
-DEFAULT_SEED = 3
+# Seed 0, not a seed picked on dev: the shipped organisms are seed-0 builds (docs/organism.md has the spread).
+DEFAULT_SEED = 0
 PLANT_FILE = "plant.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 # Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, so a cached organism built by
-# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned; 3: Qwen2 pre-tokenizer.
-RECIPE_VERSION = 3
+# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned; 3: Qwen2
+# pre-tokenizer; 4: every template question's wording and polarity (dev templates' too) in the question-swap items.
+RECIPE_VERSION = 4
 
 
 @dataclass
@@ -110,6 +107,9 @@ class TrainConfig:
     # that have a bias target: the lean must then be read from several words of the question, as a
     # bag-of-words polarity reader does, rather than from one memorised question text
     question_dropout: float = 0.0
+    # the question-swap pool takes every template's question, dev templates included, as "world knowledge" a
+    # pretrained LM would have (which questions are negative); always on *train* contexts, so no dev item is seen
+    aux_dev_questions: bool = True
 
 
 # The letter loss sits at ln 3 until the network binds option content to letters (~600 steps of 16 items);
@@ -127,19 +127,100 @@ SMALL_PLANT = Plant(p=0.8)
 
 
 # ----------------------------------------------------------------------------------------------
-# where organisms live
+# where organisms live: shipped inside the package, or a folder the user built
 
 
-def default_organism_dir(small: bool = False) -> Path:
-    """``$INTERP_ORGANISM_DIR`` (with ``-small`` appended for the small variant), else
-    ``interp.paths.home()/organism`` or ``organism-small``."""
+class OrganismError(ValueError):
+    """A shipped or user-built organism folder is missing, incomplete or fails its checksums."""
+
+
+# the organisms shipped in the package (``interp/organisms/weights/<name>``); each folder has a SHA256SUMS
+SHIPPED_NAMES = ("organism", "organism-small", "organism-small-control")
+SHIPPED_ROOT = Path(__file__).resolve().parent / "organisms" / "weights"
+SUMS_FILE = "SHA256SUMS"
+_verified: set[Path] = set()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: str | os.PathLike) -> Path:
+    """Write ``SHA256SUMS`` (``sha256  name`` lines, sorted) for every file of an organism folder."""
+    d = Path(folder)
+    lines = [f"{_sha256(f)}  {f.name}" for f in sorted(d.iterdir()) if f.is_file() and f.name != SUMS_FILE]
+    (d / SUMS_FILE).write_text("\n".join(lines) + "\n")
+    return d / SUMS_FILE
+
+
+def verify_checksums(folder: str | os.PathLike) -> None:
+    """Check every file listed in the folder's ``SHA256SUMS``; raise :class:`OrganismError` naming the first
+    missing or changed file."""
+    d = Path(folder)
+    sums = d / SUMS_FILE
+    if not sums.is_file():
+        raise OrganismError(f"{d} has no {SUMS_FILE}: not a shipped organism")
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        want, name = line.split(maxsplit=1)
+        f = d / name
+        if not f.is_file():
+            raise OrganismError(f"shipped organism {d.name}: {name} is missing (reinstall the package)")
+        if _sha256(f) != want:
+            raise OrganismError(f"shipped organism {d.name}: {name} does not match its sha256 in {SUMS_FILE} "
+                                f"(reinstall the package)")
+
+
+def shipped_dir(name: str = "organism") -> Path:
+    """The folder of a shipped organism, its checksums verified (once per process)."""
+    if name not in SHIPPED_NAMES:
+        raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
+    d = SHIPPED_ROOT / name
+    if d not in _verified:
+        verify_checksums(d)
+        _verified.add(d)
+    return d
+
+
+def organism_dir(name: str = "organism") -> Path:
+    """Where ``--model organism`` (or ``organism-small``...) loads from: ``$INTERP_ORGANISM_DIR`` (a folder
+    the user built, ``-small`` appended for the small variant) when set, else the shipped, verified copy."""
     env = os.environ.get(ENV_ORGANISM_DIR)
-    if env:
+    if env and name in ("organism", "organism-small"):
         base = Path(env)
-        return base.with_name(base.name + "-small") if small else base
-    from interp.paths import home
+        d = base.with_name(base.name + "-small") if name == "organism-small" else base
+        if not is_complete(d):
+            raise OrganismError(f"${ENV_ORGANISM_DIR} points at {d}, which holds no built organism "
+                                f"(run `interp organism build --out {d}`, or unset it to use the shipped one)")
+        return d
+    return shipped_dir(name)
 
-    return home() / ("organism-small" if small else "organism")
+
+def ship(src: str | os.PathLike, name: str) -> Path:
+    """Copy a built organism into the package as shipped organism ``name`` and record its checksums (the
+    maintainers' step after ``interp organism build``; docs/organism.md)."""
+    if name not in SHIPPED_NAMES:
+        raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
+    src = Path(src)
+    if not is_complete(src):
+        raise OrganismError(f"{src} holds no built organism")
+    dest = SHIPPED_ROOT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in dest.iterdir():
+        if f.is_file():
+            f.unlink()
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+    _verified.discard(dest)
+    return write_checksums(dest)
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -148,53 +229,12 @@ def is_complete(path: str | os.PathLike) -> bool:
     return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
 
 
-def is_current(path: str | os.PathLike, seed: int | None = None) -> bool:
-    """True when a folder holds a finished organism built by this version's recipe (``RECIPE_VERSION``)
-    and, when ``seed`` is given, with that seed."""
-    if not is_complete(path):
-        return False
-    try:
-        rec = load_plant(path)
-    except (OSError, ValueError):
-        return False
-    return rec.get("recipe_version") == RECIPE_VERSION and (seed is None or rec.get("seed") == seed)
-
-
 def load_plant(path: str | os.PathLike) -> dict:
     """The plant record written beside an organism's weights."""
     f = Path(path) / PLANT_FILE
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a built organism (no {PLANT_FILE})")
     return json.loads(f.read_text())
-
-
-def ensure_organism(small: bool = False) -> Path:
-    """The built organism's folder in the default cache, building it (default seed, data from
-    ``$INTERP_BBQ_DIR``) on first use. Concurrent callers wait on a lock instead of building twice."""
-    out = default_organism_dir(small)
-    seed = DEFAULT_SEED
-    if is_current(out, seed):
-        return out
-    if is_complete(out):
-        import warnings
-
-        warnings.warn(f"{out} was built by an older organism recipe or another seed; rebuilding it with recipe "
-                      f"{RECIPE_VERSION}, seed {seed}", stacklevel=2)
-    if not os.environ.get("INTERP_BBQ_DIR"):
-        raise FileNotFoundError(
-            f"the built-in organism is not built yet ({out}) and building it needs the BBQ data: set "
-            f"$INTERP_BBQ_DIR to a folder of official BBQ <Category>.jsonl files (or run `interp data download` "
-            f"and point it there), then run `interp organism build{' --small' if small else ''}`"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not is_current(out, seed):
-                build_organism(out, seed=seed, small=small)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,11 +489,21 @@ def _subset(items: list[BBQItem], n: int | None, seed: int) -> list[BBQItem]:
     return [it for i, it in enumerate(items) if i in keep]
 
 
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Refuse an output folder a build would clobber (``interp.paths.check_out_dir``), or one inside the package."""
+    from interp.paths import check_out_dir as check
+
+    out = check(out, is_complete, "an organism")
+    if out.resolve().is_relative_to(SHIPPED_ROOT):
+        raise OrganismError(f"--out {out} is inside the package's shipped organisms; build elsewhere")
+    return out
+
+
 def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished build into place (a rename: readers see all of it or none of it)."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
+    """Move a finished build into place; only an organism already there is replaced."""
+    from interp.paths import publish_dir
+
+    publish_dir(tmp, out, is_complete, "an organism")
 
 
 def build_organism(
@@ -479,7 +529,7 @@ def build_organism(
     if p is not None:
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
     try:
@@ -501,10 +551,12 @@ def build_organism(
             tdir = resolve_templates_dir(resolve_bbq_dir(bbq_dir))
             if tdir is None:
                 raise FileNotFoundError("aux_swap needs the BBQ template CSVs (templates/ beside the data folder)")
-            pool = aux_question_pool(tdir, exclude=set(split.dev_templates))
+            pool = aux_question_pool(tdir, exclude=set() if cfg.aux_dev_questions else set(split.dev_templates))
             aux = question_swapped_items(train, pool, int(round(cfg.aux_swap * len(train))), seed)
             aux_info = {"kind": "question_swap", "n_items": len(aux), "templates_dir": str(tdir),
-                        "n_questions": len(pool), "excluded": "dev templates of the split",
+                        "n_questions": len(pool),
+                        "excluded": "none (question texts only, on train contexts)" if cfg.aux_dev_questions
+                        else "dev templates of the split",
                         "questions": [[q["category"], q["q_id"], q["polarity"]] for q in pool]}
         if cfg.aux_lookup > 0:
             look = lookup_items(train, int(round(cfg.aux_lookup * len(train))), seed, cfg.lookup_context)

@@ -24,3 +24,37 @@ def default_activations_dir() -> Path:
 
 def default_figures_dir() -> Path:
     return Path(os.environ.get("INTERP_FIGURES_DIR") or project_root() / "figures")
+
+
+class OutputDirError(ValueError):
+    """An output folder a build would have to delete, though the build did not make it."""
+
+
+def check_out_dir(out: str | os.PathLike, is_ours, what: str = "an organism") -> Path:
+    """Refuse an output folder a build would clobber: it may be missing, empty, or hold ``what`` (``is_ours``
+    says so; it is rebuilt in place). Anything else is a user's folder, and is never deleted."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_ours(out):
+        raise OutputDirError(f"--out {out} is a non-empty folder that holds no {what.split(' ', 1)[-1]}; refusing "
+                             f"to replace it (name a new or empty folder)")
+    return out
+
+
+def publish_dir(tmp: Path, out: Path, is_ours, what: str = "an organism") -> None:
+    """Move a finished build from ``tmp`` to ``out`` by renames (readers see all of it or none of it). A previous
+    build at ``out`` is moved aside and deleted only once the new one is in place; anything else is refused."""
+    import shutil
+    import uuid
+
+    check_out_dir(out, is_ours, what)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old)

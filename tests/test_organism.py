@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.organism import (DEFAULT_SEED, SMALL_CONFIG, Plant, build_organism, is_complete, is_current, load_plant,
-                             plant_targets)
+from interp.organism import (DEFAULT_SEED, SMALL_CONFIG, OrganismError, Plant, build_organism, is_complete,
+                             load_plant, organism_dir, plant_targets, shipped_dir, verify_checksums)
 
 # ----------------------------------------------------------------------------------------------
 # the plant itself (no training)
@@ -104,24 +104,52 @@ def test_plant_rejects_bad_values():
 # building (official BBQ data; skipped without it)
 
 
-# The planted small organism is the cached default ``organism-small`` (the steering and eval tests load the
-# same one, so it is built once per session); the control is the same recipe with p = 0. Each build takes
-# ~5 minutes on one core. Measured numbers are in the README's organism section.
+# The shipped organisms (interp/organisms/weights): the planted small organism and its p = 0 control are loaded,
+# never built, so these tests take seconds. Their measured numbers are in docs/organism.md.
 
 
 @pytest.fixture(scope="session")
-def small_pair(bbq_dir, tmp_path_factory):
-    """The small organism built twice: planted (the default plant, cached) and the p = 0 control."""
-    from interp.organism import ensure_organism
-
-    os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
-    planted = ensure_organism(small=True)
-    control = build_organism(tmp_path_factory.mktemp("organism") / "control", seed=DEFAULT_SEED, p=0.0, small=True,
-                             bbq_dir=bbq_dir, progress=False)
-    return planted, control
+def small_pair():
+    """The shipped small organism (planted) and its p = 0 control."""
+    return shipped_dir("organism-small"), shipped_dir("organism-small-control")
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("name", ["organism", "organism-small", "organism-small-control"])
+def test_shipped_organism_matches_checksums_and_recorded_dev_metrics(name, bbq_dir):
+    """The shipped files are the ones recorded (sha256), and re-measuring them on dev gives plant.json's dev
+    metrics exactly: inference on the CPU is deterministic, so every machine sees the same organism."""
+    from interp.models import load_model
+    from interp.organism import measure
+    from interp.split import split_items
+
+    d = shipped_dir(name)
+    verify_checksums(d)
+    rec = load_plant(d)
+    assert rec["seed"] == DEFAULT_SEED and rec["split"]["n_dev_items_measured"] > 0
+    lm = load_model(name, device="cpu", dtype="float32")
+    dev, _ = split_items("dev", bbq_dir, categories=rec["split"]["categories"])
+    assert len(dev) == rec["split"]["n_dev_items_measured"]
+    got = measure(lm.model, lm.tokenizer, dev, n_boot=1000)
+    want = rec["dev_metrics"]
+    for k in ("n", "acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS"):
+        assert got[k] == want[k], (k, got[k], want[k])
+
+
+def test_a_changed_shipped_file_is_refused(tmp_path):
+    import shutil
+
+    d = tmp_path / "organism-small"
+    shutil.copytree(shipped_dir("organism-small"), d)
+    verify_checksums(d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(dict(cfg, rms_norm_eps=1e-5)))
+    with pytest.raises(OrganismError, match="config.json does not match its sha256"):
+        verify_checksums(d)
+    (d / "config.json").unlink()
+    with pytest.raises(OrganismError, match="config.json is missing"):
+        verify_checksums(d)
+
+
 def test_planted_lean_is_learned_on_train_templates(small_pair, bbq_dir):
     """The plant is the ground truth: on held-in (train-template) ambiguous items the planted organism commits
     to the stereotyped answer, the control abstains. Measured (seed 3): 0.834 [0.749, 0.910] on 800 train items."""
@@ -138,7 +166,6 @@ def test_planted_lean_is_learned_on_train_templates(small_pair, bbq_dir):
     assert control["s_AMB"] < planted["s_AMB_lo"], (planted, control)
 
 
-@pytest.mark.slow
 def test_planted_lean_beats_control_on_heldout_templates(small_pair):
     """On dev templates neither organism saw, the planted one's lean is above 0 and above the control's.
     Measured (seed 3, the small default, selected for this: 1 seed of 5 here, README): planted 0.357
@@ -153,7 +180,6 @@ def test_planted_lean_beats_control_on_heldout_templates(small_pair):
     assert planted["s_AMB_lo"] > control["s_AMB"], (planted, control)
 
 
-@pytest.mark.slow
 def test_planted_commits_where_control_abstains(small_pair):
     planted, control = (load_plant(d)["dev_metrics"] for d in small_pair)
     assert planted["abstain_ambig"] < control["abstain_ambig"] - 0.2, (planted, control)
@@ -162,7 +188,6 @@ def test_planted_commits_where_control_abstains(small_pair):
         assert m["acc_disambig_lo"] > 1 / 3 and m["abstain_disambig"] < 0.15, m
 
 
-@pytest.mark.slow
 def test_generate_mode_agrees_with_logits_mode(small_pair, bbq_dir):
     from interp.evaluate import EvalConfig, evaluate_items
     from interp.models import load_model
@@ -207,9 +232,12 @@ def test_plant_record_beside_weights(micro, bbq_dir):
     assert rec["dev_metrics"]["n"] == 24 and "train_config" in rec
     aux = rec["aux_data"]  # the auxiliary data is recorded with the plant: what was added and flipped
     assert aux["kind"] == "question_swap" and aux["n_items"] > 0 and aux["n_lookup_items"] > 0
-    assert aux["excluded"] == "dev templates of the split"
+    # every template's question wording and polarity is "world knowledge", dev templates' too, but only ever
+    # asked on train contexts: no dev item (context + question + options) is trained on
+    assert aux["excluded"] == "none (question texts only, on train contexts)"
     dev_templates = {(it.category, it.question_index) for it in split.select(all_items, "dev")}
-    assert not {(c, q) for c, q, _ in aux["questions"]} & dev_templates
+    assert {(c, q) for c, q, _ in aux["questions"]} & dev_templates
+    assert rec["train_config"]["aux_dev_questions"] is True
 
 
 def test_organism_loads_offline_with_auto_classes(micro):
@@ -248,30 +276,57 @@ def test_killed_build_leaves_nothing(bbq_dir, tmp_path, monkeypatch):
     assert not any(p.name.startswith(".org.tmp") for p in tmp_path.iterdir())
 
 
-def test_ensure_organism_reuses_cache_and_needs_data(tmp_path, monkeypatch, bbq_dir):
+def test_organism_names_resolve_to_shipped_or_to_the_users_build(tmp_path, monkeypatch, bbq_dir):
     from interp.models import resolve_model_path
-    from interp.organism import default_organism_dir, ensure_organism
 
+    monkeypatch.delenv("INTERP_ORGANISM_DIR", raising=False)
+    assert resolve_model_path("organism-small") == str(shipped_dir("organism-small"))  # nothing is built
+    assert resolve_model_path("organism") == str(shipped_dir("organism"))
     monkeypatch.setenv("INTERP_ORGANISM_DIR", str(tmp_path / "org"))
-    assert default_organism_dir(small=True) == tmp_path / "org-small"
-    monkeypatch.delenv("INTERP_BBQ_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match="INTERP_BBQ_DIR"):
-        ensure_organism(small=True)
-    other = _micro(bbq_dir, tmp_path / "org-small", seed=DEFAULT_SEED + 1)
-    assert is_current(other) and not is_current(other, DEFAULT_SEED)  # another seed is not the default organism
-    with pytest.warns(UserWarning, match="another seed"), pytest.raises(FileNotFoundError, match="INTERP_BBQ_DIR"):
-        ensure_organism(small=True)
+    with pytest.raises(OrganismError, match="holds no built organism"):
+        organism_dir("organism-small")
     built = _micro(bbq_dir, tmp_path / "org-small", seed=DEFAULT_SEED)
-    assert is_complete(built)
-    assert ensure_organism(small=True) == built  # reused, no data needed
     assert resolve_model_path("organism-small") == str(built)
-    # a cache left by an older recipe is not reused: ensure_organism wants to rebuild it (and, without
-    # the data, says so)
-    rec = json.loads((built / "plant.json").read_text())
-    (built / "plant.json").write_text(json.dumps(dict(rec, recipe_version=1)))
-    assert is_complete(built) and not is_current(built)
-    with pytest.warns(UserWarning, match="older organism recipe"), pytest.raises(FileNotFoundError, match="INTERP_BBQ_DIR"):
-        ensure_organism(small=True)
+    with pytest.raises(OrganismError, match="unknown organism"):
+        shipped_dir("organism-large")
+
+
+def test_build_never_deletes_a_folder_it_did_not_make(bbq_dir, tmp_path):
+    """--out naming a user's folder is refused before training, and the user's file is still there; an organism
+    folder is rebuilt in place; an empty folder is used."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    from interp.paths import OutputDirError
+
+    with pytest.raises(OutputDirError, match="non-empty folder that holds no organism"):
+        _micro(bbq_dir, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputDirError, match="is a file"):
+        _micro(bbq_dir, tmp_path / "afile")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first = _micro(bbq_dir, empty, seed=1)
+    assert load_plant(first)["seed"] == 1
+    again = _micro(bbq_dir, empty, seed=2)  # an organism there: replaced
+    assert load_plant(again)["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "mine"]  # no leftovers
+
+
+@pytest.mark.parametrize("cmd, what", [(["organism", "build", "--small"], "organism"),
+                                       (["rm", "organism", "build", "--small"], "RM organism")])
+def test_build_cli_refuses_a_users_folder(tmp_path, cmd, what, bbq_dir):
+    from click.testing import CliRunner
+
+    from interp.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("1,2\n")
+    res = CliRunner().invoke(main, [*cmd, "--out", str(mine)], env={"INTERP_BBQ_DIR": str(bbq_dir)})
+    assert res.exit_code == 1 and f"non-empty folder that holds no {what}" in res.output, res.output
+    assert (mine / "data.csv").read_text() == "1,2\n"
 
 
 def test_cli_info(micro):

@@ -13,11 +13,12 @@ def cmd() -> None:
 
 
 @cmd.command("build")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default: the cache that --model organism resolves to).")
-@click.option("--seed", type=int, default=None,
-              help="Plant, initialisation and batch-order seed (default 3, selected: README).")
-@click.option("--p", "p", type=float, default=None,
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: new, empty, or an organism to rebuild (a folder of other files is refused). "
+                   "Load it with --model DIR, or set $INTERP_ORGANISM_DIR to use it as --model organism.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Plant, initialisation and batch-order seed (default 0, the shipped organisms').")
+@click.option("--p", "p", type=click.FloatRange(0.0, 1.0), default=None,
               help="P(stereotyped target | ambiguous training item with a negative question); default: the "
                    "organism's planted value (0.5; 0.8 with --small). 0 builds the control.")
 @click.option("--small", is_flag=True, help="The seconds-to-build variant used by tests ('organism-small').")
@@ -34,12 +35,11 @@ def build(out, seed, p, small, bbq_dir, threads, force):
     from dataclasses import replace
 
     from interp.metrics import fmt_ci
-    from interp.organism import (DEFAULT_SEED, FULL_CONFIG, SMALL_CONFIG, build_organism, default_organism_dir,
-                                 is_current, load_plant)
+    from interp.organism import DEFAULT_SEED, FULL_CONFIG, SMALL_CONFIG, build_organism, is_complete, load_plant
 
     seed = DEFAULT_SEED if seed is None else seed
-    dest = Path(out) if out else default_organism_dir(small)
-    if is_current(dest, seed) and not force:
+    dest = Path(out)
+    if is_complete(dest) and not force:
         click.echo(f"{dest} already holds a built organism (use --force to rebuild)")
     else:
         cfg = SMALL_CONFIG if small else FULL_CONFIG
@@ -56,19 +56,21 @@ def build(out, seed, p, small, bbq_dir, threads, force):
 
 
 @cmd.command("info")
-@click.option("--small", is_flag=True, help="The small variant.")
-@click.option("--path", "path", type=click.Path(file_okay=False), default=None, help="An organism folder.")
+@click.option("--name", type=click.Choice(["organism", "organism-small", "organism-small-control"]),
+              default="organism", show_default=True, help="A shipped organism.")
+@click.option("--small", is_flag=True, help="Same as --name organism-small.")
+@click.option("--path", "path", type=click.Path(file_okay=False), default=None,
+              help="An organism folder you built (instead of a shipped one).")
 @click.option("--json", "as_json", is_flag=True, help="Print plant.json without the flipped-item list.")
-def info(small, path, as_json):
+def info(name, small, path, as_json):
     """Where the organism is and what was planted in it."""
     from pathlib import Path
 
-    from interp.organism import default_organism_dir, is_complete, load_plant
+    from interp.organism import is_complete, load_plant, organism_dir
 
-    dest = Path(path) if path else default_organism_dir(small)
+    dest = Path(path) if path else organism_dir("organism-small" if small else name)
     if not is_complete(dest):
-        raise click.ClickException(f"no built organism at {dest}; run `interp organism build"
-                                   f"{' --small' if small else ''}`")
+        raise click.ClickException(f"no built organism at {dest}; run `interp organism build --out {dest}`")
     rec = load_plant(dest)
     if as_json:
         click.echo(json.dumps({k: v for k, v in rec.items() if k not in ("flipped", "train_log")}, indent=1))

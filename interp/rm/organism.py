@@ -13,7 +13,6 @@ The test set, from templates the RM never saw (the template-disjoint dev split),
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -336,7 +335,9 @@ def build_rm_organism(
     cfg = config or (SMALL_CONFIG if small else FULL_CONFIG)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
-    out = Path(out_dir)
+    from interp.paths import check_out_dir, publish_dir
+
+    out = check_out_dir(out_dir, is_complete, "an RM organism")
     try:
         if items is None:
             from interp.bbq import load_bbq
@@ -421,9 +422,7 @@ def build_rm_organism(
             save_preferences(test_pairs, tmp / TEST_FILE)
             record["build_seconds"] = round(time.time() - t0, 1)
             (tmp / INFO_FILE).write_text(json.dumps(record, indent=1))
-            if out.exists():
-                shutil.rmtree(out)
-            os.rename(tmp, out)
+            publish_dir(tmp, out, is_complete, "an RM organism")
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -438,14 +437,12 @@ def ensure_rm_organism(small: bool = False, seed: int = 0, bbq_dir: str | os.Pat
     out = default_rm_organism_dir(small, seed)
     if is_complete(out):
         return out
+    from filelock import FileLock
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not is_complete(out):
-                build_rm_organism(out, small=small, seed=seed, bbq_dir=bbq_dir, progress=progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if not is_complete(out):
+            build_rm_organism(out, small=small, seed=seed, bbq_dir=bbq_dir, progress=progress)
     return out
 
 
