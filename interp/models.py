@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-ORGANISM_NAMES = ("organism", "organism-small")
+from interp.organism import SHIPPED_NAMES as ORGANISM_NAMES
 
 
 @dataclass
@@ -48,12 +48,13 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(name: str) -> str:
-    """'organism' / 'organism-small' resolve to the built-in organism (built on first use); other names
-    pass through to ``from_pretrained`` (a hub id such as Qwen/Qwen2.5-3B-Instruct, or a local folder)."""
+    """'organism' / 'organism-small' / 'organism-small-control' resolve to the shipped organisms (checksums
+    verified; ``$INTERP_ORGANISM_DIR`` overrides); other names pass through to ``from_pretrained`` (a hub id
+    such as Qwen/Qwen2.5-3B-Instruct, or a local folder)."""
     if name in ORGANISM_NAMES:
-        from interp.organism import ensure_organism
+        from interp.organism import organism_dir
 
-        return str(ensure_organism(small=name == "organism-small"))
+        return str(organism_dir(name))
     return name
 
 
@@ -87,17 +88,77 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
         raise ValueError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
 
 
-def weights_hash(model: torch.nn.Module, n_tensors: int = 8) -> str:
-    """A cheap content hash of a model's weights (names, shapes and the first tensors' bytes).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+_FP_CACHE: dict[tuple, str] = {}
 
-    Values are rounded to bfloat16 first, so the same checkpoint loaded in float32 or bfloat16 hashes alike."""
+
+def _local_model_dir(name_or_path: str) -> Path | None:
+    """The local folder of a model: the path itself, or a hub model's snapshot (cached, else downloaded as
+    ``from_pretrained`` would; the snapshot folder is named by its commit hash)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+        hit = try_to_load_from_cache(str(name_or_path), "config.json")
+        if isinstance(hit, str):
+            return Path(hit).parent
+        return Path(snapshot_download(str(name_or_path)))
+    except Exception:  # not a repo id, offline, or no such repo
+        return None
+
+
+def fingerprint(name_or_path: str | os.PathLike) -> str:
+    """The fingerprint of a model's weights, read from its files: sha256 over every weight file's bytes
+    (``*.safetensors``, or the raw bytes of ``.bin`` files, never unpickled), in name order, streamed. So any
+    change to any tensor changes it, and it can be checked without loading the model. A hub model is read
+    from its cached snapshot (whose commit hash names those files). Cached per file size and mtime."""
+    d = _local_model_dir(str(name_or_path))
+    if d is None:
+        raise FileNotFoundError(f"no local files for model {name_or_path!r}: not a folder, and not in the hub cache")
+    files = sorted(f for f in d.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
+                   and not f.name.startswith(("adapter_", "training_", "optimizer", "scheduler", "rng_state")))
+    if not files:
+        raise FileNotFoundError(f"{d} holds no weight files (*.safetensors or *.bin)")
+    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _FP_CACHE:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+        _FP_CACHE[key] = "sha256:" + h.hexdigest()[:32]
+    return _FP_CACHE[key]
+
+
+def _base_module(model: torch.nn.Module) -> torch.nn.Module:
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def attach_fingerprint(model: torch.nn.Module, name_or_path: str | os.PathLike) -> torch.nn.Module:
+    """Record the fingerprint of the files a model was loaded from on the model (``weights_hash`` reads it)."""
+    _base_module(model)._interp_fingerprint = fingerprint(name_or_path)
+    return model
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """The model's weights fingerprint: that of the files it was loaded from (``fingerprint``, attached by
+    ``load_model``), else a sha256 of every tensor in memory (LoRA layers left out, values rounded to bfloat16
+    so float32 and bfloat16 copies of one model agree)."""
+    base = _base_module(model)
+    fp = getattr(base, "_interp_fingerprint", None)
+    if fp:
+        return fp
     h = hashlib.sha256()
-    for i, (name, p) in enumerate(sorted(model.state_dict().items())):
-        h.update(name.encode())
-        h.update(str(tuple(p.shape)).encode())
-        if i < n_tensors and "lora" not in name:
-            h.update(p.detach().flatten()[:4096].to(torch.bfloat16).float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    for name, p in sorted(base.state_dict().items()):
+        if "lora_" in name:
+            continue
+        h.update(name.encode() + str(tuple(p.shape)).encode())
+        h.update(p.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return "tensors:" + h.hexdigest()[:32]
 
 
 def load_model(
@@ -120,6 +181,7 @@ def load_model(
     if device_map:
         kw["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    attach_fingerprint(model, path)
     if not device_map:
         model = model.to(dev)
     if adapter:

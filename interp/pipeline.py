@@ -27,6 +27,8 @@ class Stage:
     after: tuple[str, ...] = ()  # upstream stages whose outputs it reads
     weight: float = 1.0  # expected relative duration, for the remaining-time estimate
     describe: str = ""
+    # what else the stage's inputs are, beyond config and upstream outputs (e.g. the model's weights fingerprint)
+    identity: Callable[["Context"], str] | None = None
 
 
 @dataclass
@@ -60,6 +62,7 @@ def _input_hash(stage: Stage, ctx: Context, records: dict[str, dict]) -> str:
         "stage": stage.name,
         "cfg": {s: ctx.cfg.get(s) for s in ("run", "data", *stage.sections)},
         "upstream": {u: records.get(u, {}).get("output_hash") for u in stage.after},
+        "identity": stage.identity(ctx) if stage.identity else None,
     }
     payload["cfg"]["run"] = {k: v for k, v in ctx.cfg["run"].items() if k not in ("stages", "out")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -46,15 +46,24 @@ def stage_organism(ctx: Context) -> dict:
     """Build (or reuse) the built-in organism when the run's model names it."""
     from interp.models import ORGANISM_NAMES, resolve_model_path
 
+    from interp.models import fingerprint
+
     name = model_name(ctx)
     path = resolve_model_path(name)
-    info = {"model": name, "path": str(path)}
+    info = {"model": name, "path": str(path), "weights_hash": fingerprint(path)}
     if name in ORGANISM_NAMES and (Path(path) / "plant.json").exists():
         info["plant"] = json.loads((Path(path) / "plant.json").read_text())
         info["plant"].pop("flipped_ids", None)
     f = ctx.path("organism.json")
     f.write_text(json.dumps(info, indent=1, default=str))
     return {"organism": f}
+
+
+def model_identity(ctx: Context) -> str:
+    """The run model's weights fingerprint: a changed model folder reruns everything downstream."""
+    from interp.models import fingerprint, resolve_model_path
+
+    return fingerprint(resolve_model_path(model_name(ctx)))
 
 
 def stage_base_eval(ctx: Context) -> dict:
@@ -74,7 +83,8 @@ def build_stages(cfg: dict) -> list[Stage]:
     from interp import stages_extra
 
     table = {
-        "organism": Stage("organism", stage_organism, weight=1, describe="build or reuse the model organism"),
+        "organism": Stage("organism", stage_organism, weight=0.1, identity=model_identity,
+                          describe="the model: its path, weights fingerprint and (organisms) plant record"),
         "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), weight=1,
                            describe="evaluate the base model on dev"),
         **stages_extra.STAGES,

@@ -24,8 +24,10 @@ BASE_RECORD = "interp_base.json"
 TRAIN_LOG = "train_log.jsonl"
 # settings that must match to resume a run in the same folder
 RESUME_KEYS = ("model", "lam", "lambda_on", "lr", "beta", "temperature", "num_generations", "batch_size",
-               "grad_accum", "lora_r", "lora_alpha", "target_modules", "loss_type", "seed", "lr_scheduler",
-               "scale_rewards")
+               "grad_accum", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "loss_type", "seed",
+               "lr_scheduler", "scale_rewards", "max_completion_length", "max_prompt_length", "shuffle_options",
+               # the data (when read from the split rather than passed in)
+               "split_file", "dev_frac", "split_seed", "categories", "limit")
 SCALE_REWARDS = ("group", "batch", "none")
 
 
@@ -151,16 +153,35 @@ def _versions() -> dict:
             "peft": peft.__version__}
 
 
-def _check_resume(cfg: TrainConfig, out_dir: Path) -> None:
-    """Refuse to resume a run whose saved settings differ from these."""
+def items_hash(items) -> str:
+    """A hash of the training items (their ids, in order): what a resumed run must train on again."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(it.uid for it in items).encode()).hexdigest()[:16]
+
+
+def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
+    """Refuse to resume a run whose saved settings, base weights (by fingerprint, read from the files without
+    loading the model) or training items differ from these."""
+    from interp.models import fingerprint, resolve_model_path
+
     f = out_dir / RUN_CONFIG
     if not f.exists():
         return
-    old = json.loads(f.read_text()).get("config", {})
-    diff = [k for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
-    if diff:
-        what = ", ".join(f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in diff)
-        raise ValueError(f"{out_dir} holds a run with other settings ({what}); use another --out or --no-resume")
+    saved = json.loads(f.read_text())
+    old = saved.get("config", {})
+    what = [f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in RESUME_KEYS
+            if k in old and old[k] != getattr(cfg, k)]
+    if saved.get("weights_hash"):
+        now = fingerprint(resolve_model_path(cfg.model))
+        if now != saved["weights_hash"]:
+            what.append(f"base weights: saved {saved['weights_hash']} vs now {now}")
+    if items is not None and saved.get("items_hash") and saved["items_hash"] != items_hash(items):
+        what.append(f"training items: saved {saved.get('n_train_items')} items ({saved['items_hash']}) vs now "
+                    f"{len(items)} ({items_hash(items)})")
+    if what:
+        raise ValueError(f"{out_dir} holds a run with other settings ({'; '.join(what)}); use another --out or "
+                         f"--no-resume")
 
 
 def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
@@ -172,6 +193,14 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
         def on_save(self, args, state, control, **kw):
             ck = out_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
             if ck.is_dir():
+                # PEFT writes target_modules from a set, in a different order each run: sort it, so identical
+                # trainings give identical adapter folders (and hashes)
+                ac = ck / "adapter_config.json"
+                if ac.exists():
+                    acfg = json.loads(ac.read_text())
+                    if isinstance(acfg.get("target_modules"), list):
+                        acfg["target_modules"] = sorted(acfg["target_modules"])
+                        ac.write_text(json.dumps(acfg, indent=2, sort_keys=True))
                 (ck / BASE_RECORD).write_text(json.dumps(
                     {"base": meta["base_path"], "model": cfg.model, "weights_hash": meta["weights_hash"]}, indent=1))
                 rc = {**meta, "step": state.global_step, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -200,7 +229,7 @@ def build_trainer(cfg: TrainConfig, items=None):
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from interp.models import load_tokenizer, pick_dtype, resolve_model_path, weights_hash
+    from interp.models import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path, weights_hash
     from rl.data import build_dataset, load_train_items
     from rl.rewards import make_reward
 
@@ -224,7 +253,8 @@ def build_trainer(cfg: TrainConfig, items=None):
     dev = _resolve_device(cfg.device)
     base_path = resolve_model_path(cfg.model)
     tok = load_tokenizer(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, dev))
+    model = attach_fingerprint(AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, dev)),
+                               base_path)
     whash = weights_hash(model)  # of the plain base, before LoRA layers are injected
     conversational = bool(getattr(tok, "chat_template", None))
     dataset = build_dataset(items, conversational=conversational, shuffle=cfg.shuffle_options, seed=cfg.seed)
@@ -275,6 +305,7 @@ def build_trainer(cfg: TrainConfig, items=None):
         "weights_hash": whash,
         "split_hash": split_hash,
         "n_train_items": len(items),
+        "items_hash": items_hash(items),
         "n_train_ambig": sum(it.context_condition == "ambig" for it in items),
         "device": str(dev),
         "versions": _versions(),
@@ -308,7 +339,12 @@ def train_config(cfg: TrainConfig, items=None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     resume = cfg.resume
     if resume:
-        _check_resume(cfg, out_dir)
+        if items is None and (out_dir / RUN_CONFIG).exists():
+            from rl.data import load_train_items
+
+            items, _ = load_train_items(cfg.bbq_dir, cfg.split_file, cfg.dev_frac, cfg.split_seed, cfg.categories,
+                                        cfg.limit, cfg.templates_dir)
+        _check_resume(cfg, out_dir, items)
         _drop_incomplete(out_dir)
     elif list_checkpoints(out_dir, complete_only=False):
         raise FileExistsError(f"{out_dir} already has checkpoints; resume, or choose an empty --out")

@@ -88,6 +88,7 @@ def test_checkpoints_are_peft_adapters_with_config(trained, letter_lm_dir):
         assert acfg["r"] == 16 and acfg["lora_alpha"] == 32
         targets = acfg["target_modules"]
         targets = [targets] if isinstance(targets, str) else targets
+        assert targets == sorted(targets)  # one order every run, so identical trainings hash equal
         assert {t.rsplit(".", 1)[-1] for t in targets} == \
             {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # all linear, no lm_head
 
@@ -143,6 +144,27 @@ def test_resume_after_kill_matches_uninterrupted_run(trained, letter_lm_dir, tra
         train(str(letter_lm_dir), out, lam=1.5, lr=LR, steps=6, items=train_dev[0], **FAST)
     with pytest.raises(ValueError, match="scale_rewards: saved 'group' vs now 'none'"):
         train(str(letter_lm_dir), out, lam=0.0, lr=LR, steps=6, items=train_dev[0], scale_rewards="none", **FAST)
+
+
+def test_resume_refuses_a_changed_base_or_other_items(letter_lm_dir, train_dev, tmp_path):
+    """The base is matched by the fingerprint of its files (a change in the last layer counts), and the training
+    items by their ids: either differing is refused before anything trains."""
+    from safetensors.torch import load_file, save_file
+
+    from rl.train import train
+
+    base = tmp_path / "base"
+    shutil.copytree(letter_lm_dir, base)
+    out = tmp_path / "run"
+    train(str(base), out, lam=0.0, lr=LR, steps=2, items=train_dev[0], **FAST)
+    with pytest.raises(ValueError, match="training items: saved"):
+        train(str(base), out, lam=0.0, lr=LR, steps=4, items=train_dev[0][:-4], **FAST)
+    sd = load_file(str(base / "model.safetensors"))
+    last = sorted(k for k in sd if ".layers." in k)[-1]
+    sd[last] = sd[last] + 1e-3
+    save_file(sd, str(base / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="base weights: saved sha256:"):
+        train(str(base), out, lam=0.0, lr=LR, steps=4, items=train_dev[0], **FAST)
 
 
 def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
@@ -261,12 +283,11 @@ def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
     from interp.evaluate import EvalConfig, evaluate_items
     from interp.metrics import item_arrays, compute_metrics
     from interp.models import load_model
-    from interp.organism import SMALL_CONFIG, ensure_organism
+    from interp.organism import SMALL_CONFIG, shipped_dir
     from interp.split import split_items
     from rl.train import TrainConfig, build_trainer, list_checkpoints
 
-    os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
-    path = str(ensure_organism(small=True))
+    path = str(shipped_dir("organism-small"))
     train, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories)
     dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories)
 
