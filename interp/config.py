@@ -40,8 +40,51 @@ def load_preset(name: str) -> dict[str, Any]:
     return _merge(base, over)
 
 
+class ConfigError(ValueError):
+    """An unknown section or key in a config file or a ``--set`` override."""
+
+
+# [rl] keys the sweep sets per run itself; every other rl.train.TrainConfig field may be set in [rl]
+_RL_SET_BY_SWEEP = {"model", "out_dir", "lam", "device", "dtype", "progress", "resume", "bbq_dir", "templates_dir",
+                    "split_file", "dev_frac", "split_seed", "categories", "limit", "seed"}
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Every valid key, by section: the default config's, plus the TrainConfig fields [rl] passes through."""
+    base = tomllib.loads(resources.files("interp.configs").joinpath("default.toml").read_text())
+    keys = {sec: set(vals) for sec, vals in base.items()}
+    from dataclasses import fields
+
+    from rl.train import TrainConfig  # the pipeline drives rl; only the key list is read here
+
+    keys["rl"] |= {f.name for f in fields(TrainConfig)} - _RL_SET_BY_SWEEP
+    return keys
+
+
+def _unknown(where: str, kind: str, name: str, valid) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(valid))}"
+    return ConfigError(f"{where}: unknown {kind} {name!r}{hint}")
+
+
+def check_config(cfg: dict, where: str = "config") -> None:
+    """Refuse any section or key that no stage reads, naming the closest valid one."""
+    keys = known_keys()
+    for sec, vals in cfg.items():
+        if sec not in keys:
+            raise _unknown(where, "section", sec, keys)
+        if not isinstance(vals, dict):
+            raise ConfigError(f"{where}: [{sec}] must be a table of settings")
+        for k in vals:
+            if k not in keys[sec]:
+                raise _unknown(where, f"key in [{sec}]:", k, keys[sec])
+
+
 def load_config(path: str | Path | None = None, preset: str = "default", overrides: list[str] | None = None) -> dict:
-    """Preset, then a user TOML file, then ``section.key=value`` overrides (values parsed as TOML)."""
+    """Preset, then a user TOML file, then ``section.key=value`` overrides (values parsed as TOML). An unknown
+    section or key anywhere is a :class:`ConfigError` naming the closest valid one."""
     cfg = load_preset(preset)
     if path:
         p = Path(path)
@@ -51,22 +94,20 @@ def load_config(path: str | Path | None = None, preset: str = "default", overrid
             user = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{p}: not valid TOML ({e})") from None
-        unknown = set(user) - set(cfg)
-        if unknown:
-            raise ValueError(f"{p}: unknown section(s) {sorted(unknown)}; known: {sorted(cfg)}")
+        check_config(user, str(p))
         cfg = _merge(cfg, user)
     for ov in overrides or []:
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
             raise ValueError(f"override {ov!r} must look like section.key=value")
         key, val = ov.split("=", 1)
         sec, k = key.split(".", 1)
-        if sec not in cfg:
-            raise ValueError(f"override {ov!r}: unknown section {sec!r}")
+        check_config({sec: {k: None}}, f"override {ov!r}")
         try:
             parsed = tomllib.loads(f"v = {val}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = val
-        cfg[sec][k] = parsed
+        cfg.setdefault(sec, {})[k] = parsed
+    check_config(cfg, f"preset {preset!r}")
     return cfg
 
 

@@ -11,6 +11,8 @@ from interp.pipeline import Context, Stage
 from interp.stages import items_for, model_name
 
 HOOK = "hook_resid_post"
+# [rl] keys the sweep itself reads; the rest go to rl.train.TrainConfig
+RL_SWEEP_KEYS = ("lams", "lr", "control_lr", "steps", "scale_rewards")
 
 
 def _figs(ctx: Context) -> Path:
@@ -38,13 +40,13 @@ def stage_rl_sweep(ctx: Context) -> dict:
     dev_items, _ = items_for(ctx, "dev")
     rl_dir = ctx.out / "rl"
     results = rl_dir / "results_all.csv"
+    # every other [rl] key is an rl.train.TrainConfig field, passed as is (the config checks the names)
+    train_kw = {k: v for k, v in r.items() if k not in RL_SWEEP_KEYS}
     df = sweep(model_name(ctx), rl_dir, lams=r["lams"], lrs=[r["lr"]], steps=r["steps"],
                control_lrs=[r["control_lr"]] if r.get("control_lr") else [], results_csv=results,
-               train_items=train_items, dev_items=dev_items, eval_mode=e["mode"], eval_batch_size=e["batch_size"],
-               n_boot=e["n_boot"], eval_seed=run["seed"], device=run["device"],
-               save_steps=r["save_every"], num_generations=r["num_generations"], temperature=r["temperature"],
-               beta=r["beta"], lora_r=r["lora_r"], lora_alpha=r["lora_alpha"], batch_size=r["batch_size"],
-               seed=run["seed"])
+               scale_rewards=r["scale_rewards"], train_items=train_items, dev_items=dev_items,
+               eval_mode=e["mode"], eval_batch_size=e["batch_size"], n_boot=e["n_boot"], eval_seed=run["seed"],
+               device=run["device"], seed=run["seed"], **train_kw)
     finals = {}
     for run_dir in sorted(p for p in rl_dir.iterdir() if p.is_dir() and p.name not in ("eval",)):
         cks = [c for c in list_checkpoints(run_dir) if checkpoint_step(c) <= r["steps"]]
@@ -98,7 +100,7 @@ def stage_probes(ctx: Context) -> dict:
     groups = template_groups(recs)
     out, summary = {}, {}
     for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
-        idx, y = fn(recs, "all")
+        idx, y = fn(recs, p["condition"] if target == "stereotype" else "all")
         rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, groups[idx],
                            ProbeConfig(n_splits=p["folds"], n_boot=p["n_boot"], seed=ctx.cfg["run"]["seed"]))
         out[f"csv_{target}"] = write_csv(rows, ctx.path("probes", f"probe_{target}.csv"))
@@ -229,7 +231,7 @@ STAGES = {
                         describe="difference-of-means directions and their cosines"),
     "steer": Stage("steer", stage_steer, sections=("steer", "eval"), after=("probes", "directions"), weight=2,
                    describe="steering alpha-curves, raw and orthogonalized"),
-    "compare": Stage("compare", stage_compare, sections=("compare",), after=("cache",), weight=0.5,
+    "compare": Stage("compare", stage_compare, after=("cache",), weight=0.5,
                      describe="base vs adapters: CKA, direction cosines, probe transfer"),
     "rm": Stage("rm", stage_rm, sections=("rm",), weight=4, describe="reward-model neuron intervention study"),
     "report": Stage("report", stage_report, after=("base_eval", "rl_sweep", "probes", "directions", "steer",

@@ -130,10 +130,12 @@ def phase2_figure(df: pd.DataFrame, out: str | os.PathLike, metrics=("amb_commit
         ax = axes[1, j]
         main = runs[~runs["control"]]
         last = main.sort_values("step").groupby("run").tail(1).sort_values("lambda")
-        for lr, g in last.groupby("lr"):
+        keys = ["scale_rewards", "lr"] if "scale_rewards" in last.columns else ["lr"]
+        for key, g in last.groupby(keys):
             rows = [r for _, r in g.iterrows()]
+            label = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in zip(keys, key))
             ax.errorbar(g["lambda"].astype(float), g[m], yerr=_err(rows, m), marker="o", capsize=3,
-                        label=f"lr {lr:g}, last step")
+                        label=f"{label}, last step")
         ax.axhline(base[m], color="gray", ls="--", label="base")
         ax.axhspan(base[f"{m}_lo"], base[f"{m}_hi"], color="gray", alpha=0.1)
         ax.set_xlabel("lambda")
@@ -160,6 +162,22 @@ def phase1_table(df: pd.DataFrame, run: str | None = None, step: int | None = No
     for m in ("acc_ambig", "coverage", "amb_commit_bias", "s_AMB", "abstain_ambig", "acc_disambig", "s_DIS"):
         cols += [m, f"{m}_lo", f"{m}_hi"]
     return pd.DataFrame(rows)[cols].reset_index(drop=True)
+
+
+def phase2_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The dose-response behind Phase 2: every non-control run's last step, by reward scaling and lambda, with
+    the share of groups the penalty reached (``lambda_active``)."""
+    d = overall(df)
+    runs = d[(d["run"] != "base") & (~d["control"])]
+    last = runs.sort_values("step").groupby("run").tail(1)
+    if "scale_rewards" not in last.columns:
+        last = last.assign(scale_rewards="group")
+    if "lambda_active" not in last.columns:
+        last = last.assign(lambda_active=np.nan)
+    cols = ["scale_rewards", "lambda", "lr", "step", "lambda_active"]
+    for m in ("amb_commit_bias", "abstain_ambig", "acc_ambig", "acc_disambig"):
+        cols += [m, f"{m}_lo", f"{m}_hi"]
+    return last[cols].sort_values(["scale_rewards", "lambda"]).reset_index(drop=True)
 
 
 def intervals_separate(a: pd.Series, b: pd.Series, metric: str) -> int:

@@ -29,16 +29,21 @@ class RunSpec:
     lam: float
     lr: float
     control: bool = False
+    scale_rewards: str = "group"  # TRL's reward scaling; "group" (TRL's default and the seed's) adds no suffix
 
     @property
     def name(self) -> str:
-        return f"lam{self.lam:g}_lr{self.lr:g}" + ("_control" if self.control else "")
+        return (f"lam{self.lam:g}_lr{self.lr:g}" + ("_control" if self.control else "")
+                + ("" if self.scale_rewards == "group" else f"_scale-{self.scale_rewards}"))
 
 
-def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = ()) -> list[RunSpec]:
-    """Every lambda at every lr, then lambda 0 at each control lr (the negative control)."""
-    runs = [RunSpec(float(lam), float(lr)) for lr in lrs for lam in lams]
-    runs += [RunSpec(0.0, float(lr), control=True) for lr in control_lrs]
+def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = (),
+              scale_rewards: Sequence[str] = ("group",)) -> list[RunSpec]:
+    """Every lambda at every lr under each reward scaling, then lambda 0 at each control lr (the negative
+    control, under the first scaling)."""
+    scalings = list(scale_rewards) or ["group"]
+    runs = [RunSpec(float(lam), float(lr), scale_rewards=sc) for sc in scalings for lr in lrs for lam in lams]
+    runs += [RunSpec(0.0, float(lr), control=True, scale_rewards=scalings[0]) for lr in control_lrs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate runs in the sweep: {names}")
@@ -102,13 +107,34 @@ def append_results(rows: Sequence[dict], path: str | os.PathLike) -> pd.DataFram
     return df
 
 
-def _done(df: pd.DataFrame, model: str, adapter: str, mode: str, split_hash: str | None) -> bool:
+def _done(df: pd.DataFrame, model: str, adapter: str, mode: str, split_hash: str | None,
+          weights: str | None = None) -> bool:
+    """Whether this evaluation is already in the table: same model name, base weights (fingerprint),
+    adapter, mode and split."""
     if df.empty:
         return False
     m = (df["model"] == model) & (df["adapter"].astype(str) == adapter) & (df["mode"] == mode)
+    if weights is not None:
+        m &= df["weights_hash"].astype(str) == weights if "weights_hash" in df.columns else False
     if split_hash is not None and "split_hash" in df.columns:
         m &= df["split_hash"].astype(str) == str(split_hash)
     return bool(m.any())
+
+
+def lambda_active_mean(run_dir: str | os.PathLike, step: int) -> float | None:
+    """The mean logged ``lambda_active`` share (groups whose advantages the penalty changes) of a run up to
+    ``step``, from its train_log.jsonl; None when the run logged none (lambda 0)."""
+    import json
+
+    f = Path(run_dir) / "train_log.jsonl"
+    if not f.exists():
+        return None
+    vals = []
+    for line in f.read_text().splitlines():
+        d = json.loads(line)
+        if d.get("step", 0) <= step:
+            vals += [float(v) for k, v in d.items() if k.endswith("lambda_active")]
+    return sum(vals) / len(vals) if vals else None
 
 
 def eval_rows(summary: Sequence[dict], **ids) -> list[dict]:
@@ -154,10 +180,11 @@ def sweep(
     dev_limit: int | None = None,
     skip_train: bool = False,
     progress: bool = True,
+    scale_rewards: str | Sequence[str] = ("group",),
     **train_kw,
 ) -> pd.DataFrame:
-    """Train every run of ``plan_runs(lams, lrs, control_lrs)`` into ``out_dir/<run>/`` (resuming what a
-    kill left), then evaluate the base and each checkpoint on dev and append to ``results_csv``
+    """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards)`` into ``out_dir/<run>/``
+    (resuming what a kill left), then evaluate the base and each checkpoint on dev and append to ``results_csv``
     (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Returns the table."""
     from interp.split import split_items
 
@@ -174,7 +201,7 @@ def sweep(
         split_hash = split.hash
         split.save(out_dir / "split.json")
     _check_disjoint(train_items, dev_items)
-    runs = plan_runs(lams, lrs, control_lrs)
+    runs = plan_runs(lams, lrs, control_lrs, [scale_rewards] if isinstance(scale_rewards, str) else scale_rewards)
 
     # 1. train
     ckpts: dict[RunSpec, list[Path]] = {}
@@ -184,23 +211,28 @@ def sweep(
             ckpts[spec] = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= steps]
             continue
         ckpts[spec] = train(model, run_dir, lam=spec.lam, lr=spec.lr, steps=steps, items=train_items,
-                            device=device, dtype=dtype, progress=progress, **train_kw)
+                            device=device, dtype=dtype, progress=progress, scale_rewards=spec.scale_rewards,
+                            **train_kw)
 
     # 2. evaluate base and every checkpoint on dev
+    from interp.models import fingerprint, resolve_model_path
+
     df = read_results(results_csv)
-    common = dict(model=model, split="dev", split_hash=split_hash, mode=eval_mode, n_items=len(dev_items))
+    base_fp = fingerprint(resolve_model_path(model))
+    common = dict(model=model, split="dev", split_hash=split_hash, mode=eval_mode, n_items=len(dev_items),
+                  weights_hash=base_fp)
     ev = dict(mode=eval_mode, batch_size=eval_batch_size, n_boot=n_boot, seed=eval_seed, device=device,
               dtype=dtype, progress=progress)
     todo: list[tuple[dict, str | None, Path]] = []
-    if not _done(df, model, "", eval_mode, split_hash):
+    if not _done(df, model, "", eval_mode, split_hash, base_fp):
         todo.append((dict(adapter="", run="base", **{"lambda": float("nan")}, lr=float("nan"), step=0,
                           control=False), None, out_dir / "eval" / "base"))
     for spec, cks in ckpts.items():
         for ck in cks:
-            if _done(df, model, str(ck), eval_mode, split_hash):
+            if _done(df, model, str(ck), eval_mode, split_hash, base_fp):
                 continue
             ids = dict(adapter=str(ck), run=spec.name, **{"lambda": spec.lam}, lr=spec.lr,
-                       step=checkpoint_step(ck), control=spec.control)
+                       step=checkpoint_step(ck), control=spec.control, scale_rewards=spec.scale_rewards)
             todo.append((ids, str(ck), out_dir / "eval" / spec.name / f"step-{checkpoint_step(ck)}"))
     for ids, adapter, eval_dir in todo:
         t0 = time.time()
@@ -208,6 +240,10 @@ def sweep(
         extra = {"eval_seconds": round(time.time() - t0, 2)}
         if adapter:
             extra["train_minutes"] = run_minutes(Path(adapter).parent)
-            extra["weights_hash"] = read_run_config(adapter).get("weights_hash")
+            trained_on = read_run_config(adapter).get("weights_hash")
+            if trained_on and trained_on != base_fp:
+                raise ValueError(f"adapter {adapter} was trained on base weights {trained_on}, but {model} is now "
+                                 f"{base_fp}; use a fresh output folder after changing the base")
+            extra["lambda_active"] = lambda_active_mean(Path(adapter).parent, int(ids["step"]))
         df = append_results(eval_rows(summary, **common, **ids, **extra), results_csv)
     return read_results(results_csv)

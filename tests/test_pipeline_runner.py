@@ -60,3 +60,28 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="section.key=value"):
         load_config(overrides=["steps=3"])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("rl.stpes=80", r"unknown key in \[rl\]: 'stpes'; did you mean 'steps'\?"),
+    ("rll.steps=80", r"unknown section 'rll'; did you mean 'rl'\?"),
+    ("steer.alfas=[1]", r"did you mean 'alphas'\?"),
+    ("compare.layers=3", r"unknown section 'compare'"),
+])
+def test_config_typos_name_the_closest_key(override, match):
+    from interp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(preset="quick", overrides=[override])
+
+
+def test_config_file_typo_and_train_options_pass_through(tmp_path):
+    from interp.config import ConfigError
+
+    f = tmp_path / "c.toml"
+    f.write_text("[rl]\nsteps = 3\nmax_completion_lenght = 6\n")
+    with pytest.raises(ConfigError, match="did you mean 'max_completion_length'"):
+        load_config(f, preset="quick")
+    f.write_text("[rl]\nmax_completion_length = 6\nscale_rewards = [\"none\"]\n")
+    cfg = load_config(f, preset="quick")
+    assert cfg["rl"]["max_completion_length"] == 6 and cfg["rl"]["scale_rewards"] == ["none"]
