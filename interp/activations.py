@@ -163,6 +163,7 @@ def _provenance(hooked, tokenizer, split_hash) -> dict:
     return dict(pv, toolkit_version=interp.__version__, torch_version=torch.__version__,
                 transformers_version=transformers.__version__, split_file_hash=split_hash or "",
                 prompt_template=prompt_template_text(tokenizer), device=str(hooked.device),
+                n_layers=int(hooked.n_layers),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 

@@ -271,6 +271,11 @@ def parse_record(rec: dict, path: Path, lineno: int) -> BBQItem:
         raise _fail(path, lineno, f"label {label!r} out of range 0-2")
     if not isinstance(rec["example_id"], int) or isinstance(rec["example_id"], bool):
         raise _fail(path, lineno, f"example_id {rec['example_id']!r} is not an integer")
+    for f in ("context", "question", "ans0", "ans1", "ans2"):
+        if not isinstance(rec[f], str) or not rec[f].strip():
+            raise _fail(path, lineno, f"field {f} must be non-empty text, got {rec[f]!r}")
+    if path.stem in CATEGORIES and cat != path.stem:
+        raise _fail(path, lineno, f"a {cat} record in the {path.stem} file")
     ai = rec["answer_info"]
     try:
         info = [[str(ai[f"ans{i}"][0]), str(ai[f"ans{i}"][1])] for i in range(3)]
@@ -300,14 +305,21 @@ def parse_record(rec: dict, path: Path, lineno: int) -> BBQItem:
 
 def read_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
     """Yield (line number, record); a line that is not JSON is an error naming file and line."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _fail(path, lineno, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise _fail(path, lineno, f"malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise _fail(path, lineno, f"a record must be a JSON object, not {type(rec).__name__}")
+            yield lineno, rec
 
 
 def assign_targets(
@@ -365,6 +377,7 @@ def load_bbq(
     report = LoadReport()
     seen: dict[str, tuple[Path, int]] = {}
     for path in files:
+        n_before = len(items)
         for lineno, rec in read_jsonl(path):
             it = parse_record(rec, path, lineno)
             if it.uid in seen:
@@ -373,6 +386,8 @@ def load_bbq(
             seen[it.uid] = (path, lineno)
             items.append(it)
             report.per_category[it.category] = report.per_category.get(it.category, 0) + 1
+        if len(items) == n_before:
+            raise BBQDataError(f"{path}: no records (an empty category file; remove it or restore its data)")
     if not items:
         raise BBQDataError(f"no BBQ records in {ddir}")
     tdir = resolve_templates_dir(ddir, templates_dir) if use_templates else None
@@ -392,3 +407,15 @@ def group_by_template(items: Iterable[BBQItem]) -> dict[tuple[str, str], list[BB
     for it in items:
         out[it.template].append(it)
     return dict(out)
+
+
+def load(split: str = "dev", categories: Iterable[str] | None = None, limit: int | None = None,
+         bbq_dir: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None) -> list[BBQItem]:
+    """The items of one part of the template-disjoint split ('train', 'dev' or 'all'), from ``bbq_dir``
+    (default ``$INTERP_BBQ_DIR``, else the checksummed download's cache). ``limit`` keeps a seeded subset."""
+    from interp.split import split_items
+
+    items, _ = split_items(split, bbq_dir, split_file, categories=categories, limit=limit)
+    if not items:
+        raise BBQDataError(f"split part {split!r} with categories {categories} and limit {limit} selects no item")
+    return items

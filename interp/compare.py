@@ -300,34 +300,13 @@ def collect_acts(model, tokenizer, items, names: Sequence[str], batch_size: int 
 
 
 def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[str]:
-    """Hook names for ``layers``: 'all', an int, a string ('0,3,5', '2-6', '-1') or a list of ints."""
-    from interp.hooks import HookNameError, layer_hook_name, n_layers, parse_hook_name
+    """Hook names ``blocks.{l}.{hook}`` for a layer spec (``interp.layers``) on ``model``."""
+    from interp.hooks import n_layers, parse_hook_name
+    from interp.layers import hook_names
 
-    L = n_layers(model)
-    if layers in (None, "all"):
-        idx = list(range(L))
-    elif isinstance(layers, int):
-        idx = [layers]
-    elif isinstance(layers, str):
-        idx = []
-        try:
-            for part in (p.strip() for p in layers.split(",") if p.strip()):
-                if "-" in part[1:]:  # a range 'a-b', inclusive
-                    a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                    idx += list(range(int(a), int(b) + 1))
-                else:
-                    idx.append(int(part))
-        except ValueError:
-            raise ValueError(f"layers must be 'all' or comma-separated integers / ranges ('0,3,5', '2-6'), "
-                             f"not {layers!r}") from None
-    else:
-        idx = [int(x) for x in layers]
-    idx = [l + L if l < 0 else l for l in idx]
-    if not idx:
-        raise HookNameError("no layers selected")
-    names = list(dict.fromkeys(layer_hook_name(l, hook) for l in idx))
+    names = hook_names(layers, n_layers(model), (hook,))
     for n in names:
-        parse_hook_name(model, n)  # clear error for a layer out of range or an unknown hook
+        parse_hook_name(model, n)  # an unknown hook kind is named
     return names
 
 

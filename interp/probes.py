@@ -326,16 +326,12 @@ def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None)
 # activations in process (fallback when no activation store is given)
 
 
-def resid_hooks(model, kind: str = "hook_resid_post", layers: Sequence[int] | None = None) -> list[str]:
-    """Canonical hook names ``blocks.{l}.{kind}`` for the given layers (default: all)."""
-    from interp.hooks import layer_hook_name, n_layers
+def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
+    """Canonical hook names ``blocks.{l}.{kind}`` for a layer spec (``interp.layers``; default: all)."""
+    from interp.hooks import n_layers
+    from interp.layers import hook_names
 
-    L = n_layers(model)
-    layers = list(range(L)) if layers is None else list(layers)
-    bad = [l for l in layers if not 0 <= l < L]
-    if bad:
-        raise ValueError(f"layer(s) {bad} out of range: the model has {L} layers (0..{L - 1})")
-    return [layer_hook_name(l, kind) for l in layers]
+    return hook_names(layers, n_layers(model), (kind,))
 
 
 @torch.no_grad()
@@ -343,15 +339,19 @@ def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_s
                           shuffle_options: bool = False, seed: int = 0, progress: bool = True
                           ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """One forward pass per batch: activations at the last prompt position (left padding: position -1)
-    ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to ``evaluate_items``."""
+    ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to ``evaluate_items``.
+    ``model`` is a HF model or a backend object (``interp.backends.load_hooked``, any backend: its ``cache``
+    runs the pass)."""
     from interp.evaluate import _batches, encode_batch, letter_token_ids, render_prompts
     from interp.hooks import run_with_cache
     from interp.prompts import LETTERS, make_prompt
     from interp.score import prediction_record
 
+    hooked = hasattr(model, "cache") and hasattr(model, "backend")
+    tokenizer = tokenizer or (model.tokenizer if hooked else None)
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
+    device = model.device if hooked else next(model.parameters()).device
     letter_ids = letter_token_ids(tokenizer)
     prompted = [make_prompt(it, shuffle_options, seed) for it in items]
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -360,7 +360,10 @@ def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_s
     for chunk in _batches(prompted, batch_size):
         enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
         pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
-        logits, cache = run_with_cache(model, enc, list(names), positions=pos)
+        if hooked:
+            logits, cache = model.cache(enc, list(names), positions=pos)
+        else:
+            logits, cache = run_with_cache(model, enc, list(names), positions=pos)
         for n in names:
             acts[n].append(cache[n].float().cpu().numpy())  # [batch, d]
         ll = logits[:, -1, letter_ids].float().cpu()  # [batch, 3]
@@ -393,22 +396,22 @@ def records_from_meta(meta) -> list[dict]:
     return out
 
 
-def store_activations(path, hook: str = "hook_resid_post", layers: Sequence[int] | None = None,
+def store_activations(path, hook: str = "hook_resid_post", layers=None,
                       position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """({name: [n_items, d]}, records) from an activation store (``interp.activations``) for one hook kind;
-    stores with several positions give the one at offset ``position`` from the prompt end."""
+    """({name: [n_items, d]}, records) from an activation store (``interp.activations``) for one hook kind and a
+    layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
+    give the one at offset ``position`` from the prompt end."""
     from interp.activations import ActivationStore
+    from interp.layers import hook_names
 
     with ActivationStore(path) as st:
         names = [n for n in st.names if n.split(".", 2)[2] == hook]
-        if layers is not None:
-            want = [f"blocks.{l}.{hook}" for l in layers]
-            missing = [n for n in want if n not in names]
-            if missing:
-                raise ValueError(f"{path} lacks {missing}; it holds {st.names}")
-            names = want
         if not names:
             raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
+        stored = [int(n.split(".")[1]) for n in names]
+        n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+        if layers is not None:
+            names = hook_names(layers, n_model, (hook,), available=stored)
         names.sort(key=lambda n: int(n.split(".")[1]))
         pos = list(st.fingerprint.get("positions", [-1]))
         acts = {}

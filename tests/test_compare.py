@@ -281,11 +281,11 @@ def test_disable_adapter_gives_plain_base_activations(tiny_lm_dir, lora_adapters
 
 def test_bad_layer_and_bad_adapter(tiny_lm_dir, fixture_items, tmp_path):
     from interp.compare import compare_adapters
-    from interp.hooks import HookNameError
+    from interp.layers import LayerSpecError
     from interp.models import load_model
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
-    with pytest.raises(HookNameError, match="out of range"):
+    with pytest.raises(LayerSpecError, match="out of range"):
         compare_adapters(lm, [str(tmp_path)], fixture_items, tmp_path / "o", layers="0,7", progress=False)
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         compare_adapters(lm, [str(tmp_path)], fixture_items, tmp_path / "o", progress=False)

@@ -10,21 +10,10 @@ from interp.commands.common import data_options, load_items_from_options, model_
 
 
 def _layers(spec: str, n_layers: int) -> list[int]:
-    """'all', '3', '0,4,8', '2-5' or '-1' (last) -> layer indices."""
-    if spec == "all":
-        return list(range(n_layers))
-    import re
+    """'all', '3', '0,4,8', '2-5' or '-1' (last) -> layer indices (``interp.layers.resolve_layers``)."""
+    from interp.layers import resolve_layers
 
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            out += list(range(int(m.group(1)), int(m.group(2)) + 1))
-        else:
-            v = int(part)
-            out.append(v + n_layers if v < 0 else v)
-    return list(dict.fromkeys(out))
+    return resolve_layers(spec, n_layers)
 
 
 def _init_distributed(device: str) -> tuple[int, int, str]:

@@ -11,19 +11,10 @@ import click
 from interp.commands.common import data_options, load_items_from_options, model_options
 
 
-def parse_layers(spec: str | None) -> list[int] | None:
-    """'all'/None -> None (every layer); '3,5,7' or '2-6' -> a list."""
-    if spec in (None, "", "all"):
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
+def parse_layers(spec: str | None) -> str | None:
+    """The --layers spec as given (None for every layer): ``interp.layers.resolve_layers`` reads it once the
+    model's (or store's) layer count is known."""
+    return None if spec in (None, "", "all") else spec
 
 
 def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str, layers, store: str | None,
@@ -74,7 +65,7 @@ def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str
 @click.option("--C", "C", type=float, default=1.0, show_default=True, help="Inverse L2 strength (as sklearn).")
 @click.option("--backend", "probe_backend", type=click.Choice(["torch", "sklearn"]), default="torch",
               show_default=True)
-@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--store", type=click.Path(), default=None,
               help="Activation store from `interp cache` (default: its default path for model/adapter/split if "
