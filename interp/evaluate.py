@@ -67,6 +67,10 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     cfg = cfg or EvalConfig()
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not items:
+        raise ValueError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"
     device = next(model.parameters()).device

@@ -29,8 +29,17 @@ class LoadedModel:
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """'auto' is cuda when a GPU is visible, else cpu; a device that is not there is refused by name."""
     if device and device != "auto":
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu or auto)")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+        return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -58,6 +67,35 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+class ModelLoadError(ValueError):
+    """A model (or adapter) that is not there, is corrupt, or is not a causal LM."""
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def check_model_path(path: str) -> None:
+    """Refuse at once what cannot be a model: a path that does not exist (anything that looks like a path:
+    absolute, ./, ../, ~, or more than one '/'), a folder without config.json, or a sequence-classification
+    model where a causal LM is wanted."""
+    p = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or p.exists()
+    if looks_local and not p.exists():
+        raise ModelLoadError(f"no model at {path}: the folder does not exist")
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            raise ModelLoadError(f"{path} is not a model folder (no config.json)")
+        try:
+            archs = json.loads(cfg.read_text()).get("architectures") or []
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{cfg} is not valid JSON ({e})") from None
+        if archs and all(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs):
+            raise ModelLoadError(f"{path} is a {archs[0]}, not a causal LM (reward models go to `interp rm`)")
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -74,7 +112,10 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
     cfg_file = Path(adapter) / "adapter_config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
-    cfg = json.loads(cfg_file.read_text())
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"adapter {adapter}: adapter_config.json is not valid JSON ({e})") from None
     base = cfg.get("base_model_name_or_path")
     rec = Path(adapter) / "interp_base.json"
     if rec.exists():
@@ -176,11 +217,15 @@ def load_model(
     path = resolve_model_path(name)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    tok = load_tokenizer(path, trust_remote_code)
+    check_model_path(path)
     kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if device_map:
         kw["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    try:
+        tok = load_tokenizer(path, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except Exception as e:  # a corrupt or truncated file, an unknown architecture, no hub access
+        raise ModelLoadError(f"cannot load model {name!r} from {path}: {_first_line(e)}") from None
     attach_fingerprint(model, path)
     if not device_map:
         model = model.to(dev)
@@ -188,6 +233,9 @@ def load_model(
         from peft import PeftModel
 
         check_adapter_base(adapter, path, model)
-        model = PeftModel.from_pretrained(model, adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except Exception as e:  # a corrupt adapter file, or one for other modules
+            raise ModelLoadError(f"cannot load adapter {adapter}: {_first_line(e)}") from None
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=name, adapter=adapter)

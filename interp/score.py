@@ -55,12 +55,19 @@ def load_predictions(
     """Read a BBQ-format JSONL whose records carry ``pred_field``; returns prediction records for metrics."""
     path = Path(path)
     items, preds = [], []
+    seen: dict[str, int] = {}
     for lineno, rec in read_jsonl(path):
         if pred_field not in rec:
             raise BBQDataError(f"{path}:{lineno}: missing prediction field {pred_field!r}")
         it = parse_record(rec, path, lineno)
+        if it.uid in seen:  # counting an item twice would weight it twice in every metric
+            raise BBQDataError(f"{path}:{lineno}: {it.category} example_id {it.example_id} again (first at line "
+                               f"{seen[it.uid]})")
+        seen[it.uid] = lineno
         items.append(it)
         preds.append(rec[pred_field])
+    if not items:
+        raise BBQDataError(f"{path}: no predictions to score (the file is empty)")
     report = LoadReport(n_items=len(items))
     known = load_known_groups(Path(templates_dir)) if templates_dir else None
     assign_targets(items, known, report)

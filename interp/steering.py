@@ -19,6 +19,8 @@ pass (a pass over more than one position starts a new sequence) and later one-to
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import contextvars
 from types import SimpleNamespace
@@ -79,7 +81,10 @@ def _as_vector(direction) -> torch.Tensor:
     v = torch.as_tensor(np.asarray(direction) if not isinstance(direction, torch.Tensor) else direction)
     if v.ndim != 1:
         raise SteeringError(f"direction must be a vector [d_model], got shape {tuple(v.shape)}")
-    return v.detach().float().cpu()
+    v = v.detach().float().cpu()
+    if not bool(torch.isfinite(v).all()):
+        raise SteeringError(f"direction has {int((~torch.isfinite(v)).sum())} NaN or inf value(s); refusing to steer")
+    return v
 
 
 def steering_fn(vector: torch.Tensor, from_pos: int | None = None):
@@ -148,6 +153,8 @@ def steer(model_or_hooked, direction, layer: int, alpha: float, hook: str = "hoo
     until the returned handle is removed (or its ``with`` block ends). Works on a HF/PEFT model, a
     ``LoadedModel``, or a backend object with ``.hooks({name: fn})``."""
     v = _as_vector(direction)
+    if not math.isfinite(float(alpha)):
+        raise SteeringError(f"alpha must be a finite number, got {alpha}")
     L, d = _model_dims(model_or_hooked)
     if L is not None and not 0 <= layer < L:
         raise SteeringError(f"layer {layer} out of range: the model has {L} layers (0..{L - 1})")

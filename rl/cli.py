@@ -103,7 +103,7 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
 @click.option("--results-csv", type=click.Path(), default=None, help="Default: <out>/results_all.csv.")
 @click.option("--eval-mode", type=click.Choice(["logits", "generate"]), default="logits", show_default=True)
 @click.option("--eval-batch-size", type=int, default=16, show_default=True)
-@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--dev-limit", type=int, default=None, help="Evaluate on a seeded subset of dev.")
 @click.option("--skip-train", is_flag=True, help="Only evaluate the checkpoints already in --out.")
 def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_mode, eval_batch_size, n_boot,

@@ -84,12 +84,27 @@ class TrainConfig:
         """Raise ValueError naming the first bad setting."""
         from rl.rewards import LAMBDA_ON
 
+        import math
+
+        for name in ("lr", "lam", "beta", "temperature", "lora_dropout"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lam < 0:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (sampling), got {self.temperature}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for name in ("lora_r", "lora_alpha", "grad_accum", "batch_size", "max_completion_length", "logging_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lambda_on not in LAMBDA_ON:
             raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
         if self.num_generations < 2:

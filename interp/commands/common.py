@@ -17,10 +17,12 @@ def data_options(f):
         click.option("--split", "part", type=click.Choice(["train", "dev", "all"]), default="dev", show_default=True),
         click.option("--split-file", type=click.Path(), default=None,
                      help="Split JSON to read (or write, if absent). Default: made from --split-seed/--dev-frac."),
-        click.option("--dev-frac", type=float, default=0.2, show_default=True),
-        click.option("--split-seed", type=int, default=0, show_default=True),
+        click.option("--dev-frac", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+                     show_default=True),
+        click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--categories", type=str, default=None, help="Comma-separated categories (default: all found)."),
-        click.option("--limit", type=int, default=None, help="Keep a seeded random subset of this many items."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Keep a seeded random subset of this many items."),
     ]
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
 
@@ -33,7 +35,7 @@ def model_options(f):
         click.option("--adapter", type=click.Path(), default=None, help="PEFT adapter folder to attach."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ..."),
         click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU), float32, bfloat16."),
-        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
     ]
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
 

@@ -19,7 +19,7 @@ from interp.metrics import CLUSTERS
 @click.option("--shuffle-options/--keep-order", default=False, show_default=True,
               help="Shuffle A/B/C per item with --seed (gold and target letters follow).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Option-shuffle and bootstrap seed.")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--cluster", type=click.Choice(CLUSTERS), default="item", show_default=True,
               help="Bootstrap unit for the intervals: items, or whole templates (for claims about unseen "
                    "templates; wider).")

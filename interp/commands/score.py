@@ -13,7 +13,7 @@ import click
 @click.option("--templates-dir", type=click.Path(), default=None,
               help="BBQ template CSVs for the official target rule (default: the JSONL's stereotyped_groups, "
                    "or templates/ beside $INTERP_BBQ_DIR).")
-@click.option("--n-boot", type=int, default=0, show_default=True, help="Bootstrap resamples (0: no intervals).")
+@click.option("--n-boot", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap resamples (0: no intervals).")
 @click.option("--out", type=click.Path(), default="results/score.csv", show_default=True)
 def cmd(predictions, pred_field, templates_dir, n_boot, out):
     """Per-category accuracy and bias score (x100) for ambiguous and disambiguated contexts."""

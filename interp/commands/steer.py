@@ -38,7 +38,7 @@ def parse_alphas(spec: str) -> list[float]:
 @click.option("--backend", "hook_backend", type=click.Choice(["hf", "transformer_lens", "nnsight"]), default="hf",
               show_default=True, help="Which hooked-model backend applies the steering hook.")
 @click.option("--max-new-tokens", type=int, default=4, show_default=True)
-@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), default="results/steer/alpha_curve.csv", show_default=True)
 @click.option("--figures", "fig_dir", type=click.Path(), default=None, help="Figure folder (default figures/).")
