@@ -396,6 +396,25 @@ def records_from_meta(meta) -> list[dict]:
     return out
 
 
+def check_store_model(path, model: str, adapter: str | None = None) -> None:
+    """Refuse a store written by other weights than ``model`` (+ ``adapter``): matched by the weights
+    fingerprint and the adapter's hash, never by name."""
+    from interp.activations import ActivationStore, ForeignStoreError
+    from interp.backends import adapter_hash
+    from interp.models import fingerprint, resolve_model_path
+
+    with ActivationStore(path) as st:
+        fp = dict(st.fingerprint)
+    want = fingerprint(resolve_model_path(model))
+    if fp.get("weights_hash") and fp["weights_hash"] != want:
+        raise ForeignStoreError(f"{path} was written by a model with weights {fp['weights_hash']} ({fp.get('model')}), "
+                                f"not {model} ({want}); pass the --model that wrote it")
+    stored = (fp.get("adapter_hash") or None) if fp.get("adapter_enabled", True) else None
+    if stored != (adapter_hash(adapter) if adapter else None):
+        raise ForeignStoreError(f"{path} was written with adapter {fp.get('adapter') or 'none'}, not "
+                                f"{adapter or 'none'}")
+
+
 def store_activations(path, hook: str = "hook_resid_post", layers=None,
                       position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
     """({name: [n_items, d]}, records) from an activation store (``interp.activations``) for one hook kind and a

@@ -245,3 +245,32 @@ def test_torchrun_two_cpu_ranks_give_one_virtual_file(tmp_path, tiny_lm_dir, fix
             assert s.n_items == 64 and s.attrs["world_size"] == 2
     finally:
         os.chdir(cwd)
+
+
+def test_probe_and_directions_refuse_another_models_store(tmp_path, tiny_lm_dir, fixture_bbq_dir):
+    """A store is matched to --model by the weights fingerprint: the same store is read for its own model and
+    refused, with a named error, for a model whose last layer differs; -1 selects the stored last layer."""
+    import shutil
+
+    from click.testing import CliRunner
+    from safetensors.torch import load_file, save_file
+
+    from interp.cli import main
+
+    store = tmp_path / "s.h5"
+    data = ["--bbq-dir", str(fixture_bbq_dir), "--split", "all", "--device", "cpu", "--dtype", "float32"]
+    # shuffled options: the random model's favourite letter then lands on every answer kind
+    r = CliRunner().invoke(main, ["cache", "--model", str(tiny_lm_dir), *data, "--shuffle-options", "--out",
+                                  str(store)])
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other"
+    shutil.copytree(tiny_lm_dir, other)
+    sd = load_file(str(other / "model.safetensors"))
+    last = sorted(k for k in sd if ".layers." in k)[-1]
+    save_file({**sd, last: sd[last] + 1e-3}, str(other / "model.safetensors"), metadata={"format": "pt"})
+    for cmd in (["probe", "--n-boot", "20", "--target", "abstain"], ["directions", "--out", str(tmp_path / "d.st")]):
+        ok = CliRunner().invoke(main, [*cmd, "--model", str(tiny_lm_dir), *data, "--store", str(store),
+                                       "--layers", "-1"])
+        assert ok.exit_code == 0, ok.output
+        bad = CliRunner().invoke(main, [*cmd, "--model", str(other), *data, "--store", str(store)])
+        assert bad.exit_code == 1 and "ForeignStoreError" in bad.output and "Traceback" not in bad.output, bad.output

@@ -30,8 +30,9 @@ def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str
             click.echo(f"reading activations from {cand} (pass --store '' to compute them in process)")
             store = str(cand)
     if store:
-        from interp.probes import store_activations
+        from interp.probes import check_store_model, store_activations
 
+        check_store_model(store, model, adapter)
         try:
             acts, recs = store_activations(store, hook, layers)
         except (ValueError, KeyError) as e:
