@@ -4,7 +4,7 @@ whether the planted lean is learned (train templates) and transfers (template-di
     python analyses/organism_recipe.py --variant base --variant p1:p=1.0 --variant qd:question_dropout=0.3 \\
         --seeds 0,1,2 --jobs 2 --out runs/organism_recipe.jsonl
 
-A variant is ``name[:key=value,...]``; keys are fields of ``interp.organism.TrainConfig`` or ``Plant``
+A variant is ``name[:key=value,...]``; keys are fields of ``interp.organisms.causal_lm.TrainConfig`` or ``Plant``
 (applied to the small variant's defaults, or the full one's with ``--full``). Each finished build appends one
 JSON line: the dev metrics from plant.json, the metrics on ``--n-train`` train-template items, and the dev
 target-pick rate among ambiguous commits by question polarity (a lean that reads polarity picks the target
@@ -25,7 +25,7 @@ from pathlib import Path
 
 def parse_variant(spec: str) -> tuple[str, dict, dict]:
     """'name:k=v,k=v' -> (name, TrainConfig overrides, Plant overrides), values parsed as JSON when possible."""
-    from interp.organism import Plant, TrainConfig
+    from interp.organisms.causal_lm import Plant, TrainConfig
 
     name, _, rest = spec.partition(":")
     cfg_keys = {f.name for f in fields(TrainConfig)}
@@ -62,7 +62,7 @@ def run_one(name: str, cfg_over: dict, plant_over: dict, seed: int, full: bool, 
             workdir: str) -> dict:
     import torch
 
-    from interp.organism import FULL_CONFIG, SMALL_CONFIG, SMALL_PLANT, Plant, build_organism
+    from interp.organisms.causal_lm import FULL_CONFIG, SMALL_CONFIG, SMALL_PLANT, Plant, build_organism
 
     torch.set_num_threads(threads)
     cfg = replace(FULL_CONFIG if full else SMALL_CONFIG, threads=threads, **cfg_over)
@@ -86,11 +86,11 @@ def _pick(row: dict) -> dict:
 def measure_dir(path: Path, n_train: int = 800) -> dict:
     """Metrics of a built organism: dev (as recorded in plant.json), ``n_train`` train-template items, and the
     target-pick rates on both, on the organism's categories of the split it was built on."""
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.metrics import summarize
-    from interp.models import load_model
-    from interp.organism import _subset
-    from interp.split import split_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.eval.metrics import summarize
+    from interp.models.loading import load_model
+    from interp.organisms.causal_lm import _subset
+    from interp.data.split import split_items
 
     rec = json.loads((Path(path) / "plant.json").read_text())
     lm = load_model(str(path), device="cpu", dtype="float32")

@@ -33,13 +33,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from interp.activations import default_store_path
-    from interp.directions import compute_directions, plot_cosines
+    from interp.store.activations import default_store_path
+    from interp.methods.directions import compute_directions, plot_cosines
     from interp.figures import figures_dir
-    from interp.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position, plot_probe_accuracy,
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position, plot_probe_accuracy,
                                probe_sweep, resid_hooks, stereotype_labels, store_activations, template_groups)
-    from interp.score import write_csv
-    from interp.split import split_items
+    from interp.eval.score import write_csv
+    from interp.data.split import split_items
 
     out, figs = Path(args.out), figures_dir(args.figures)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def main() -> None:
         print(f"activations from {store}")
         acts, recs = store_activations(store)
     else:
-        from interp.models import load_model
+        from interp.models.loading import load_model
 
         lm = load_model(args.model, adapter=args.adapter, device=args.device)
         acts, recs = collect_last_position(lm.model, lm.tokenizer, items, resid_hooks(lm.model),

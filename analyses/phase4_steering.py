@@ -3,7 +3,7 @@
     python analyses/phase4_steering.py [--model organism] [--directions results/phase3/directions.safetensors]
         [--layer L (default: Phase 3's best stereotype-probe layer)] [--alphas -8,-4,0,4,8] [--units sigma]
 
-Evaluates the dev split at each alpha for both directions (``interp.steering.alpha_curve``), writes one CSV,
+Evaluates the dev split at each alpha for both directions (``interp.methods.steering.alpha_curve``), writes one CSV,
 the alpha-curve figure (raw vs orthogonalized) and the s_AMB frontier figure (coverage term 1 - acc_ambig vs
 conditional term amb_commit_bias across alphas)."""
 
@@ -34,13 +34,13 @@ def main() -> None:
     ap.add_argument("--figures", default=None)
     args = ap.parse_args()
 
-    from interp.directions import load_directions
-    from interp.evaluate import EvalConfig
+    from interp.methods.directions import load_directions
+    from interp.eval.evaluate import EvalConfig
     from interp.figures import figures_dir
-    from interp.models import load_model
-    from interp.score import write_csv
-    from interp.split import split_items
-    from interp.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
+    from interp.models.loading import load_model
+    from interp.eval.score import write_csv
+    from interp.data.split import split_items
+    from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
 
     out, figs = Path(args.out), figures_dir(args.figures)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ and peak RSS of cache_split for 1x and 4x the items (separate processes). Goals:
     python benchmarks/bench_cache.py --model random-3B --dtype bfloat16 --device cuda --n 256 --batch-size 32
 
 ``random-*`` models are random weights of a real config (no hub): ``random-organism`` the organism's
-architecture (interp.organism.TrainConfig), ``random-0.5B`` / ``random-3B`` Qwen2.5-0.5B / Qwen2.5-3B-Instruct
-(interp.tiny.qwen2_config), with a tokenizer trained on the prompts. Both sides of each ratio use the same
+architecture (interp.organisms.causal_lm.TrainConfig), ``random-0.5B`` / ``random-3B`` Qwen2.5-0.5B / Qwen2.5-3B-Instruct
+(interp.organisms.tiny.qwen2_config), with a tokenizer trained on the prompts. Both sides of each ratio use the same
 items, batch size, tokenization and model copy, and are timed alternately (best of --repeats). The cache side
 includes everything `interp cache` does per batch: activations of every layer's resid_post at the last prompt
 token, letter logits, predictions, HDF5 writes (float16, gzip) and flushes.
@@ -32,12 +32,12 @@ import torch
 
 def load_items(n: int):
     """BBQ dev items from $INTERP_BBQ_DIR (or ../shared), else the test fixture, cycled up to n."""
-    from interp.bbq import load_bbq
+    from interp.data.bbq import load_bbq
 
     root = Path(__file__).resolve().parent.parent
     for d in (os.environ.get("INTERP_BBQ_DIR"), root.parent / "shared/data/bbq/data"):
         if d and Path(d).is_dir():
-            from interp.split import split_items
+            from interp.data.split import split_items
 
             items, _ = split_items("dev", str(d), limit=n)
             return items
@@ -53,15 +53,15 @@ def materialize(model: str, dtype: str, folder: Path) -> str:
         return str(folder)
     from transformers import Qwen2ForCausalLM
 
-    from interp.models import pick_dtype
-    from interp.prompts import make_prompt
-    from interp.tiny import build_causal_lm, qwen2_config, train_tokenizer
+    from interp.models.loading import pick_dtype
+    from interp.data.prompts import make_prompt
+    from interp.organisms.tiny import build_causal_lm, qwen2_config, train_tokenizer
 
     tok = train_tokenizer([make_prompt(it).user_text for it in load_items(400)], vocab_size=2048)
     kind = model[len("random-"):]
     torch.manual_seed(0)
     if kind == "organism":
-        from interp.organism import TrainConfig
+        from interp.organisms.causal_lm import TrainConfig
 
         c = TrainConfig()
         m = build_causal_lm(tok, seed=0, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
@@ -81,8 +81,8 @@ def materialize(model: str, dtype: str, folder: Path) -> str:
 
 def plain_forward(model, tok, items, batch_size: int) -> float:
     """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True) -> last-token states on CPU."""
-    from interp.evaluate import encode_batch, render_prompts
-    from interp.prompts import make_prompt
+    from interp.eval.evaluate import encode_batch, render_prompts
+    from interp.data.prompts import make_prompt
 
     dev = model.get_input_embeddings().weight.device
     t0 = time.perf_counter()
@@ -102,8 +102,8 @@ def current_rss_mib() -> float:
 
 
 def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None, compression: str | None = "gzip") -> float:
-    from interp.activations import cache_split
-    from interp.backends import expand_names
+    from interp.store.activations import cache_split
+    from interp.models.backends import expand_names
 
     names = expand_names(["hook_resid_post"], "all", hooked.n_layers)
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None, compress
 
 def rss_child(args) -> None:
     """Run cache_split on n items in this process and print peak RSS (MiB) as JSON."""
-    from interp.backends import load_hooked
+    from interp.models.backends import load_hooked
 
     items = load_items(args.n)
     h = load_hooked(args.path, backend=args.backends, device=args.device, dtype=args.dtype)
@@ -150,7 +150,7 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args)
 
-    from interp.backends import load_hooked
+    from interp.models.backends import load_hooked
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cache_"))
     path = materialize(args.model, args.dtype, work / args.model)

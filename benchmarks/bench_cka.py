@@ -1,4 +1,4 @@
-"""Speed and accuracy of ``interp.compare.linear_cka`` against the textbook formula in the same run.
+"""Speed and accuracy of ``interp.methods.compare.linear_cka`` against the textbook formula in the same run.
 
 Baseline: CKA = <HKH, HLH>_F / (||HKH||_F ||HLH||_F) with the n x n centering matrix H (float64), the
 formula as written in Kornblith et al. 2019. ``linear_cka`` centers columns once and picks the Gram (n < d)
@@ -45,7 +45,7 @@ def main() -> None:
 
     from threadpoolctl import threadpool_limits
 
-    from interp.compare import linear_cka
+    from interp.methods.compare import linear_cka
 
     rng = np.random.default_rng(a.seed)
     print(f"{'n':>6} {'d':>6} {'reference_s':>12} {'linear_cka_s':>13} {'speedup':>8} {'abs_diff':>10}")

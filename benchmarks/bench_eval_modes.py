@@ -21,9 +21,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.models import load_model
-    from interp.split import split_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.loading import load_model
+    from interp.data.split import split_items
 
     items, _ = split_items("dev", limit=args.n)
     lm = load_model(args.model, device="auto")

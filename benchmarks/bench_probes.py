@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from interp.probes import ProbeConfig, probe_sweep, stereotype_labels, store_activations, template_groups
+    from interp.methods.probes import ProbeConfig, probe_sweep, stereotype_labels, store_activations, template_groups
 
     if args.store:
         acts, recs = store_activations(args.store)

@@ -22,22 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _model_and_items(args):
-    from interp.bbq import load_bbq
+    from interp.data.bbq import load_bbq
 
     if args.model:
         import tempfile
 
         from bench_cache import materialize
 
-        from interp.models import load_model
-        from interp.split import split_items
+        from interp.models.loading import load_model
+        from interp.data.split import split_items
 
         path = materialize(args.model, args.dtype, Path(args.workdir or tempfile.mkdtemp(prefix="bench_steer_")))
         lm = load_model(path, device=args.device, dtype=args.dtype)
         items, _ = split_items("dev", limit=args.n)
         return lm.model, lm.tokenizer, items
-    from interp.prompts import make_prompt
-    from interp.tiny import build_causal_lm, train_tokenizer
+    from interp.data.prompts import make_prompt
+    from interp.organisms.tiny import build_causal_lm, train_tokenizer
 
     items, _ = load_bbq(ROOT / "tests" / "fixtures" / "bbq" / "data")
     tok = train_tokenizer([make_prompt(it).user_text for it in items] * 4, vocab_size=400)
@@ -61,8 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.steering import steer
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.methods.steering import steer
 
     model, tok, items = _model_and_items(args)
     d = model.config.hidden_size

@@ -4,7 +4,7 @@ The notebook API::
 
     import interp
     lm = interp.load("organism")
-    dev = interp.bbq.load(split="dev")
+    dev = interp.data.bbq.load(split="dev")
     acts = interp.collect(lm, dev, layers="all")             # or interp.ActivationStore(path)
     sweep = interp.probe_layers(acts, label="stereotype")     # .table .best .plot()
     d = interp.diff_means(acts, "stereotype_orth", layer=sweep.best)
@@ -13,8 +13,8 @@ The notebook API::
 
 __version__ = "0.1.0"
 
-from interp import bbq  # noqa: E402
-from interp.activations import ActivationStore  # noqa: E402
+from interp.data import bbq  # noqa: E402
+from interp.store.activations import ActivationStore  # noqa: E402
 from interp.api import (  # noqa: E402
     Activations,
     AlphaCurve,
@@ -29,7 +29,7 @@ from interp.api import (  # noqa: E402
     load,
     probe_layers,
 )
-from interp.directions import Direction  # noqa: E402
+from interp.methods.directions import Direction  # noqa: E402
 from interp.rm.evaluate import DebiasConfig, DebiasResult, run_debias  # noqa: E402
 from interp.rm.intervention import NeuronIntervention  # noqa: E402
 

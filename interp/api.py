@@ -1,8 +1,8 @@
 """The notebook API: load a model, collect activations, sweep probes, build a direction, steer, compare an
 adapter with its base, and evaluate on BBQ, each returning a typed result that carries its table and a plot.
 
-Every function here composes the library's own pieces (``interp.backends``, ``interp.probes``,
-``interp.directions``, ``interp.steering``, ``interp.compare``, ``interp.evaluate``); the CLI and the main job
+Every function here composes the library's own pieces (``interp.models.backends``, ``interp.methods.probes``,
+``interp.methods.directions``, ``interp.methods.steering``, ``interp.methods.compare``, ``interp.eval.evaluate``); the CLI and the main job
 call the same pieces.
 """
 
@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from interp.bbq import BBQItem
-from interp.directions import Direction
+from interp.data.bbq import BBQItem
+from interp.methods.directions import Direction
 
-LABELS = ("stereotype", "abstain")  # what a probe can be asked to read (interp.probes' label functions)
+LABELS = ("stereotype", "abstain")  # what a probe can be asked to read (interp.methods.probes' label functions)
 DIRECTIONS = ("stereotype", "abstention", "stereotype_orth")
 
 
@@ -33,10 +33,10 @@ def _plt():
 
 def load(name: str = "organism", adapter: str | os.PathLike | None = None, backend: str = "hf",
          device: str | None = "auto", dtype: str | None = "auto"):
-    """A causal LM with TransformerLens-named hooks (``interp.backends.Hooked``): a hub id, a local folder or a
+    """A causal LM with TransformerLens-named hooks (``interp.models.backends.Hooked``): a hub id, a local folder or a
     shipped organism (``organism``, ``organism-small``, ``organism-small-control``), optionally with a PEFT
     adapter on the same weight copy (switch it with ``.adapter_enabled(False)``)."""
-    from interp.backends import load_hooked
+    from interp.models.backends import load_hooked
 
     return load_hooked(name, adapter=str(adapter) if adapter else None, backend=backend, device=device, dtype=dtype)
 
@@ -65,8 +65,8 @@ class Activations:
 
 def _as_activations(acts, hook: str = "hook_resid_post") -> Activations:
     """An Activations from itself, an ``ActivationStore`` or a store's path."""
-    from interp.activations import ActivationStore
-    from interp.probes import store_activations
+    from interp.store.activations import ActivationStore
+    from interp.methods.probes import store_activations
 
     if isinstance(acts, Activations):
         return acts
@@ -85,7 +85,7 @@ def collect(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
     list. For a large model or many items, write a store instead (``interp cache``; read it with
     ``ActivationStore``)."""
     from interp.layers import resolve_layers
-    from interp.probes import collect_last_position
+    from interp.methods.probes import collect_last_position
 
     items = _nonempty(items)
     names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
@@ -120,19 +120,19 @@ class ProbeSweep:
 
     @property
     def best(self) -> int:
-        from interp.probes import best_layer
+        from interp.methods.probes import best_layer
 
         return int(best_layer(self.rows)["layer"])
 
     @property
     def best_row(self) -> dict:
-        from interp.probes import best_layer
+        from interp.methods.probes import best_layer
 
         return dict(best_layer(self.rows))
 
     def plot(self, path: str | os.PathLike | None = None):
         """The accuracy-by-layer figure; saved to ``path`` when given, returned as a matplotlib Figure."""
-        from interp.probes import plot_probe_accuracy
+        from interp.methods.probes import plot_probe_accuracy
 
         return _figure(lambda p: plot_probe_accuracy(self.rows, p, title=f"{self.label} probe by layer"), path)
 
@@ -151,7 +151,7 @@ def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_spli
     """Probe every layer of ``acts`` (Activations, an ActivationStore or its path) for ``label``: 'stereotype'
     (did the model pick the biased answer, among its commits) or 'abstain' (did it answer Unknown), with folds
     grouped by template so no template is in both train and test."""
-    from interp.probes import ProbeConfig, abstain_labels, probe_sweep, stereotype_labels, template_groups
+    from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, stereotype_labels, template_groups
 
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
@@ -172,7 +172,7 @@ def diff_means(acts, name: str = "stereotype", layer: int = -1, condition: str =
     """A difference-of-means direction at one layer: 'stereotype' (biased minus anti-biased commits),
     'abstention' (Unknown minus committed) or 'stereotype_orth' (stereotype with its abstention component
     removed). The Direction carries its layer and hook, so steering needs nothing else."""
-    from interp.directions import compute_directions
+    from interp.methods.directions import compute_directions
     from interp.layers import resolve_layers
 
     if name not in DIRECTIONS:
@@ -199,7 +199,7 @@ class AlphaCurve:
 
     def plot(self, path: str | os.PathLike | None = None):
         """The four-panel alpha-curve figure (accuracies, abstention, s_AMB, amb_commit_bias)."""
-        from interp.steering import plot_alpha_curves
+        from interp.methods.steering import plot_alpha_curves
 
         return _figure(lambda p: plot_alpha_curves({self.direction.name: self.rows}, p,
                                                    title=f"steering along {self.direction.name} at "
@@ -211,9 +211,9 @@ def alpha_curve(lm, items: Sequence[BBQItem], direction: Direction, alphas: Sequ
                 progress: bool = True) -> AlphaCurve:
     """Evaluate ``items`` with ``alpha * direction`` added at the direction's own hook, for each alpha.
     ``units``: 'sigma' (alpha in standard deviations of the activations along it), 'unit' or 'raw'."""
-    from interp.evaluate import EvalConfig
-    from interp.steering import alpha_curve as _curve
-    from interp.steering import direction_vector
+    from interp.eval.evaluate import EvalConfig
+    from interp.methods.steering import alpha_curve as _curve
+    from interp.methods.steering import direction_vector
 
     items = _nonempty(items)
     kind = direction.hook.split(".", 2)[2]
@@ -240,7 +240,7 @@ class Comparison:
         return pd.DataFrame(self.rows)
 
     def plot(self, path: str | os.PathLike | None = None):
-        from interp.compare import plot_compare
+        from interp.methods.compare import plot_compare
 
         return _figure(lambda p: plot_compare(self.table, p), path)
 
@@ -249,7 +249,7 @@ def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
             batch_size: int = 16, seed: int = 0, progress: bool = True) -> Comparison:
     """Compare a model loaded with an adapter (``load(name, adapter=...)``) against its own base: one weight
     copy, read once with the adapter disabled and once enabled. The model is left as it came."""
-    from interp.compare import collect_acts, compare_acts
+    from interp.methods.compare import collect_acts, compare_acts
     from interp.layers import resolve_layers
 
     if getattr(lm, "adapter", None) is None:
@@ -316,9 +316,9 @@ def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size:
                  seed: int = 0, cluster: str = "item", progress: bool = True) -> EvalResult:
     """Answer every item with one letter (``logits``: the A/B/C logits at the answer position; ``generate``:
     greedy decoding, parsed) and score it as the official BBQ analysis does."""
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.metrics import summarize
-    from interp.steering import eval_model
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.eval.metrics import summarize
+    from interp.methods.steering import eval_model
 
     items = _nonempty(items)
     model, tok = eval_model(lm)

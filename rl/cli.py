@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from interp.clierrors import FriendlyErrors
+from interp.cli.errors import FriendlyErrors
 
 
 def _data_options(f):
@@ -109,7 +109,7 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
 def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_mode, eval_batch_size, n_boot,
               dev_limit, skip_train, **kw):
     """Train lambda in --lams (and the low-lr control), evaluate base + every checkpoint on dev."""
-    from interp.metrics import format_table
+    from interp.eval.metrics import format_table
     from rl.sweep import sweep
 
     floats = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from interp.bbq import BBQItem
-from interp.prompts import make_prompt
+from interp.data.bbq import BBQItem
+from interp.data.prompts import make_prompt
 
 # Columns every row carries besides "prompt"; TRL passes them to reward functions as keyword arguments.
 REWARD_COLUMNS = ("gold_letter", "biased_letter", "unknown_letter", "context_condition")
@@ -32,7 +32,7 @@ def item_row(item: BBQItem, conversational: bool = True, shuffle: bool = False, 
 
 def build_dataset(items: Sequence[BBQItem], conversational: bool = True, shuffle: bool = False, seed: int = 0):
     """A ``datasets.Dataset`` of ``item_row`` rows for ``GRPOTrainer`` (conversational prompts get the
-    tokenizer's chat template applied by TRL, exactly as ``interp.prompts.apply_chat`` renders them)."""
+    tokenizer's chat template applied by TRL, exactly as ``interp.data.prompts.apply_chat`` renders them)."""
     from datasets import Dataset
 
     if not items:
@@ -51,7 +51,7 @@ def load_train_items(
     part: str = "train",
 ):
     """Items of the template-disjoint train split (or ``part``) and the split itself."""
-    from interp.split import split_items
+    from interp.data.split import split_items
 
     return split_items(part, bbq_dir, split_file, dev_frac, split_seed,
                        list(categories) if categories else None, limit, templates_dir)

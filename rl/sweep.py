@@ -1,6 +1,6 @@
 """The lambda sweep: train one GRPO run per (lambda, lr) plus the low-lr negative control, then evaluate the
-base model and every checkpoint on the dev split in process (``interp.evaluate.evaluate_items`` and
-``interp.metrics.summarize``, what ``interp eval`` runs) and append the rows to ``results_all.csv``."""
+base model and every checkpoint on the dev split in process (``interp.eval.evaluate.evaluate_items`` and
+``interp.eval.metrics.summarize``, what ``interp eval`` runs) and append the rows to ``results_all.csv``."""
 
 from __future__ import annotations
 
@@ -69,9 +69,9 @@ def evaluate_model(
 ) -> list[dict]:
     """Evaluate the base model or base + adapter on items, as ``interp eval`` does; return summary rows
     (overall first, then per category). With ``out_dir``, also write predictions and summaries there."""
-    from interp.evaluate import EvalConfig, evaluate_items, write_results
-    from interp.metrics import summarize
-    from interp.models import load_model
+    from interp.eval.evaluate import EvalConfig, evaluate_items, write_results
+    from interp.eval.metrics import summarize
+    from interp.models.loading import load_model
 
     lm = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
     recs = evaluate_items(lm.model, lm.tokenizer, items,
@@ -147,7 +147,7 @@ def eval_rows(summary: Sequence[dict], **ids) -> list[dict]:
 
 
 def _check_disjoint(train_items: Sequence, dev_items: Sequence) -> None:
-    from interp.split import SplitLeakageError
+    from interp.data.split import SplitLeakageError
 
     shared = {it.template for it in train_items} & {it.template for it in dev_items}
     if shared:
@@ -186,7 +186,7 @@ def sweep(
     """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards)`` into ``out_dir/<run>/``
     (resuming what a kill left), then evaluate the base and each checkpoint on dev and append to ``results_csv``
     (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Returns the table."""
-    from interp.split import split_items
+    from interp.data.split import split_items
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def sweep(
                             **train_kw)
 
     # 2. evaluate base and every checkpoint on dev
-    from interp.models import fingerprint, resolve_model_path
+    from interp.models.loading import fingerprint, resolve_model_path
 
     df = read_results(results_csv)
     base_fp = fingerprint(resolve_model_path(model))

@@ -4,7 +4,7 @@ Every ``save_steps`` steps (and at the last step) the trainer writes ``<out_dir>
 adapter (``adapter_config.json`` + ``adapter_model.safetensors``, loadable with ``PeftModel.from_pretrained``),
 the tokenizer, the optimizer/scheduler/RNG state TRL needs to resume, and, from our callback,
 ``run_config.json`` (this run's settings) and ``interp_base.json`` (the base weights hash that
-``interp.models.check_adapter_base`` checks). ``run_config.json`` is written last, so a checkpoint without it
+``interp.models.loading.check_adapter_base`` checks). ``run_config.json`` is written last, so a checkpoint without it
 was cut off mid-save and is ignored on resume.
 """
 
@@ -178,7 +178,7 @@ def items_hash(items) -> str:
 def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
     """Refuse to resume a run whose saved settings, base weights (by fingerprint, read from the files without
     loading the model) or training items differ from these."""
-    from interp.models import fingerprint, resolve_model_path
+    from interp.models.loading import fingerprint, resolve_model_path
 
     f = out_dir / RUN_CONFIG
     if not f.exists():
@@ -232,7 +232,7 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
 
 
 def _resolve_device(device: str):
-    from interp.models import pick_device
+    from interp.models.loading import pick_device
 
     return pick_device(device)
 
@@ -244,7 +244,7 @@ def build_trainer(cfg: TrainConfig, items=None):
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from interp.models import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path, weights_hash
+    from interp.models.loading import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path, weights_hash
     from rl.data import build_dataset, load_train_items
     from rl.rewards import make_reward
 

@@ -38,7 +38,7 @@ def fixture_bbq_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_items():
-    from interp.bbq import load_bbq
+    from interp.data.bbq import load_bbq
 
     items, _ = load_bbq(FIXTURE_BBQ)
     return items
@@ -46,8 +46,8 @@ def fixture_items():
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(fixture_items):
-    from interp.prompts import make_prompt
-    from interp.tiny import train_tokenizer
+    from interp.data.prompts import make_prompt
+    from interp.organisms.tiny import train_tokenizer
 
     texts = [make_prompt(it).user_text for it in fixture_items]
     return train_tokenizer(texts * 4, vocab_size=400)
@@ -56,7 +56,7 @@ def tiny_tokenizer(fixture_items):
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A saved tiny random Qwen2ForCausalLM + tokenizer folder, loadable with from_pretrained."""
-    from interp.tiny import build_causal_lm
+    from interp.organisms.tiny import build_causal_lm
 
     d = tmp_path_factory.mktemp("tiny_lm")
     model = build_causal_lm(tiny_tokenizer, seed=0)
@@ -68,6 +68,6 @@ def tiny_lm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 @pytest.fixture()
 def tiny_lm(tiny_lm_dir):
     """A fresh copy of the tiny model for each test (tests may hook or modify it)."""
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     return load_model(str(tiny_lm_dir), device="cpu", dtype="float32")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from interp.activations import (ActivationStore, CorruptStoreError, ForeignStoreError, IncompleteStoreError,
+from interp.store.activations import (ActivationStore, CorruptStoreError, ForeignStoreError, IncompleteStoreError,
                                 cache_split, stores_equal)
-from interp.backends import expand_names, load_hooked
-from interp.evaluate import encode_batch, render_prompts
-from interp.prompts import make_prompt
+from interp.models.backends import expand_names, load_hooked
+from interp.eval.evaluate import encode_batch, render_prompts
+from interp.data.prompts import make_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["hook_resid_post", "mlp.hook_post"]
@@ -46,7 +46,7 @@ class Crash(Exception):
 
 
 def test_contents_match_direct_forward_and_eval(reference_store, hooked, fixture_items, names):
-    from interp.evaluate import EvalConfig, evaluate_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
 
     with ActivationStore(reference_store) as s:
         assert s.complete and s.n_items == 64 and s.names == names
@@ -137,9 +137,9 @@ def test_kill_9_then_rerun(tmp_path, tiny_lm_dir, reference_store, hooked, fixtu
     script = textwrap.dedent(f"""
         import sys, time, torch
         torch.set_num_threads({torch.get_num_threads()})  # as here: bit-identical floats
-        from interp.activations import cache_split
-        from interp.backends import load_hooked
-        from interp.bbq import load_bbq
+        from interp.store.activations import cache_split
+        from interp.models.backends import load_hooked
+        from interp.data.bbq import load_bbq
         items, _ = load_bbq({str(ROOT / 'tests/fixtures/bbq/data')!r})
         h = load_hooked({str(tiny_lm_dir)!r}, backend="hf", device="cpu", dtype="float32")
         def tick(k):

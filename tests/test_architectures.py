@@ -1,4 +1,4 @@
-"""The per-architecture hook table (``interp.hooks.ARCH_HOOKS``) on tiny random models of each layout, built
+"""The per-architecture hook table (``interp.models.hooks.ARCH_HOOKS``) on tiny random models of each layout, built
 from config classes in code (no hub, no tokenizer: random input_ids). Ground truth is independent of the
 table: HF ``output_hidden_states``, forward hooks on the module that really is the MLP's output projection,
 the residual sums, and the other backend."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp import hooks as hc
-from interp.hooks import HookNameError
+from interp.models import hooks as hc
+from interp.models.hooks import HookNameError
 
 torch.set_num_threads(1)
 
@@ -46,7 +46,7 @@ def _config(arch: str):
 
 
 # arch -> (layout, layer list path, output projection inside a layer, LoRA targets): written out by hand,
-# independently of interp.hooks, as the ground truth.
+# independently of interp.models.hooks, as the ground truth.
 ARCHS = {
     "gpt2": ("gpt2", "transformer.h", "mlp.c_proj", ["c_attn", "c_fc", "c_proj"]),
     "gpt_neox": ("gpt_neox.parallel", "gpt_neox.layers", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
@@ -129,7 +129,7 @@ def _out_proj_inputs(model: torch.nn.Module, layers_path: str, proj: str, enc) -
 
 def _hooked(model: torch.nn.Module, backend: str, tok=None):
     """Wrap an in-memory model as ``load_hooked`` does (hf or nnsight; nnsight's pipeline wants a tokenizer)."""
-    from interp.backends import HFHooked, NNsightHooked
+    from interp.models.backends import HFHooked, NNsightHooked
 
     cfg = model.config
     info = dict(model=model, tokenizer=tok, name=cfg.model_type, adapter=None, backend=backend,
@@ -339,7 +339,7 @@ def test_post_norm_opt_refuses_norm_hooks():
 # ---- load_hooked from disk -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["gpt2", "opt", "falcon"])
 def test_load_hooked_from_folder(tmp_path, tiny_tokenizer, arch):
-    from interp.backends import load_hooked
+    from interp.models.backends import load_hooked
 
     m = _build(arch)
     m.save_pretrained(tmp_path)

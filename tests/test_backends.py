@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from interp.backends import BACKENDS, RemoteUnavailable, load_hooked
-from interp.evaluate import encode_batch, render_prompts
-from interp.hooks import HookNameError
-from interp.prompts import make_prompt
+from interp.models.backends import BACKENDS, RemoteUnavailable, load_hooked
+from interp.eval.evaluate import encode_batch, render_prompts
+from interp.models.hooks import HookNameError
+from interp.data.prompts import make_prompt
 
 L = 2  # tiny_lm_dir has 2 layers
 
@@ -16,7 +16,7 @@ def lora_dir(tmp_path_factory, tiny_lm_dir):
     """A LoRA adapter on the tiny model whose B matrices are random, so it really changes the outputs."""
     from peft import LoraConfig, get_peft_model
 
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     pm = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
@@ -51,7 +51,7 @@ def get_hooked(tiny_lm_dir, lora_dir, hooked_cache):
 @pytest.fixture(scope="session")
 def reference(tiny_lm_dir, lora_dir):
     """Plain HF models to compare against (compared at real tokens: pad slots differ between attention kernels)."""
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     out = {}
     for with_adapter in (False, True):

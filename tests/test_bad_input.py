@@ -119,7 +119,7 @@ def test_steering_refuses_nan_and_inf(tiny_lm, vec, alpha, match):
     """A NaN direction or alpha would give NaN logits that logits mode scores as 'A'."""
     import torch
 
-    from interp.steering import SteeringError, steer
+    from interp.methods.steering import SteeringError, steer
 
     d = tiny_lm.model.config.hidden_size
     v = torch.ones(d)

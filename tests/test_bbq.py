@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from interp.bbq import BBQDataError, derive_target_loc, load_bbq
+from interp.data.bbq import BBQDataError, derive_target_loc, load_bbq
 
 
 def test_official_counts_and_targets(bbq_dir):
@@ -124,7 +124,7 @@ def test_cli_input_errors_are_one_line(fixture_bbq_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from interp.cli import main
-    from interp.clierrors import raised_by_us
+    from interp.cli.errors import raised_by_us
     from rl.cli import main as rl_main
 
     monkeypatch.delenv("INTERP_DEBUG", raising=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.compare import (
+from interp.methods.compare import (
     CSV_COLUMNS,
     ModelActs,
     compare_acts,
@@ -220,8 +220,8 @@ def lora_adapters(tiny_lm_dir, tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def compared(tiny_lm_dir, lora_adapters, fixture_items, tmp_path_factory):
-    from interp.compare import compare_adapters
-    from interp.models import load_model
+    from interp.methods.compare import compare_adapters
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     out = tmp_path_factory.mktemp("compare")
@@ -261,8 +261,8 @@ def test_cka_falls_with_perturbation_size(compared):
 
 
 def test_disable_adapter_gives_plain_base_activations(tiny_lm_dir, lora_adapters, fixture_items):
-    from interp.compare import attach_adapters, collect_acts
-    from interp.models import load_model
+    from interp.methods.compare import attach_adapters, collect_acts
+    from interp.models.loading import load_model
 
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     items = fixture_items[:8]
@@ -280,9 +280,9 @@ def test_disable_adapter_gives_plain_base_activations(tiny_lm_dir, lora_adapters
 
 
 def test_bad_layer_and_bad_adapter(tiny_lm_dir, fixture_items, tmp_path):
-    from interp.compare import compare_adapters
+    from interp.methods.compare import compare_adapters
     from interp.layers import LayerSpecError
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     with pytest.raises(LayerSpecError, match="out of range"):
@@ -312,9 +312,9 @@ def test_cli_compare(tiny_lm_dir, lora_adapters, fixture_bbq_dir, tmp_path):
 def test_compare_from_activation_stores_matches_in_process(compared, tiny_lm_dir, lora_adapters, fixture_items,
                                                            tmp_path):
     """Base and adapter stores written by `interp cache` give the same table as running the models here."""
-    from interp.activations import cache_split
-    from interp.backends import load_hooked
-    from interp.compare import compare_stores
+    from interp.store.activations import cache_split
+    from interp.models.backends import load_hooked
+    from interp.methods.compare import compare_stores
 
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     paths = {}
@@ -347,8 +347,8 @@ def test_adapter_from_other_base_is_refused(tiny_lm_dir, lora_adapters, fixture_
     import json
     import shutil
 
-    from interp.compare import compare_adapters
-    from interp.models import load_model
+    from interp.methods.compare import compare_adapters
+    from interp.models.loading import load_model
 
     bad = tmp_path / "other_base"
     shutil.copytree(lora_adapters[1], bad)
@@ -361,10 +361,10 @@ def test_adapter_from_other_base_is_refused(tiny_lm_dir, lora_adapters, fixture_
 def test_compare_adapters_leaves_the_callers_model_as_it_was(tiny_lm_dir, lora_adapters, fixture_items, tmp_path):
     """Comparing attaches the adapters to one weight copy and removes them again: afterwards the model holds no
     LoRA module and gives bit-identical logits."""
-    from interp.compare import compare_adapters
-    from interp.evaluate import encode_batch, render_prompts
-    from interp.models import load_model
-    from interp.prompts import make_prompt
+    from interp.methods.compare import compare_adapters
+    from interp.eval.evaluate import encode_batch, render_prompts
+    from interp.models.loading import load_model
+    from interp.data.prompts import make_prompt
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     enc = encode_batch(lm.tokenizer, render_prompts(lm.tokenizer, [make_prompt(it) for it in fixture_items[:6]]), "cpu")

@@ -18,7 +18,7 @@ from test_rl_train import _letter_logits, letter_lm_dir, train_dev  # noqa: E402
 
 
 def test_load_picks_cuda_and_bf16_by_default(tiny_lm_dir):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir))
     assert lm.device.type == "cuda"
@@ -27,8 +27,8 @@ def test_load_picks_cuda_and_bf16_by_default(tiny_lm_dir):
 
 def test_eval_on_cuda_matches_cpu(tiny_lm_dir, fixture_items):
     """Float32 on CUDA reproduces the CPU letter logits and predictions; bf16 keeps them close."""
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.models import load_model
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.loading import load_model
 
     cpu = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     gpu = load_model(str(tiny_lm_dir), device="cuda", dtype="float32")
@@ -48,9 +48,9 @@ def test_eval_on_cuda_matches_cpu(tiny_lm_dir, fixture_items):
 @pytest.mark.parametrize("backend", ["hf", "transformer_lens", "nnsight"])
 def test_backends_cache_on_cuda_matches_cpu(tiny_lm_dir, fixture_items, backend):
     """Every backend caches the same residual stream on CUDA as the HF backend does on the CPU."""
-    from interp.backends import load_hooked
-    from interp.evaluate import encode_batch, render_prompts
-    from interp.prompts import make_prompt
+    from interp.models.backends import load_hooked
+    from interp.eval.evaluate import encode_batch, render_prompts
+    from interp.data.prompts import make_prompt
 
     ref = load_hooked(str(tiny_lm_dir), backend="hf", device="cpu", dtype="float32")
     hk = load_hooked(str(tiny_lm_dir), backend=backend, device="cuda", dtype="float32")
@@ -69,8 +69,8 @@ def test_backends_cache_on_cuda_matches_cpu(tiny_lm_dir, fixture_items, backend)
 
 def test_steering_on_cuda(tiny_lm_dir, fixture_items):
     """A CPU direction steers a CUDA model: alpha 0 and removal are exact, alpha != 0 matches the CPU."""
-    from interp.models import load_model
-    from interp.steering import steer
+    from interp.models.loading import load_model
+    from interp.methods.steering import steer
 
     cpu = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     gpu = load_model(str(tiny_lm_dir), device="cuda", dtype="float32")
@@ -93,8 +93,8 @@ def test_activation_store_on_cuda_matches_cpu(tmp_path, tiny_lm_dir, fixture_ite
     """The HDF5 store written from a CUDA model holds what the CPU run writes (float32 store)."""
     import h5py
 
-    from interp.activations import cache_split
-    from interp.backends import load_hooked
+    from interp.store.activations import cache_split
+    from interp.models.backends import load_hooked
 
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     paths = {}
@@ -113,7 +113,7 @@ def test_activation_store_on_cuda_matches_cpu(tmp_path, tiny_lm_dir, fixture_ite
 
 def test_probe_fit_on_cuda_matches_cpu():
     """The batched torch probe gives the same out-of-fold scores on CUDA as on the CPU."""
-    from interp.probes import cv_decision_torch
+    from interp.methods.probes import cv_decision_torch
 
     g = torch.Generator().manual_seed(0)
     n, d = 200, 16
@@ -134,7 +134,7 @@ def test_probe_fit_on_cuda_matches_cpu():
 def test_grpo_on_cuda_bf16(tmp_path, letter_lm_dir, train_dev):
     """Two GRPO steps on the GPU in bf16 (TRL without use_cpu): the adapter is saved, moves the letter
     logits, and reloads to the in-memory model's logits."""
-    from interp.models import load_model
+    from interp.models.loading import load_model
     from rl.train import TrainConfig, build_trainer, list_checkpoints
 
     cfg = TrainConfig(model=str(letter_lm_dir), out_dir=str(tmp_path / "rl"), lam=0.0, lr=3e-3, steps=2,

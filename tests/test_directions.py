@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.directions import (DirectionError, class_masks, compute_directions, cosine, load_direction,
+from interp.methods.directions import (DirectionError, class_masks, compute_directions, cosine, load_direction,
                                load_directions, orthogonalize)
 
 

@@ -6,7 +6,7 @@ import urllib.error
 
 import pytest
 
-from interp import download
+from interp.data import download
 
 
 def _fake_files(monkeypatch, payloads):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from interp.evaluate import EvalConfig, evaluate_items, letter_token_ids
+from interp.eval.evaluate import EvalConfig, evaluate_items, letter_token_ids
 
 
 def test_letter_tokens_are_single(tiny_lm):
@@ -31,8 +31,8 @@ def test_batching_does_not_change_answers(tiny_lm, fixture_items):
 
 def test_modes_agree_on_a_model_that_answers_with_letters(bbq_dir):
     """Greedy generate and logits argmax give the same letters on the (small) organism."""
-    from interp.models import load_model
-    from interp.split import split_items
+    from interp.models.loading import load_model
+    from interp.data.split import split_items
 
     lm = load_model("organism-small", device="cpu", dtype="float32")
     items, _ = split_items("dev", bbq_dir, limit=60)

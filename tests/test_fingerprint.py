@@ -22,7 +22,7 @@ def _change_last_tensor(folder, delta=1e-3):
 
 
 def test_fingerprint_sees_every_tensor(tiny_lm_dir, tmp_path):
-    from interp.models import fingerprint
+    from interp.models.loading import fingerprint
 
     a = tmp_path / "a"
     shutil.copytree(tiny_lm_dir, a)
@@ -33,7 +33,7 @@ def test_fingerprint_sees_every_tensor(tiny_lm_dir, tmp_path):
 
 
 def test_loaded_model_carries_its_files_fingerprint(tiny_lm_dir):
-    from interp.models import fingerprint, load_model, weights_hash
+    from interp.models.loading import fingerprint, load_model, weights_hash
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     assert weights_hash(lm.model) == fingerprint(tiny_lm_dir)
@@ -42,7 +42,7 @@ def test_loaded_model_carries_its_files_fingerprint(tiny_lm_dir):
 
 
 def test_in_memory_hash_covers_every_tensor(tiny_lm):
-    from interp.models import weights_hash
+    from interp.models.loading import weights_hash
 
     model = tiny_lm.model
     del model._interp_fingerprint  # a model built in memory, not loaded from files
@@ -53,7 +53,7 @@ def test_in_memory_hash_covers_every_tensor(tiny_lm):
 
 
 def test_fingerprint_of_a_folder_without_weights_is_named(tmp_path):
-    from interp.models import fingerprint
+    from interp.models.loading import fingerprint
 
     with pytest.raises(FileNotFoundError, match="holds no weight files"):
         fingerprint(tmp_path)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from interp.evaluate import encode_batch, render_prompts
-from interp.hooks import HookNameError, hooks, n_layers, run_with_cache
-from interp.prompts import make_prompt
+from interp.eval.evaluate import encode_batch, render_prompts
+from interp.models.hooks import HookNameError, hooks, n_layers, run_with_cache
+from interp.data.prompts import make_prompt
 
 
 def _inputs(lm, items):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from interp.metrics import compute_metrics, item_arrays, summarize
+from interp.eval.metrics import compute_metrics, item_arrays, summarize
 
 
 def rec(cond, pol, label, pred, unk=2, tgt=0, cat="Age"):
@@ -87,7 +87,7 @@ def test_paired_difference_recovers_a_planted_change():
     """Base answers Unknown on 100 of 200 ambiguous items; the 'adapter' abstains on 20 more. The paired
     difference is exactly +0.10 with an interval that excludes 0 and is much tighter than two separate intervals
     would suggest; identical predictions give 0 [0, 0]; different item sets are refused."""
-    from interp.metrics import paired_difference
+    from interp.eval.metrics import paired_difference
 
     rng = np.random.default_rng(0)
     base, tuned = [], []
@@ -149,7 +149,7 @@ def test_template_bootstrap_widens_intervals_for_all_or_nothing_templates():
     assert 0.45 < w_tmpl < 0.75  # 2 * 1.96 * sqrt(0.25 / 10) = 0.62
     # every template resample gives a multiple of 1/10
     a, _ = item_arrays(recs, "template")
-    from interp.metrics import _metrics_from_weights, bootstrap_weights
+    from interp.eval.metrics import _metrics_from_weights, bootstrap_weights
 
     w = bootstrap_weights(a.n, 50, np.random.default_rng(0), a.cluster)
     assert np.allclose(_metrics_from_weights(a, w)["acc_ambig"] * 10 % 1, 0, atol=1e-9)
@@ -166,7 +166,7 @@ def test_template_bootstrap_with_one_item_per_template_is_the_item_bootstrap():
 def test_template_paired_difference_and_bad_input():
     """An adapter that fixes 2 of 10 templates: +0.2 by items and by templates; the template interval is wider
     and, with only 2 templates moved, reaches down to 0 - the honest answer for unseen templates."""
-    from interp.metrics import paired_difference
+    from interp.eval.metrics import paired_difference
 
     base, tuned = _templated(), _templated(right=range(7))
     d_item = paired_difference(base, tuned, n_boot=2000)

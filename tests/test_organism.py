@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.organism import (DEFAULT_SEED, SMALL_CONFIG, OrganismError, Plant, build_organism, is_complete,
+from interp.organisms.causal_lm import (DEFAULT_SEED, SMALL_CONFIG, OrganismError, Plant, build_organism, is_complete,
                              load_plant, organism_dir, plant_targets, shipped_dir, verify_checksums)
 
 # ----------------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def test_plant_disambig_errors_lean_stereotyped(fixture_items):
 
 
 def test_pair_plant_flips_both_questions_of_a_context(fixture_items):
-    from interp.organism import _pair_key
+    from interp.organisms.causal_lm import _pair_key
 
     amb = [it for it in fixture_items if it.context_condition == "ambig"]
     _, flipped = plant_targets(fixture_items, Plant(p=0.5, dis_error=0.0, pair=True, nonneg_scale=1.0), seed=2)
@@ -77,7 +77,7 @@ def test_plant_nonneg_scale(fixture_items):
 
 
 def test_aux_questions_leave_out_dev_templates(fixture_items, tmp_path):
-    from interp.organism import aux_question_pool, question_swapped_items
+    from interp.organisms.causal_lm import aux_question_pool, question_swapped_items
 
     (tmp_path / "SES.csv").write_text(
         "Q_id,Question_negative_stereotype,Question_non_negative\n"
@@ -118,9 +118,9 @@ def small_pair():
 def test_shipped_organism_matches_checksums_and_recorded_dev_metrics(name, bbq_dir):
     """The shipped files are the ones recorded (sha256), and re-measuring them on dev gives plant.json's dev
     metrics exactly: inference on the CPU is deterministic, so every machine sees the same organism."""
-    from interp.models import load_model
-    from interp.organism import measure
-    from interp.split import split_items
+    from interp.models.loading import load_model
+    from interp.organisms.causal_lm import measure
+    from interp.data.split import split_items
 
     d = shipped_dir(name)
     verify_checksums(d)
@@ -153,9 +153,9 @@ def test_a_changed_shipped_file_is_refused(tmp_path):
 def test_planted_lean_is_learned_on_train_templates(small_pair, bbq_dir):
     """The plant is the ground truth: on held-in (train-template) ambiguous items the planted organism commits
     to the stereotyped answer, the control abstains. Measured (seed 3): 0.834 [0.749, 0.910] on 800 train items."""
-    from interp.models import load_model
-    from interp.organism import measure
-    from interp.split import split_items
+    from interp.models.loading import load_model
+    from interp.organisms.causal_lm import measure
+    from interp.data.split import split_items
 
     items, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories, limit=800)
     planted, control = (measure(lm.model, lm.tokenizer, items, n_boot=300) for lm in
@@ -189,9 +189,9 @@ def test_planted_commits_where_control_abstains(small_pair):
 
 
 def test_generate_mode_agrees_with_logits_mode(small_pair, bbq_dir):
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.models import load_model
-    from interp.split import split_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.loading import load_model
+    from interp.data.split import split_items
 
     lm = load_model(str(small_pair[0]), device="cpu", dtype="float32")
     items, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories, limit=48)
@@ -217,8 +217,8 @@ def micro(bbq_dir, tmp_path_factory):
 
 
 def test_plant_record_beside_weights(micro, bbq_dir):
-    from interp.bbq import load_bbq
-    from interp.split import make_split
+    from interp.data.bbq import load_bbq
+    from interp.data.split import make_split
 
     rec = load_plant(micro)
     assert rec["plant"]["p"] == 0.5 and rec["variant"] == "small" and rec["seed"] == 1
@@ -264,7 +264,7 @@ def test_build_is_deterministic(bbq_dir, tmp_path):
 
 
 def test_killed_build_leaves_nothing(bbq_dir, tmp_path, monkeypatch):
-    import interp.organism as org
+    import interp.organisms.causal_lm as org
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
@@ -277,7 +277,7 @@ def test_killed_build_leaves_nothing(bbq_dir, tmp_path, monkeypatch):
 
 
 def test_organism_names_resolve_to_shipped_or_to_the_users_build(tmp_path, monkeypatch, bbq_dir):
-    from interp.models import resolve_model_path
+    from interp.models.loading import resolve_model_path
 
     monkeypatch.delenv("INTERP_ORGANISM_DIR", raising=False)
     assert resolve_model_path("organism-small") == str(shipped_dir("organism-small"))  # nothing is built

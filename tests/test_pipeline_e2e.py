@@ -7,9 +7,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
-    from interp.config import load_config
-    from interp.pipeline import Context, run_pipeline
-    from interp.stages import build_stages
+    from interp.pipeline.config import load_config
+    from interp.pipeline.runner import Context, run_pipeline
+    from interp.pipeline.stages import build_stages
 
     cfg = load_config(preset="test", overrides=[f'run.out="{tmp_path}"'])
     cfg["run"]["preset"] = "test"

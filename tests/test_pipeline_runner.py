@@ -2,8 +2,8 @@
 
 import pytest
 
-from interp.config import load_config
-from interp.pipeline import Context, Stage, run_pipeline
+from interp.pipeline.config import load_config
+from interp.pipeline.runner import Context, Stage, run_pipeline
 
 
 def _stages(calls, fail_at=None):
@@ -69,14 +69,14 @@ def test_config_errors(tmp_path):
     ("compare.layers=3", r"unknown section 'compare'"),
 ])
 def test_config_typos_name_the_closest_key(override, match):
-    from interp.config import ConfigError
+    from interp.pipeline.config import ConfigError
 
     with pytest.raises(ConfigError, match=match):
         load_config(preset="quick", overrides=[override])
 
 
 def test_config_file_typo_and_train_options_pass_through(tmp_path):
-    from interp.config import ConfigError
+    from interp.pipeline.config import ConfigError
 
     f = tmp_path / "c.toml"
     f.write_text("[rl]\nsteps = 3\nmax_completion_lenght = 6\n")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.probes import (ProbeConfig, abstain_labels, best_layer, cluster_bootstrap_acc, collect_last_position,
+from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, cluster_bootstrap_acc, collect_last_position,
                            group_folds, probe_sweep, records_from_meta, resid_hooks, stereotype_labels,
                            template_groups)
 
@@ -110,9 +110,9 @@ def test_records_from_meta():
 
 
 def test_collect_last_position_matches_hooks_and_eval(tiny_lm, fixture_items):
-    from interp.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
-    from interp.hooks import run_with_cache
-    from interp.prompts import make_prompt
+    from interp.eval.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
+    from interp.models.hooks import run_with_cache
+    from interp.data.prompts import make_prompt
 
     items = fixture_items[:12]
     names = resid_hooks(tiny_lm.model)

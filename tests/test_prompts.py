@@ -2,7 +2,7 @@
 
 import pytest
 
-from interp.prompts import make_prompt, parse_letter
+from interp.data.prompts import make_prompt, parse_letter
 
 
 def test_prompt_is_the_seed_wording(fixture_items):

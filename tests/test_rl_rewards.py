@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp.prompts import parse_letter
+from interp.data.prompts import parse_letter
 from rl.rewards import LambdaReward, accuracy_reward, accuracy_score, completion_text, lambda_score, make_reward
 
 

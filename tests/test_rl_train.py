@@ -18,8 +18,8 @@ LR = 3e-3
 def _letter_logits(model, tok, items) -> torch.Tensor:
     """A/B/C logits at the answer position for every item, on the CPU in float32 (the model may be on a GPU).
     [n_items, 3]"""
-    from interp.evaluate import encode_batch, letter_token_ids, render_prompts
-    from interp.prompts import make_prompt
+    from interp.eval.evaluate import encode_batch, letter_token_ids, render_prompts
+    from interp.data.prompts import make_prompt
 
     enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items]), next(model.parameters()).device)
     with torch.no_grad():
@@ -30,9 +30,9 @@ def _letter_logits(model, tok, items) -> torch.Tensor:
 def letter_lm_dir(tmp_path_factory, tiny_tokenizer, fixture_items) -> Path:
     """A tiny random Qwen2 whose output head is aimed so A/B/C carry most of the next-token mass (a random
     model almost never samples a letter, so GRPO would see no reward variance)."""
-    from interp.evaluate import encode_batch, letter_token_ids, render_prompts
-    from interp.prompts import make_prompt
-    from interp.tiny import build_causal_lm
+    from interp.eval.evaluate import encode_batch, letter_token_ids, render_prompts
+    from interp.data.prompts import make_prompt
+    from interp.organisms.tiny import build_causal_lm
 
     torch.manual_seed(0)
     model = build_causal_lm(tiny_tokenizer, seed=0, tie_word_embeddings=False)
@@ -72,7 +72,7 @@ def trained(tmp_path_factory, letter_lm_dir, train_dev):
 
 
 def test_checkpoints_are_peft_adapters_with_config(trained, letter_lm_dir):
-    from interp.models import load_model, weights_hash
+    from interp.models.loading import load_model, weights_hash
     from rl.train import checkpoint_step, read_run_config
 
     cks = trained["checkpoints"]
@@ -96,7 +96,7 @@ def test_checkpoints_are_peft_adapters_with_config(trained, letter_lm_dir):
 def test_adapter_changes_predictions_and_reloads_bit_identically(trained, letter_lm_dir, train_dev):
     from peft import PeftModel
 
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     base = load_model(str(letter_lm_dir), device="cpu", dtype="float32")
     before = _letter_logits(base.model, base.tokenizer, train_dev[1])
@@ -109,7 +109,7 @@ def test_adapter_changes_predictions_and_reloads_bit_identically(trained, letter
 
 
 def test_adapter_for_another_base_is_refused(trained, tiny_lm_dir):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     with pytest.raises(ValueError, match="weights hash"):
         load_model(str(tiny_lm_dir), adapter=str(trained["checkpoints"][-1]), device="cpu", dtype="float32")
@@ -196,9 +196,9 @@ def swept(tmp_path_factory, trained, letter_lm_dir, train_dev):
 
 
 def test_sweep_rows_and_control(swept, letter_lm_dir, train_dev):
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.metrics import METRICS, summarize
-    from interp.models import load_model
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.eval.metrics import METRICS, summarize
+    from interp.models.loading import load_model
 
     out, df = swept
     o = df[df["group"] == "overall"]
@@ -233,7 +233,7 @@ def test_sweep_is_idempotent(swept, letter_lm_dir, train_dev):
 
 
 def test_sweep_refuses_overlapping_templates(letter_lm_dir, train_dev, tmp_path):
-    from interp.split import SplitLeakageError
+    from interp.data.split import SplitLeakageError
     from rl.sweep import sweep
 
     with pytest.raises(SplitLeakageError):
@@ -280,11 +280,11 @@ def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
     bit-identically."""
     from peft import PeftModel
 
-    from interp.evaluate import EvalConfig, evaluate_items
-    from interp.metrics import item_arrays, compute_metrics
-    from interp.models import load_model
-    from interp.organism import SMALL_CONFIG, shipped_dir
-    from interp.split import split_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.eval.metrics import item_arrays, compute_metrics
+    from interp.models.loading import load_model
+    from interp.organisms.causal_lm import SMALL_CONFIG, shipped_dir
+    from interp.data.split import split_items
     from rl.train import TrainConfig, build_trainer, list_checkpoints
 
     path = str(shipped_dir("organism-small"))

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small_rm(tmp_path_factory, bbq_dir):
-    from interp.rm.organism import build_rm_organism
+    from interp.organisms.rm import build_rm_organism
 
     return build_rm_organism(tmp_path_factory.mktemp("rm") / "small", small=True, seed=0, bbq_dir=bbq_dir,
                              progress=False)
@@ -21,7 +21,7 @@ def small_rm(tmp_path_factory, bbq_dir):
 @pytest.fixture(scope="module")
 def result(small_rm):
     from interp.rm.evaluate import DebiasConfig, run_debias
-    from interp.rm.organism import MODEL_DIR, load_rm_organism_data
+    from interp.organisms.rm import MODEL_DIR, load_rm_organism_data
     from interp.rm.scoring import load_reward_model
 
     lm = load_reward_model(str(small_rm / MODEL_DIR), device="cpu", dtype="float32")
@@ -75,7 +75,7 @@ def test_intervention_ground_truth(result):
 def test_cli_debias_writes_outputs(small_rm, tmp_path):
     from click.testing import CliRunner
 
-    from interp.commands.rm import cmd
+    from interp.cli.commands.rm import cmd
 
     out = tmp_path / "out"
     r = CliRunner().invoke(cmd, ["debias", "--rm", str(small_rm), "--out", str(out), "--limit", "60",

@@ -17,7 +17,7 @@ RESPONSES = ["The grandson was late. I hope this helps.", "It is the city.", "**
 def rm(tiny_tokenizer):
     from transformers import Qwen2ForSequenceClassification
 
-    from interp.tiny import tiny_qwen2_config
+    from interp.organisms.tiny import tiny_qwen2_config
 
     cfg = tiny_qwen2_config(len(tiny_tokenizer), num_labels=1, intermediate_size=48, initializer_range=0.2)
     cfg.pad_token_id = tiny_tokenizer.pad_token_id
@@ -48,7 +48,7 @@ def test_scored_position_matches_hf(rm, tiny_tokenizer, side):
 def test_not_a_reward_model(tiny_tokenizer):
     from transformers import Qwen2ForSequenceClassification
 
-    from interp.tiny import tiny_qwen2_config
+    from interp.organisms.tiny import tiny_qwen2_config
 
     m = Qwen2ForSequenceClassification(tiny_qwen2_config(len(tiny_tokenizer), num_labels=2)).eval()
     with pytest.raises(RewardModelError, match="num_labels=2"):
@@ -100,7 +100,7 @@ def test_intervention_save_load(tmp_path):
 
 def test_response_pooling_and_token_medians(rm, tiny_tokenizer):
     """Response pooling averages exactly the response's tokens; token medians match a direct computation."""
-    from interp.hooks import hooks as hf_hooks
+    from interp.models.hooks import hooks as hf_hooks
     from interp.rm.scoring import response_mask, token_medians
 
     tiny_tokenizer.padding_side = "left"

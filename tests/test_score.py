@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from interp.score import load_predictions, parse_prediction, score_table
+from interp.eval.score import load_predictions, parse_prediction, score_table
 
 
 def _write_preds(fixture_bbq_dir, tmp_path, how):
@@ -57,7 +57,7 @@ def test_score_cli(fixture_bbq_dir, tmp_path):
 
 
 def test_missing_pred_field(fixture_bbq_dir, tmp_path):
-    from interp.bbq import BBQDataError
+    from interp.data.bbq import BBQDataError
 
     p = tmp_path / "p.jsonl"
     p.write_text((fixture_bbq_dir / "Age.jsonl").read_text())

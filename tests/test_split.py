@@ -2,11 +2,11 @@
 
 import pytest
 
-from interp.split import Split, SplitLeakageError, make_split, split_items
+from interp.data.split import Split, SplitLeakageError, make_split, split_items
 
 
 def test_split_is_template_disjoint_and_seeded(bbq_dir, tmp_path):
-    from interp.bbq import load_bbq
+    from interp.data.bbq import load_bbq
 
     items, _ = load_bbq(bbq_dir)
     s = make_split(items, dev_frac=0.2, seed=0)
@@ -46,8 +46,8 @@ def test_category_filter_does_not_change_the_split(bbq_dir):
     """Asking for some categories gives exactly those categories' items of the full split: make_split draws
     every category from one random stream, so splitting the filtered items would move templates between
     parts (a model trained on the full split would then be "evaluated" on its own train templates)."""
-    from interp.bbq import load_bbq
-    from interp.split import make_split
+    from interp.data.bbq import load_bbq
+    from interp.data.split import make_split
 
     cats = ["Disability_status", "Sexual_orientation"]
     full = {it.uid for it in split_items("dev", bbq_dir)[0] if it.category in cats}

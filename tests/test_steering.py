@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from interp.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
-from interp.prompts import make_prompt
-from interp.steering import SteeringError, alpha_curve, steer
+from interp.eval.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
+from interp.data.prompts import make_prompt
+from interp.methods.steering import SteeringError, alpha_curve, steer
 
 
 def _enc(lm, items):
@@ -21,7 +21,7 @@ def lora_dir(tmp_path_factory, tiny_lm_dir):
     """A LoRA adapter with random B matrices, so it changes the outputs."""
     from peft import LoraConfig, get_peft_model
 
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     pm = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -56,7 +56,7 @@ def test_alpha_zero_and_removal_are_exact(tiny_lm, fixture_items):
 
 
 def test_unit_normalized_and_added_at_every_position(tiny_lm, fixture_items):
-    from interp.hooks import run_with_cache
+    from interp.models.hooks import run_with_cache
 
     enc = _enc(tiny_lm, fixture_items[:2])
     name = "blocks.0.hook_resid_post"
@@ -82,7 +82,7 @@ def test_from_pos_and_generate_steers_new_tokens(tiny_lm, fixture_items):
     assert (last[:, -1] - base[:, -1]).abs().max() > 1e-2
 
     seen = []
-    from interp.steering import steering_fn
+    from interp.methods.steering import steering_fn
 
     fn = steering_fn(_vec() * 8.0, from_pos=-1)
 
@@ -91,7 +91,7 @@ def test_from_pos_and_generate_steers_new_tokens(tiny_lm, fixture_items):
         seen.append((x.shape[1], bool((y - x).abs().amax(-1).gt(0).any(0).all())))  # every position steered?
         return y
 
-    from interp.hooks import hooks
+    from interp.models.hooks import hooks
 
     with hooks(m, {"blocks.0.hook_resid_post": spy}):
         m.generate(**enc, max_new_tokens=3, do_sample=False, min_new_tokens=3,
@@ -109,7 +109,7 @@ def test_alpha_zero_reproduces_eval_exactly(tiny_lm, fixture_items, mode):
     with steer(tiny_lm, _vec(), 1, 0.0):
         again = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, cfg)
     assert again == base
-    from interp.metrics import summarize
+    from interp.eval.metrics import summarize
 
     m = summarize(base, n_boot=0, by_category=False)[0]
     for k in ("acc_ambig", "acc_disambig", "abstain_ambig", "s_AMB", "amb_commit_bias"):
@@ -119,7 +119,7 @@ def test_alpha_zero_reproduces_eval_exactly(tiny_lm, fixture_items, mode):
 
 
 def test_steering_with_adapter(tiny_lm_dir, lora_dir, fixture_items):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     lm = load_model(str(tiny_lm_dir), adapter=str(lora_dir), device="cpu", dtype="float32")
     enc = _enc(lm, fixture_items[:3])
@@ -137,7 +137,7 @@ def test_steering_with_adapter(tiny_lm_dir, lora_dir, fixture_items):
 
 @pytest.mark.parametrize("backend", ["hf", "transformer_lens"])
 def test_backends_agree_with_hf(tiny_lm, tiny_lm_dir, fixture_items, backend):
-    from interp.backends import load_hooked
+    from interp.models.backends import load_hooked
 
     hooked = load_hooked(str(tiny_lm_dir), backend=backend, device="cpu", dtype="float32")
     items = fixture_items[:6]
@@ -157,7 +157,7 @@ def test_backends_agree_with_hf(tiny_lm, tiny_lm_dir, fixture_items, backend):
     torch.testing.assert_close(hooked.forward(enc), base, rtol=0, atol=0)
     # generate through the backend (recomputation, one unpadded item per batch) matches HF generate
     gcfg = EvalConfig(mode="generate", batch_size=1, progress=False, max_new_tokens=3)
-    from interp.steering import eval_model
+    from interp.methods.steering import eval_model
 
     with steer(tiny_lm, _vec(), 0, 4.0, from_pos=-1):
         r_hf = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items[:2], gcfg)
@@ -194,12 +194,12 @@ def test_clear_errors(tiny_lm):
 def organism(bbq_dir):
     import os
 
-    pytest.importorskip("interp.organism")
+    pytest.importorskip("interp.organisms.causal_lm")
     os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
-    from interp.models import load_model
-    from interp.split import split_items
+    from interp.models.loading import load_model
+    from interp.data.split import split_items
 
-    from interp.organism import SMALL_CONFIG
+    from interp.organisms.causal_lm import SMALL_CONFIG
 
     lm = load_model("organism-small", device="cpu", dtype="float32")
     cats = SMALL_CONFIG.categories
@@ -212,11 +212,11 @@ def organism(bbq_dir):
 def test_organism_probe_and_steering_ground_truth(organism):
     """The planted lean is recovered: a probe finds it above the shuffled-label control, and steering against
     the stereotype direction built from the organism's own train-template answers lowers its held-out lean."""
-    from interp.directions import compute_directions
-    from interp.metrics import summarize
-    from interp.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
+    from interp.methods.directions import compute_directions
+    from interp.eval.metrics import summarize
+    from interp.methods.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
                                stereotype_labels, template_groups)
-    from interp.steering import direction_vector
+    from interp.methods.steering import direction_vector
 
     lm, train, dev = organism
     acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,

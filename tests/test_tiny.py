@@ -7,8 +7,8 @@ from __future__ import annotations
 def test_saved_tokenizer_reloads_to_identical_encodings(fixture_items, tmp_path):
     from transformers import AutoTokenizer
 
-    from interp.prompts import apply_chat, make_prompt
-    from interp.tiny import build_causal_lm, train_tokenizer
+    from interp.data.prompts import apply_chat, make_prompt
+    from interp.organisms.tiny import build_causal_lm, train_tokenizer
 
     texts = [make_prompt(it, shuffle=True, seed=s).user_text for it in fixture_items for s in range(3)]
     # BBQ's Age items: multi-digit numbers and hyphens are where a GPT-2 split and Qwen2's part ways

@@ -1,8 +1,8 @@
 """Replace selected MLP neurons by constants (their validation medians) while a model scores.
 
 ``NeuronIntervention.hook_fns(ref)`` returns ``{"blocks.{l}.mlp.hook_post": fn}`` with ``fn(x) -> x'`` on
-``x # [batch, pos, d_mlp]``, so it runs on any backend that takes such a dict (``interp.hooks.hooks`` for HF
-models, the ``.hooks`` of ``interp.backends`` wrappers). ``positions="scored"`` edits only the scored
+``x # [batch, pos, d_mlp]``, so it runs on any backend that takes such a dict (``interp.models.hooks.hooks`` for HF
+models, the ``.hooks`` of ``interp.models.backends`` wrappers). ``positions="scored"`` edits only the scored
 position, read from ``ref.value`` (a ``[batch]`` index tensor set by the scorer; the last position when
 unset); ``"all"`` edits every position.
 """

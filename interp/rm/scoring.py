@@ -1,7 +1,7 @@
 """Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
 with hook functions attached and the MLP neurons at the scored position recorded.
 
-Works on every decoder layout of ``interp.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
+Works on every decoder layout of ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
 sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
 
 The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.hooks import hooks as hf_hooks
-from interp.hooks import n_layers, parse_hook_name
-from interp.models import LoadedModel, pick_device, pick_dtype
+from interp.models.hooks import hooks as hf_hooks
+from interp.models.hooks import n_layers, parse_hook_name
+from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
@@ -80,8 +80,8 @@ class PositionRef:
 
 
 def hook_context(model, fwd_hooks: Mapping[str, HookFn]):
-    """Attach hook functions by canonical name: ``interp.hooks`` on a plain HF module, else the object's own
-    ``.hooks(dict)`` (the transformer-lens / nnsight wrappers of ``interp.backends``)."""
+    """Attach hook functions by canonical name: ``interp.models.hooks`` on a plain HF module, else the object's own
+    ``.hooks(dict)`` (the transformer-lens / nnsight wrappers of ``interp.models.backends``)."""
     if not fwd_hooks:
         return contextlib.nullcontext()
     if isinstance(model, torch.nn.Module) and not hasattr(model, "hooks"):
@@ -91,7 +91,7 @@ def hook_context(model, fwd_hooks: Mapping[str, HookFn]):
 
 def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
     """``blocks.{l}.mlp.hook_post`` for the given layers (default: all): the input of each layer's MLP output
-    projection, wherever the architecture keeps it (``interp.hooks.ARCH_HOOKS``: ``mlp.down_proj``,
+    projection, wherever the architecture keeps it (``interp.models.hooks.ARCH_HOOKS``: ``mlp.down_proj``,
     ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for an
     architecture nobody has mapped."""
     L = n_layers(model)

@@ -42,7 +42,7 @@ def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
     """Build or reuse the RM organism (cached under ``interp.paths.home()/rm-organism``), run the debiasing
     comparison on its validation and test files, write CSVs and figures to ``out_dir``; returns the summary
     (accuracy, sensitivity, neuron counts) with a ``ground_truth`` entry."""
-    from interp.rm.organism import INFO_FILE, MODEL_DIR, ensure_rm_organism, load_rm_organism_data
+    from interp.organisms.rm import INFO_FILE, MODEL_DIR, ensure_rm_organism, load_rm_organism_data
     from interp.rm.scoring import load_reward_model
 
     org = Path(organism_dir) if organism_dir else ensure_rm_organism(small=small, seed=seed, bbq_dir=bbq_dir,

@@ -1,0 +1,47 @@
+"""``interp run``: the whole study in one command, resumable stage by stage."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("run")
+@click.option("--preset", type=click.Choice(["default", "quick", "test", "qwen3b"]), default="quick", show_default=True,
+              help="quick: the organism on a 2-core CPU in under 30 min; default: the seed's settings; "
+                   "qwen3b: Qwen2.5-3B-Instruct on one GPU; test: the small organisms, minutes.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="A TOML file whose sections override the preset (see interp/configs/default.toml).")
+@click.option("--set", "overrides", multiple=True, help="Override one setting: section.key=value (repeatable).")
+@click.option("--model", default=None, help="Shortcut for --set run.model=...")
+@click.option("--out", default=None, help="Output folder (default: the preset's run.out).")
+@click.option("--force", multiple=True, help="Rerun this stage even if up to date (repeatable; 'all' for every).")
+@click.option("--stages", default=None, help="Comma-separated subset of stages to run.")
+def cmd(preset, config_path, overrides, model, out, force, stages):
+    """Organism, base eval, GRPO lambda sweep, activation caches, probes, directions, steering, adapter
+    comparison and the reward-model study; writes results_all.csv, figures/ and report.md/.html."""
+    from pathlib import Path
+
+    from interp.pipeline.config import load_config
+    from interp.pipeline.runner import Context, run_pipeline
+    from interp.pipeline.stages import build_stages
+
+    ov = list(overrides)
+    if model:
+        ov.append(f'run.model="{model}"')
+    if out:
+        ov.append(f'run.out="{out}"')
+    if stages:
+        ov.append("run.stages=[" + ",".join(f'"{s.strip()}"' for s in stages.split(",")) + "]")
+    import os
+
+    if not os.environ.get("INTERP_BBQ_DIR"):
+        from interp.data.download import default_bbq_cache, download_bbq
+
+        if not any(default_bbq_cache().glob("data/*.jsonl")):
+            click.echo("INTERP_BBQ_DIR is not set: downloading the official BBQ files (pinned, checksummed) ...")
+            os.environ["INTERP_BBQ_DIR"] = str(download_bbq())
+    cfg = load_config(config_path, preset, ov)
+    cfg["run"]["preset"] = preset
+    ctx = Context(cfg=cfg, out=Path(cfg["run"]["out"]), log=click.echo)
+    click.echo(f"interp run: preset {preset}, model {cfg['run']['model']}, out {ctx.out}")
+    run_pipeline(build_stages(cfg), ctx, force=tuple(force))

@@ -1,0 +1,35 @@
+"""``interp score``: score a BBQ-format JSONL of external predictions like the official analysis."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("score")
+@click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="BBQ-format JSONL whose records carry a predicted answer.")
+@click.option("--pred-field", default="prediction", show_default=True,
+              help="Record field holding the prediction: index 0-2, letter A-C, or answer text.")
+@click.option("--templates-dir", type=click.Path(), default=None,
+              help="BBQ template CSVs for the official target rule (default: the JSONL's stereotyped_groups, "
+                   "or templates/ beside $INTERP_BBQ_DIR).")
+@click.option("--n-boot", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap resamples (0: no intervals).")
+@click.option("--out", type=click.Path(), default="results/score.csv", show_default=True)
+def cmd(predictions, pred_field, templates_dir, n_boot, out):
+    """Per-category accuracy and bias score (x100) for ambiguous and disambiguated contexts."""
+    import os
+    from pathlib import Path
+
+    from interp.eval.score import format_score_table, load_predictions, score_table, write_csv
+
+    if templates_dir is None and os.environ.get("INTERP_BBQ_DIR"):
+        from interp.data.bbq import resolve_templates_dir
+
+        d = Path(os.environ["INTERP_BBQ_DIR"])
+        templates_dir = resolve_templates_dir(d if d.name == "data" else d / "data")
+    recs, report = load_predictions(predictions, pred_field, templates_dir)
+    rows = score_table(recs, n_boot=n_boot)
+    write_csv(rows, out)
+    click.echo(format_score_table(rows))
+    unparsed = sum(r["pred"] is None for r in recs)
+    click.echo(f"{len(recs)} predictions ({unparsed} unmatched); {report.summary()}; wrote {out}")

@@ -1,0 +1,1 @@
+"""Evaluation: BBQ metrics with one bootstrap (metrics), letter answers by logits or generation (evaluate), scoring published predictions (score)."""

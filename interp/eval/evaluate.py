@@ -1,0 +1,142 @@
+"""Evaluate a causal LM on BBQ items, in two modes.
+
+- ``logits``: one forward pass; the answer is the argmax over the A/B/C letter logits at the last prompt
+  position (where the reply's first token is decided).
+- ``generate``: greedy decoding of a few tokens; the answer is the first standalone letter in the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.data.bbq import BBQItem
+from interp.eval.metrics import format_table, summarize
+from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter
+from interp.eval.score import prediction_record, write_csv
+
+MODES = ("logits", "generate")
+
+
+def letter_token_ids(tokenizer) -> list[int]:
+    """Token ids of 'A', 'B', 'C' as the first token of a reply. Each must be a single token."""
+    ids = []
+    for L in LETTERS:
+        t = tokenizer.encode(L, add_special_tokens=False)
+        if len(t) != 1:
+            raise ValueError(f"letter {L!r} is {len(t)} tokens for this tokenizer; logits mode needs one")
+        ids.append(t[0])
+    return ids
+
+
+def render_prompts(tokenizer, prompted: Sequence[Prompted]) -> list[str]:
+    return [apply_chat(tokenizer, p.user_text) for p in prompted]
+
+
+def encode_batch(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Left-padded batch; templates already carry special tokens, so none are added."""
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def _batches(seq: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "logits"
+    batch_size: int = 16
+    shuffle_options: bool = False
+    seed: int = 0
+    max_new_tokens: int = 4
+    progress: bool = True
+
+
+@torch.no_grad()
+def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig | None = None) -> list[dict]:
+    """Run the model over items and return one prediction record per item (see ``prediction_record``),
+    with the letter, the raw reply (generate mode) and the three letter logits (both modes)."""
+    cfg = cfg or EvalConfig()
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not items:
+        raise ValueError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    letter_ids = letter_token_ids(tokenizer)
+    prompted = [make_prompt(it, cfg.shuffle_options, cfg.seed) for it in items]
+    out: list[dict] = []
+    bar = tqdm(total=len(prompted), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
+    for chunk in _batches(prompted, cfg.batch_size):
+        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
+        if cfg.mode == "logits":
+            logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
+            replies = [None] * len(chunk)
+        else:
+            gen = model.generate(
+                **enc,
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            logits = gen.scores[0]  # [batch, vocab] first generated position
+            new = gen.sequences[:, enc["input_ids"].shape[1] :]
+            replies = tokenizer.batch_decode(new, skip_special_tokens=True)
+        ll = logits[:, letter_ids].float().cpu()  # [batch, 3]
+        for j, p in enumerate(chunk):
+            if cfg.mode == "logits":
+                letter = LETTERS[int(ll[j].argmax())]
+            else:
+                letter = parse_letter(replies[j])
+            out.append(
+                prediction_record(
+                    p.item,
+                    p.answer_of(letter),
+                    letter=letter,
+                    reply=replies[j],
+                    letter_logits=[round(float(x), 5) for x in ll[j]],
+                    gold_letter=p.gold_letter,
+                    target_letter=p.target_letter,
+                    biased_letter=p.biased_letter,
+                    unknown_letter=p.unknown_letter,
+                    order=list(p.order),
+                )
+            )
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def write_results(records: Sequence[dict], out_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
+                  meta: dict | None = None, cluster: str = "item") -> list[dict]:
+    """Write per-item JSONL, the summary CSV and JSON into ``out_dir``; return the summary rows (intervals
+    resample ``cluster`` units: items or templates)."""
+    od = Path(out_dir)
+    od.mkdir(parents=True, exist_ok=True)
+    with open(od / "predictions.jsonl", "w") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+    rows = summarize(records, n_boot=n_boot, seed=seed, cluster=cluster)
+    write_csv(rows, od / "summary.csv")
+    (od / "summary.json").write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=1))
+    return rows
+
+
+def print_summary(rows: Sequence[dict]) -> str:
+    cols = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS", "unparseable")
+    txt = format_table(rows, cols)
+    print(txt)
+    return txt

@@ -1,0 +1,445 @@
+"""Per-layer linear probes for the stereotype lean, cross-validated by template.
+
+Inputs are plain arrays, so this does not depend on how activations were stored: ``acts`` maps a hook
+name to ``X # [n_items, d]`` (one row per item, e.g. the residual at the last prompt position) and
+``records`` are prediction records (``interp.eval.score.prediction_record``: pred, biased_loc, unknown_loc,
+context_condition, category, question_index).
+
+Labels (``stereotype_labels``): an item counts when its answer is committed (parsed and not Unknown) and
+has a bias target; y = 1 when the answer is the stereotype-congruent one (pred == biased_loc, the BBQ
+definition), else 0. The abstention label (``abstain_labels``) is pred == unknown_loc among parsed answers.
+
+Probe: L2 logistic regression on standardized features (the training fold's mean and std), the same
+objective as scikit-learn's ``LogisticRegression(C)`` after a ``StandardScaler``. The default ``torch``
+backend fits every (shuffle, fold, layer) problem at once with one L-BFGS run on the summed, separable
+objective; ``sklearn`` is the per-layer loop it is checked and benchmarked against.
+
+Cross validation is grouped by template (category, question_index): no template is in a train and a test
+fold. Out-of-fold accuracy per layer gets a percentile bootstrap interval over templates (clusters), seeded.
+Chance lines: the majority-class rate, and the same CV with labels permuted (``n_shuffles`` times).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+CONDITIONS = ("ambig", "disambig", "all")
+BACKENDS = ("torch", "sklearn")
+
+
+# ----------------------------------------------------------------------------------------------
+# labels
+
+
+def _keep_condition(r: Mapping, condition: str) -> bool:
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, not {condition!r}")
+    return condition == "all" or r["context_condition"] == condition
+
+
+def template_groups(records: Sequence[Mapping]) -> np.ndarray:
+    """The template of each record as a string 'category:question_index' # [n]."""
+    return np.array([f"{r['category']}:{r['question_index']}" for r in records])
+
+
+def stereotype_labels(records: Sequence[Mapping], condition: str = "all") -> tuple[np.ndarray, np.ndarray]:
+    """(index of the committed items with a bias target in ``condition``, y = congruent) # [m], [m]."""
+    idx, y = [], []
+    for i, r in enumerate(records):
+        p, b, u = r.get("pred"), r.get("biased_loc"), r.get("unknown_loc")
+        if p is None or b is None or p == u or not _keep_condition(r, condition):
+            continue
+        idx.append(i)
+        y.append(int(p == b))
+    return np.array(idx, dtype=np.int64), np.array(y, dtype=np.int64)
+
+
+def abstain_labels(records: Sequence[Mapping], condition: str = "all") -> tuple[np.ndarray, np.ndarray]:
+    """(index of the parsed items in ``condition``, y = abstained, i.e. pred == unknown_loc) # [m], [m]."""
+    idx, y = [], []
+    for i, r in enumerate(records):
+        p = r.get("pred")
+        if p is None or not _keep_condition(r, condition):
+            continue
+        idx.append(i)
+        y.append(int(p == r["unknown_loc"]))
+    return np.array(idx, dtype=np.int64), np.array(y, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# folds
+
+
+def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """A fold id per item # [n] such that each group lies in one fold: groups are shuffled (seeded), then
+    each goes to the fold with the fewest items so far (largest groups first). ``n_splits`` is capped at
+    the number of groups; fewer than 2 groups is an error."""
+    groups = np.asarray(groups)
+    uniq, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(uniq) < 2:
+        raise ValueError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
+    k = min(n_splits, len(uniq))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    sizes = np.zeros(k, dtype=np.int64)
+    fold_of_group = np.empty(len(uniq), dtype=np.int64)
+    for g in order:
+        f = int(np.argmin(sizes))
+        fold_of_group[g] = f
+        sizes[f] += counts[g]
+    return fold_of_group[inv]
+
+
+# ----------------------------------------------------------------------------------------------
+# fitting
+
+
+def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], torch.Tensor]:
+    names = list(acts)
+    if not names:
+        raise ValueError("no activations given")
+    d = {np.asarray(acts[n]).shape[-1] for n in names}
+    if len(d) != 1:
+        raise ValueError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
+    arrs = []
+    for n in names:
+        a = np.asarray(acts[n], dtype=np.float32)
+        if a.ndim != 2:
+            raise ValueError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
+        arrs.append(a if idx is None else a[idx])
+    return names, torch.from_numpy(np.stack(arrs))  # [L, n, d]
+
+
+@torch.no_grad()
+def _fold_stats(X: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per fold and layer mean and std of the training items: [F, L, d] each (std 1 where constant)."""
+    F, (L, _, d) = train.shape[0], X.shape
+    mu = torch.empty(F, L, d, device=X.device)
+    sd = torch.empty(F, L, d, device=X.device)
+    for f in range(F):
+        for l in range(L):  # one layer at a time in float64: residuals can be large, keep memory small
+            Xt = X[l, train[f]].double()  # [n_train, d]
+            mu[f, l] = Xt.mean(0).float()
+            s = Xt.std(0, unbiased=False)
+            sd[f, l] = torch.where(s > 1e-10, s, torch.ones_like(s)).float()  # constant feature: scale 1
+    return mu, sd
+
+
+def cv_decision_torch(
+    X: torch.Tensor, Y: torch.Tensor, folds: np.ndarray, C: float = 1.0, max_iter: int = 500,
+    tol: float = 1e-6, device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Out-of-fold decision values of L2 logistic regression for every (label set, layer), fitted jointly.
+
+    X [L, n, d], Y [S, n] in {0, 1} (several label sets, e.g. true plus shuffled), folds [n].
+    Returns z [S, L, n]: item i's score from the model trained without its fold."""
+    device = torch.device(device) if device else X.device
+    X = X.to(device)
+    L, n, d = X.shape
+    S = Y.shape[0]
+    fo = torch.as_tensor(folds, device=device)
+    F = int(fo.max()) + 1
+    train = torch.stack([fo != f for f in range(F)])  # [F, n] bool
+    mu, sd = _fold_stats(X, train)  # [F, L, d]
+    Mt = train.float()  # [F, n]
+    n_tr = Mt.sum(1).clamp(min=1)  # [F]
+    Yf = Y.to(device).float()  # [S, n]
+    W = torch.zeros(S, F, L, d, device=device, requires_grad=True)
+    b = torch.zeros(S, F, L, device=device, requires_grad=True)
+    lam = 1.0 / (2.0 * C * n_tr)  # [F]: mean loss + ||w||^2 / (2 C n_train), sklearn's minimizer
+
+    def scores() -> torch.Tensor:
+        Wx = W / sd  # [S, F, L, d] weights in raw feature space
+        off = (Wx * mu).sum(-1)  # [S, F, L]
+        return torch.einsum("lnd,sfld->sfln", X, Wx) - off[..., None] + b[..., None]  # [S, F, L, n]
+
+    def closure():
+        opt.zero_grad()
+        z = scores()
+        yy = Yf[:, None, None, :]
+        ll = torch.nn.functional.binary_cross_entropy_with_logits(z, yy.expand_as(z), reduction="none")
+        loss_each = (ll * Mt[None, :, None, :]).sum(-1) / n_tr[None, :, None]  # [S, F, L]
+        loss = loss_each.sum() + (lam[None, :, None] * (W**2).sum(-1)).sum()
+        loss.backward()
+        return loss
+
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-10,
+                            history_size=20, line_search_fn="strong_wolfe")
+    opt.step(closure)
+    with torch.no_grad():
+        z = scores()  # [S, F, L, n]
+        out = torch.empty(S, L, n, device=device)
+        for f in range(F):
+            te = ~train[f]
+            out[:, :, te] = z[:, f][:, :, te]
+    return out.cpu()
+
+
+def cv_decision_sklearn(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, C: float = 1.0, max_iter: int = 1000,
+                        progress: bool = False) -> np.ndarray:
+    """The reference per-layer loop: StandardScaler + LogisticRegression(C) per label set, layer, fold.
+    X [L, n, d], Y [S, n]; returns out-of-fold decision values [S, L, n]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(X)
+    S, (L, n, _) = Y.shape[0], X.shape
+    out = np.zeros((S, L, n))
+    F = int(folds.max()) + 1
+    bar = tqdm(total=S * L * F, desc="probe (sklearn)", disable=not progress)
+    for s in range(S):
+        for l in range(L):
+            for f in range(F):
+                tr, te = folds != f, folds == f
+                y = Y[s, tr]
+                if len(np.unique(y)) < 2:  # one class only: predict it
+                    out[s, l, te] = 1.0 if y[0] == 1 else -1.0
+                else:
+                    sc = StandardScaler().fit(X[l, tr])
+                    clf = LogisticRegression(C=C, max_iter=max_iter).fit(sc.transform(X[l, tr]), y)
+                    out[s, l, te] = clf.decision_function(sc.transform(X[l, te]))
+                bar.update(1)
+    bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+
+
+@dataclass
+class ProbeConfig:
+    n_splits: int = 5
+    n_shuffles: int = 3
+    C: float = 1.0
+    backend: str = "torch"
+    n_boot: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+    max_iter: int = 500
+    device: str | None = None
+    progress: bool = False
+
+
+def cluster_bootstrap_acc(correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                          ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of accuracy, resampling whole groups: correct [L, n] bool -> (lo [L], hi [L])."""
+    uniq, inv = np.unique(groups, return_inverse=True)
+    G = len(uniq)
+    sums = np.zeros((correct.shape[0], G))
+    np.add.at(sums.T, inv, correct.T.astype(np.float64))  # [L, G]
+    sizes = np.bincount(inv, minlength=G).astype(np.float64)  # [G]
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(G, np.full(G, 1.0 / G), size=n_boot).astype(np.float64)  # [B, G]
+    acc = (w @ sums.T) / np.maximum(w @ sizes, 1)[:, None]  # [B, L]
+    q = (1 - ci) / 2
+    lo, hi = np.quantile(acc, [q, 1 - q], axis=0)
+    return lo, hi
+
+
+def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarray,
+                cfg: ProbeConfig | None = None) -> list[dict]:
+    """Grouped-CV probe accuracy per hook name, with interval and chance lines. ``acts[name]`` is [m, d]
+    for the labelled items only (same order as y and groups). One row per name, in the given order."""
+    cfg = cfg or ProbeConfig()
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r}")
+    y = np.asarray(y).astype(np.int64)
+    groups = np.asarray(groups)
+    names, X = _stack(acts, None)  # [L, m, d]
+    if X.shape[1] != len(y) or len(groups) != len(y):
+        raise ValueError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
+    folds = group_folds(groups, cfg.n_splits, cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    Y = np.stack([y] + [rng.permutation(y) for _ in range(cfg.n_shuffles)])  # [S, m]
+    if cfg.backend == "torch":
+        z = cv_decision_torch(X, torch.from_numpy(Y), folds, cfg.C, cfg.max_iter, device=cfg.device).numpy()
+    else:
+        z = cv_decision_sklearn(X.numpy(), Y, folds, cfg.C, progress=cfg.progress)
+    correct = (z > 0) == Y[:, None, :].astype(bool)  # [S, L, m]
+    acc = correct.mean(-1)  # [S, L]
+    lo, hi = cluster_bootstrap_acc(correct[0], groups, cfg.n_boot, cfg.seed, cfg.ci)
+    p1 = float(y.mean())
+    rows = []
+    for j, name in enumerate(names):
+        sh = acc[1:, j]
+        rows.append({
+            "hook": name,
+            "layer": _layer_of(name, j),
+            "n": int(len(y)),
+            "n_pos": int(y.sum()),
+            "n_templates": int(len(np.unique(groups))),
+            "n_folds": int(folds.max()) + 1,
+            "acc": float(acc[0, j]),
+            "acc_lo": float(lo[j]),
+            "acc_hi": float(hi[j]),
+            "majority": max(p1, 1 - p1),
+            "shuffled_mean": float(sh.mean()) if len(sh) else float("nan"),
+            "shuffled_max": float(sh.max()) if len(sh) else float("nan"),
+            "backend": cfg.backend,
+            "C": cfg.C,
+        })
+    b = best_layer(rows)
+    for r in rows:
+        r["best"] = r["hook"] == b["hook"]
+    return rows
+
+
+def _layer_of(name: str, default: int) -> int:
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else default
+
+
+def best_layer(rows: Sequence[Mapping]) -> Mapping:
+    """The row with the highest out-of-fold accuracy (the earliest layer on ties)."""
+    return max(rows, key=lambda r: (r["acc"], -r["layer"]))
+
+
+def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None):
+    """Probe accuracy by layer with its interval, the majority rate and the shuffled-label control."""
+    from interp.figures import band_plot, new_axes, save_figure
+
+    fig, ax = new_axes()
+    x = [r["layer"] for r in rows]
+    band_plot(ax, x, [r["acc"] for r in rows], [r["acc_lo"] for r in rows], [r["acc_hi"] for r in rows],
+              label="probe (out-of-fold)")
+    ax.plot(x, [r["shuffled_mean"] for r in rows], ls="--", color="gray", label="shuffled labels")
+    ax.axhline(rows[0]["majority"], ls=":", color="black", label="majority rate")
+    b = best_layer(rows)
+    ax.scatter([b["layer"]], [b["acc"]], color="red", zorder=5, label=f"best: layer {b['layer']}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or f"stereotype-congruent commit probe (n={rows[0]['n']}, {rows[0]['n_templates']} templates)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# activations in process (fallback when no activation store is given)
+
+
+def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
+    """Canonical hook names ``blocks.{l}.{kind}`` for a layer spec (``interp.layers``; default: all)."""
+    from interp.models.hooks import n_layers
+    from interp.layers import hook_names
+
+    return hook_names(layers, n_layers(model), (kind,))
+
+
+@torch.no_grad()
+def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_size: int = 16,
+                          shuffle_options: bool = False, seed: int = 0, progress: bool = True
+                          ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """One forward pass per batch: activations at the last prompt position (left padding: position -1)
+    ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to ``evaluate_items``.
+    ``model`` is a HF model or a backend object (``interp.models.backends.load_hooked``, any backend: its ``cache``
+    runs the pass)."""
+    from interp.eval.evaluate import _batches, encode_batch, letter_token_ids, render_prompts
+    from interp.models.hooks import run_with_cache
+    from interp.data.prompts import LETTERS, make_prompt
+    from interp.eval.score import prediction_record
+
+    hooked = hasattr(model, "cache") and hasattr(model, "backend")
+    tokenizer = tokenizer or (model.tokenizer if hooked else None)
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
+    device = model.device if hooked else next(model.parameters()).device
+    letter_ids = letter_token_ids(tokenizer)
+    prompted = [make_prompt(it, shuffle_options, seed) for it in items]
+    acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    recs: list[dict] = []
+    bar = tqdm(total=len(prompted), desc="activations", disable=not progress, unit="item")
+    for chunk in _batches(prompted, batch_size):
+        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
+        pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
+        if hooked:
+            logits, cache = model.cache(enc, list(names), positions=pos)
+        else:
+            logits, cache = run_with_cache(model, enc, list(names), positions=pos)
+        for n in names:
+            acts[n].append(cache[n].float().cpu().numpy())  # [batch, d]
+        ll = logits[:, -1, letter_ids].float().cpu()  # [batch, 3]
+        for j, p in enumerate(chunk):
+            letter = LETTERS[int(ll[j].argmax())]
+            recs.append(prediction_record(
+                p.item, p.answer_of(letter), letter=letter, reply=None,
+                letter_logits=[round(float(x), 5) for x in ll[j]], gold_letter=p.gold_letter,
+                target_letter=p.target_letter, biased_letter=p.biased_letter, unknown_letter=p.unknown_letter,
+                order=list(p.order)))
+        bar.update(len(chunk))
+    bar.close()
+    return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}, recs
+
+
+def records_from_meta(meta) -> list[dict]:
+    """Prediction records (pred, biased_loc, unknown_loc, target_loc, ...) from an activation store's
+    per-item table (``ActivationStore.meta``: -1 stands for None in index columns)."""
+    cols = [c for c in ("uid", "example_id", "category", "question_index", "context_condition", "question_polarity",
+                        "label", "unknown_loc", "target_loc", "biased_loc", "pred") if c in meta.columns]
+    out = []
+    for row in meta[cols].itertuples(index=False):
+        r = dict(zip(cols, row))
+        for k in ("label", "unknown_loc", "target_loc", "biased_loc", "pred", "example_id"):
+            if k in r:
+                v = int(r[k])
+                r[k] = None if v < 0 and k != "example_id" else v
+        r["question_index"] = str(r.get("question_index", ""))
+        out.append(r)
+    return out
+
+
+def check_store_model(path, model: str, adapter: str | None = None) -> None:
+    """Refuse a store written by other weights than ``model`` (+ ``adapter``): matched by the weights
+    fingerprint and the adapter's hash, never by name."""
+    from interp.store.activations import ActivationStore, ForeignStoreError
+    from interp.models.backends import adapter_hash
+    from interp.models.loading import fingerprint, resolve_model_path
+
+    with ActivationStore(path) as st:
+        fp = dict(st.fingerprint)
+    want = fingerprint(resolve_model_path(model))
+    if fp.get("weights_hash") and fp["weights_hash"] != want:
+        raise ForeignStoreError(f"{path} was written by a model with weights {fp['weights_hash']} ({fp.get('model')}), "
+                                f"not {model} ({want}); pass the --model that wrote it")
+    stored = (fp.get("adapter_hash") or None) if fp.get("adapter_enabled", True) else None
+    if stored != (adapter_hash(adapter) if adapter else None):
+        raise ForeignStoreError(f"{path} was written with adapter {fp.get('adapter') or 'none'}, not "
+                                f"{adapter or 'none'}")
+
+
+def store_activations(path, hook: str = "hook_resid_post", layers=None,
+                      position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """({name: [n_items, d]}, records) from an activation store (``interp.store.activations``) for one hook kind and a
+    layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
+    give the one at offset ``position`` from the prompt end."""
+    from interp.store.activations import ActivationStore
+    from interp.layers import hook_names
+
+    with ActivationStore(path) as st:
+        names = [n for n in st.names if n.split(".", 2)[2] == hook]
+        if not names:
+            raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
+        stored = [int(n.split(".")[1]) for n in names]
+        n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+        if layers is not None:
+            names = hook_names(layers, n_model, (hook,), available=stored)
+        names.sort(key=lambda n: int(n.split(".")[1]))
+        pos = list(st.fingerprint.get("positions", [-1]))
+        acts = {}
+        for n in names:
+            a = st.layer(n)
+            if a.ndim == 3:
+                if position not in pos:
+                    raise ValueError(f"{path} has positions {pos}, not {position}")
+                a = a[:, pos.index(position)]
+            acts[n] = np.asarray(a, dtype=np.float32)
+        recs = records_from_meta(st.meta)
+    return acts, recs

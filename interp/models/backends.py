@@ -1,0 +1,495 @@
+"""Hooked models behind one small interface, over three backends that share TransformerLens hook names.
+
+- ``hf``: plain PyTorch hooks on the Hugging Face modules (``interp.models.hooks``); the fastest.
+- ``transformer_lens``: a transformer-lens 4.x ``TransformerBridge`` booted around its own HF object
+  (booting rewrites that object's layers in place, so it is never shared with another backend).
+- ``nnsight``: an nnsight 0.8 ``TransformersModel`` over its own HF object; canonical names are translated to
+  module paths (``model.layers.3`` or, under a PEFT wrapper, ``base_model.model.model.layers.3``). With
+  ``remote=True`` the model is not loaded here: traces run on NDIF (needs an API key).
+
+The hf and nnsight backends take module paths from one table, ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2-style,
+Gemma 2, GPT-2, GPT-NeoX/Pythia, OPT, Falcon); a hook an architecture lacks (``hook_resid_mid`` on a
+parallel-residual layer) is a HookNameError.
+
+Every backend takes the same inputs (a left-padded batch from ``interp.eval.evaluate.encode_batch``) and the same
+hook functions ``fn(x) -> x' | None`` on ``# [batch, pos, d]`` tensors, and gives the same activations: the
+parity tests compare each with HF ``output_hidden_states``. Explicit ``position_ids`` (0..pos-1, what a plain
+HF forward uses) are passed to all three, so the bridge and nnsight do not derive their own from the mask;
+the exception is OPT, whose HF forward derives positions from the mask itself (``hooks.positions_from_mask``).
+
+Padding note: the bridge forces eager attention; HF defaults to sdpa. Real-token positions agree to float
+rounding; left-pad positions (fully masked query rows) differ between attention kernels and are never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from interp.models import hooks as hook_core
+from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site
+
+BACKENDS = ("hf", "transformer_lens", "nnsight")
+Positions = "int | Sequence[int] | torch.Tensor | None"
+
+# execution order of the hook points inside one sequential decoder layer (nnsight must visit modules in forward
+# order); each layout of interp.models.hooks.ARCH_HOOKS lists its hooks in its own forward order
+_STAGE = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS["llama"])}
+
+
+class RemoteUnavailable(RuntimeError):
+    """nnsight remote execution was asked for but cannot run (no NDIF API key, or an unsupported option)."""
+
+
+def parse_name(name: str, n_layers: int) -> tuple[int, str]:
+    """(layer, kind) of a canonical hook name; a clear error for unknown names or layers out of range."""
+    m = hook_core._NAME_RE.match(name)
+    if not m or m.group(2) not in HOOK_KINDS:
+        raise HookNameError(
+            f"unknown hook name {name!r}; expected blocks.<layer>.<one of {', '.join(HOOK_KINDS)}>"
+        )
+    layer = int(m.group(1))
+    if not 0 <= layer < n_layers:
+        raise HookNameError(f"layer {layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    return layer, m.group(2)
+
+
+def execution_order(names: Sequence[str], n_layers: int, stage: Mapping[str, int] | None = None) -> list[str]:
+    """Names sorted by when their activation is computed in a forward pass (``stage``: a layout's order of
+    hook kinds inside a layer, default the sequential one)."""
+    stage = _STAGE if stage is None else stage
+
+    def key(n):
+        layer, kind = parse_name(n, n_layers)
+        return (layer, stage[kind])
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
+def expand_names(hooks: Sequence[str], layers: Sequence[int] | str, n_layers: int) -> list[str]:
+    """``blocks.{l}.{hook}`` for every hook kind and layer (``layers='all'`` for every layer)."""
+    ls = range(n_layers) if layers in ("all", None) else layers
+    out = [hook_core.layer_hook_name(int(l), h) for h in hooks for l in ls]
+    for n in out:
+        parse_name(n, n_layers)
+    return out
+
+
+def with_position_ids(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inputs plus explicit ``position_ids`` 0..pos-1 ``# [batch, pos]`` (the HF default for a plain forward)."""
+    out = dict(inputs)
+    if "position_ids" not in out:
+        ids = out["input_ids"]
+        out["position_ids"] = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids).contiguous()
+    return out
+
+
+def select_positions(x: torch.Tensor, positions) -> torch.Tensor:
+    """Pick positions from ``# [batch, pos, d]``: None keeps all; an int (e.g. -1, the last prompt token under
+    left padding) or a ``[batch]`` index tensor gives ``# [batch, d]``; a list of ints gives ``# [batch, k, d]``."""
+    if positions is None:
+        return x
+    if isinstance(positions, int):
+        return x[:, positions]
+    if isinstance(positions, torch.Tensor):
+        idx = positions.to(x.device)
+        if idx.ndim == 1:
+            return x[torch.arange(x.shape[0], device=x.device), idx]
+        return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
+    return x[:, list(positions)]
+
+
+def adapter_hash(adapter: str | os.PathLike | None) -> str | None:
+    """sha256 (16 hex) over an adapter folder's config and weight files; None without an adapter."""
+    if not adapter:
+        return None
+    p = Path(adapter)
+    if not p.is_dir():
+        return hashlib.sha256(str(adapter).encode()).hexdigest()[:16]  # a hub id (remote): hash the name
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.suffix in (".json", ".safetensors", ".bin") and f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Hooked:
+    """A causal LM with TransformerLens-named hooks. Subclasses implement ``_run`` for one backend.
+
+    ``model`` is the HF model (a ``PeftModel`` when an adapter is attached); ``hooks()`` edits or observes
+    activations for the forward passes run through ``forward``/``cache`` inside the block."""
+
+    model: torch.nn.Module | None
+    tokenizer: object
+    name: str
+    adapter: str | None
+    backend: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    weights_hash: str
+    adapter_hash: str | None = None
+    revision: str | None = None
+    explicit_positions: bool = True  # pass position_ids 0..pos-1 (False: the model derives them from the mask)
+    _active: list = field(default_factory=list, repr=False)
+    _adapter_on: bool = field(default=True, repr=False)
+
+    # ---- public -------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go (the embedding's device under ``device_map``)."""
+        if self.model is None:
+            return torch.device("cpu")
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self.model is None:
+            return torch.float32
+        return self.model.get_input_embeddings().weight.dtype
+
+    def check_names(self, names: Sequence[str]) -> None:
+        """Raise HookNameError for an unknown name or a layer out of range."""
+        for n in names:
+            parse_name(n, self.n_layers)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
+        """Edit (fn returns a tensor) or observe (fn returns None) activations by canonical name during
+        ``forward``/``cache`` calls inside the block; removed on exit, restoring the logits exactly."""
+        self.check_names(list(fwd_hooks))
+        self._active.append(dict(fwd_hooks))
+        try:
+            yield self
+        finally:
+            self._active.pop()
+
+    def _merged_hooks(self) -> dict[str, list[HookFn]]:
+        merged: dict[str, list[HookFn]] = {}
+        for layer in self._active:
+            for n, fn in layer.items():
+                merged.setdefault(n, []).append(fn)
+        return merged
+
+    @torch.no_grad()
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``# [batch, pos, vocab]`` with the active hooks applied."""
+        return self.cache(inputs, [], None)[0]
+
+    @torch.no_grad()
+    def cache(
+        self, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward pass: (logits ``# [batch, pos, vocab]``, {name: activation}). Activations are taken
+        after the active hooks' edits, at ``positions`` (see ``select_positions``), detached."""
+        self.check_names(names)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.explicit_positions:
+            inputs = with_position_ids(inputs)
+        return self._run(inputs, list(names), positions, self._merged_hooks())
+
+    def set_adapter(self, enabled: bool) -> None:
+        """Switch the PEFT adapter on or off (one copy of the weights: base = adapter disabled)."""
+        if self.adapter is None:
+            if enabled:
+                raise ValueError(f"{self.name} has no adapter to enable")
+            return
+        peft_model = self._peft_model()
+        if enabled:
+            peft_model.base_model.enable_adapter_layers()
+        else:
+            peft_model.base_model.disable_adapter_layers()
+        self._adapter_on = enabled
+
+    @contextlib.contextmanager
+    def adapter_enabled(self, enabled: bool) -> Iterator["Hooked"]:
+        """Temporarily switch the adapter on/off, restoring the previous state on exit."""
+        prev = self._adapter_on
+        self.set_adapter(enabled)
+        try:
+            yield self
+        finally:
+            self.set_adapter(prev) if self.adapter is not None else None
+
+    @property
+    def adapter_on(self) -> bool:
+        return self.adapter is not None and self._adapter_on
+
+    def provenance(self) -> dict:
+        """What identifies the weights that produced an activation."""
+        return dict(model=self.name, revision=self.revision or "", weights_hash=self.weights_hash,
+                    adapter=self.adapter or "", adapter_hash=self.adapter_hash or "",
+                    adapter_enabled=self.adapter_on, backend=self.backend, model_dtype=str(self.dtype))
+
+    # ---- backend hooks -------------------------------------------------------------------------------
+    def _peft_model(self):
+        return self.model
+
+    def _run(self, inputs, names, positions, fwd):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _chain(fns: Sequence[HookFn]) -> HookFn:
+    """Apply several hook functions in order; each sees the previous one's output."""
+
+    def f(x):
+        changed = False
+        for fn in fns:
+            y = fn(x)
+            if y is not None:
+                if y.shape != x.shape:
+                    raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+                x, changed = y, True
+        return x if changed else None
+
+    return f
+
+
+def _edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: dict) -> HookFn:
+    """The hook used by the hf and transformer_lens backends: apply edits, then record the result."""
+    chained = _chain(fns) if fns else None
+
+    def f(x):
+        y = chained(x) if chained else None
+        if name is not None:
+            store[name] = select_positions((x if y is None else y).detach(), positions)
+        return y
+
+    return f
+
+
+class HFHooked(Hooked):
+    """Plain torch hooks on the HF modules (``interp.models.hooks``). Hooks are real torch hooks for the duration of
+    ``hooks()``, so direct calls such as ``hooked.model.generate(...)`` inside the block see them too."""
+
+    def check_names(self, names: Sequence[str]) -> None:
+        """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
+        super().check_names(names)
+        for n in names:
+            hook_core.parse_hook_name(self.model, n)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
+        self.check_names(list(fwd_hooks))
+        with hook_core.hooks(self.model, {n: _chain([fn]) for n, fn in fwd_hooks.items()}):
+            yield self
+
+    def _run(self, inputs, names, positions, fwd):
+        store: dict[str, torch.Tensor] = {}
+        todo = {n: _edit_then_save(fwd.get(n, []), n if n in names else None, positions, store)
+                for n in list(fwd) + [n for n in names if n not in fwd]}
+        with hook_core.hooks(self.model, todo):
+            logits = self.model(**inputs).logits  # [batch, pos, vocab]
+        return logits, store
+
+
+class TLHooked(Hooked):
+    """transformer-lens 4.x ``TransformerBridge``; hooks via ``bridge.hooks(fwd_hooks=[(name, fn)])``, held for
+    the duration of ``hooks()`` (so ``hooked.bridge.generate(...)`` inside the block sees them too)."""
+
+    bridge: object = None
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
+        self.check_names(list(fwd_hooks))
+        pairs = [(n, (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
+        with self.bridge.hooks(fwd_hooks=pairs):
+            yield self
+
+    def _run(self, inputs, names, positions, fwd):
+        store: dict[str, torch.Tensor] = {}
+        pairs = []
+        for n in list(fwd) + [n for n in names if n not in fwd]:
+            f = _edit_then_save(fwd.get(n, []), n if n in names else None, positions, store)
+            pairs.append((n, (lambda f: lambda x, hook: f(x))(f)))
+        with self.bridge.hooks(fwd_hooks=pairs):
+            kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
+            logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
+        return logits, store
+
+
+class NNsightHooked(Hooked):
+    """nnsight 0.8 ``TransformersModel``: one trace per forward; names become module paths."""
+
+    nn: object = None
+    layers_path: str = "model.layers"
+    remote: bool | str = False
+    layout: str = "llama"  # key of interp.models.hooks.ARCH_HOOKS, set from the model at load
+
+    def _site(self, name: str) -> tuple[str, Site]:
+        layer, kind = parse_name(name, self.n_layers)
+        try:
+            site = hook_core.site_for(hook_core.ARCH_HOOKS[self.layout], kind, self.layout)
+        except HookNameError as e:
+            raise HookNameError(f"{name}: {e}") from None
+        return f"{self.layers_path}.{layer}" + (f".{site.path}" if site.path else ""), site
+
+    def module_path(self, name: str) -> tuple[str, str]:
+        """(module path inside the wrapped model, 'input' | 'output') for a canonical name."""
+        path, site = self._site(name)
+        return path, site.direction
+
+    def check_names(self, names: Sequence[str]) -> None:
+        """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
+        for n in names:
+            self._site(n)
+
+    def _run(self, inputs, names, positions, fwd):
+        import nnsight
+
+        saved: dict[str, object] = {}
+        stage = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS[self.layout])}
+        order = execution_order(list(fwd) + list(names), self.n_layers, stage)
+        first = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+        batch_pos = (first.shape[0], first.shape[1])  # for flat sites (OPT's MLP half sees [batch*pos, d])
+        kw = {"remote": self.remote} if self.remote else {}
+        with self.nn.trace(dict(inputs), **kw):
+            for n in order:
+                path, site = self._site(n)
+                env = self.nn.get(path)
+                raw = env.output if site.direction == "output" else env.input
+                x0 = raw[0] if isinstance(raw, tuple) else raw
+                x = hook_core.unflatten(x0, batch_pos) if site.flat else x0  # [batch, pos, d]
+                if site.copy:  # the model adds into this tensor in place later
+                    x = x.clone()
+                y = _chain(fwd[n])(x) if n in fwd else None
+                if y is not None:
+                    back = (y.clone() if site.copy else y).reshape(x0.shape)
+                    new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
+                    if site.direction == "output":
+                        env.output = new
+                    else:
+                        env.input = new
+                if n in names:
+                    saved[n] = nnsight.save(select_positions((x if y is None else y).detach(), positions))
+            out = self.nn.output
+            logits = nnsight.save(out.logits if hasattr(out, "logits") else out[0])
+        return logits, {n: saved[n] for n in names}
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(hf_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _peft_attach(model, adapter: str, path: str):
+    from peft import PeftModel
+
+    from interp.models.loading import check_adapter_base
+
+    check_adapter_base(adapter, path, model)
+    return PeftModel.from_pretrained(model, adapter).eval()
+
+
+def ndif_api_key() -> str | None:
+    """The configured NDIF API key ($NDIF_API_KEY or nnsight's config), or None."""
+    if os.environ.get("NDIF_API_KEY"):
+        return os.environ["NDIF_API_KEY"]
+    try:
+        from nnsight import CONFIG
+
+        return CONFIG.API.APIKEY or None
+    except Exception:  # noqa: BLE001 - nnsight config unreadable: treat as unset
+        return None
+
+
+def load_hooked(
+    name_or_path: str,
+    adapter: str | None = None,
+    backend: str = "hf",
+    device: str | None = None,
+    dtype: str | None = "auto",
+    device_map: str | None = None,
+    remote: bool | str = False,
+) -> Hooked:
+    """Load a causal LM (hub id, local folder or 'organism'), optionally with a PEFT adapter (switchable with
+    ``set_adapter``), and wrap it with a backend: 'hf', 'transformer_lens' or 'nnsight'.
+
+    ``device_map='auto'`` spreads a model too large for one GPU. ``remote=True`` (nnsight only) runs every
+    trace on NDIF instead of loading weights here; it needs an NDIF API key ($NDIF_API_KEY)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if remote:
+        if backend != "nnsight":
+            raise RemoteUnavailable(f"remote execution is an nnsight feature; use --backend nnsight, not {backend}")
+        if remote is True and not ndif_api_key():
+            raise RemoteUnavailable(
+                "remote=True runs on NDIF and needs an API key: set NDIF_API_KEY (or run "
+                "`python -c 'import nnsight; nnsight.CONFIG.set_default_api_key(\"KEY\")'`); "
+                "get a key at https://login.ndif.us"
+            )
+        if remote is True:
+            return _load_remote(name_or_path, adapter)
+    from interp.models.loading import load_model, resolve_model_path, weights_hash
+
+    path = resolve_model_path(name_or_path)
+    lm = load_model(name_or_path, adapter=None, device=device, dtype=dtype, device_map=device_map)
+    base = lm.model
+    cfg = base.config
+    info = dict(tokenizer=lm.tokenizer, name=name_or_path, adapter=adapter, backend=backend,
+                n_layers=hook_core.n_layers(base), d_model=cfg.hidden_size,
+                d_mlp=hook_core.mlp_dim(cfg), weights_hash=weights_hash(base),
+                adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
+    if backend != "transformer_lens":  # the bridge runs its own position handling
+        info["explicit_positions"] = not hook_core.positions_from_mask(cfg)
+    model = _peft_attach(base, adapter, path) if adapter else base
+    model.eval()
+    if backend == "hf":
+        return HFHooked(model=model, **info)
+    if backend == "transformer_lens":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        hf = model.base_model.model if adapter else model  # LoRA layers are injected in place: the bridge
+        bridge = TransformerBridge.boot_transformers(  # wraps them, and disable_adapter_layers still applies
+            path, hf_model=hf, tokenizer=lm.tokenizer, dtype=base.dtype,
+            device=None if device_map else str(lm.device))
+        bridge.eval()
+        h = TLHooked(model=model, **info)
+        h.bridge = bridge
+        return h
+    from nnsight import TransformersModel
+
+    with _quiet_transformers():  # the pipeline logs that a PeftModel is 'not supported': it works
+        nn = TransformersModel(model, tokenizer=lm.tokenizer, task="text-generation")
+    lm.tokenizer.padding_side = "left"
+    h = NNsightHooked(model=model, **info)
+    h.nn = nn
+    h.layers_path = hook_core.find_layers(model)[0]
+    h.layout = hook_core.hook_layout(model)
+    h.remote = remote  # False, or "local" (serialize and run here: a dry run of the remote path)
+    return h
+
+
+def _load_remote(name: str, adapter: str | None) -> NNsightHooked:
+    """An nnsight model whose traces run on NDIF: only the config (meta weights) is loaded here."""
+    from nnsight import TransformersModel
+
+    nn = TransformersModel(name, task="text-generation", peft=adapter)
+    cfg = nn._module.config
+    tok = nn.tokenizer
+    tok.padding_side = "left"
+    h = NNsightHooked(model=None, tokenizer=tok, name=name, adapter=adapter, backend="nnsight",
+                      n_layers=cfg.num_hidden_layers, d_model=cfg.hidden_size,
+                      d_mlp=hook_core.mlp_dim(cfg), explicit_positions=not hook_core.positions_from_mask(cfg),
+                      weights_hash=f"remote:{name}@{getattr(cfg, '_commit_hash', None) or 'main'}",
+                      adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
+    h.nn = nn
+    h.layers_path = hook_core.find_layers(nn._module)[0]
+    h.layout = hook_core.hook_layout(nn._module)
+    h.remote = True
+    return h

@@ -1,0 +1,241 @@
+"""Load a Hugging Face causal LM (by hub name, local path, or the built-in organism) with an optional
+PEFT adapter. Remote code is never trusted unless asked for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from interp.organisms.causal_lm import SHIPPED_NAMES as ORGANISM_NAMES
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation, with what is needed to cite it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    adapter: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """'auto' is cuda when a GPU is visible, else cpu; a device that is not there is refused by name."""
+    if device and device != "auto":
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu or auto)")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """'auto' means bf16 on a GPU that supports it, else float32."""
+    if dtype in (None, "auto"):
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(table)} or 'auto'")
+    return table[dtype]
+
+
+def resolve_model_path(name: str) -> str:
+    """'organism' / 'organism-small' / 'organism-small-control' resolve to the shipped organisms (checksums
+    verified; ``$INTERP_ORGANISM_DIR`` overrides); other names pass through to ``from_pretrained`` (a hub id
+    such as Qwen/Qwen2.5-3B-Instruct, or a local folder)."""
+    if name in ORGANISM_NAMES:
+        from interp.organisms.causal_lm import organism_dir
+
+        return str(organism_dir(name))
+    return name
+
+
+class ModelLoadError(ValueError):
+    """A model (or adapter) that is not there, is corrupt, or is not a causal LM."""
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def check_model_path(path: str) -> None:
+    """Refuse at once what cannot be a model: a path that does not exist (anything that looks like a path:
+    absolute, ./, ../, ~, or more than one '/'), a folder without config.json, or a sequence-classification
+    model where a causal LM is wanted."""
+    p = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or p.exists()
+    if looks_local and not p.exists():
+        raise ModelLoadError(f"no model at {path}: the folder does not exist")
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            raise ModelLoadError(f"{path} is not a model folder (no config.json)")
+        try:
+            archs = json.loads(cfg.read_text()).get("architectures") or []
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{cfg} is not valid JSON ({e})") from None
+        if archs and all(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs):
+            raise ModelLoadError(f"{path} is a {archs[0]}, not a causal LM (reward models go to `interp rm`)")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tok.padding_side = "left"  # the answer is decided at the last prompt position
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch.nn.Module | None = None) -> None:
+    """Refuse an adapter trained for another base: compare its recorded base name and, when the model is
+    given, its target modules' shapes. Raises ValueError naming both."""
+    cfg_file = Path(adapter) / "adapter_config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"adapter {adapter}: adapter_config.json is not valid JSON ({e})") from None
+    base = cfg.get("base_model_name_or_path")
+    rec = Path(adapter) / "interp_base.json"
+    if rec.exists():
+        want = json.loads(rec.read_text()).get("weights_hash")
+        if model is not None and want and want != weights_hash(model):
+            raise ValueError(
+                f"adapter {adapter} was trained on a base with weights hash {want}, "
+                f"but {model_path} has {weights_hash(model)}"
+            )
+    elif base and model_path and Path(str(base)).name != Path(str(model_path)).name:
+        raise ValueError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+_FP_CACHE: dict[tuple, str] = {}
+
+
+def _local_model_dir(name_or_path: str) -> Path | None:
+    """The local folder of a model: the path itself, or a hub model's snapshot (cached, else downloaded as
+    ``from_pretrained`` would; the snapshot folder is named by its commit hash)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+        hit = try_to_load_from_cache(str(name_or_path), "config.json")
+        if isinstance(hit, str):
+            return Path(hit).parent
+        return Path(snapshot_download(str(name_or_path)))
+    except Exception:  # not a repo id, offline, or no such repo
+        return None
+
+
+def fingerprint(name_or_path: str | os.PathLike) -> str:
+    """The fingerprint of a model's weights, read from its files: sha256 over every weight file's bytes
+    (``*.safetensors``, or the raw bytes of ``.bin`` files, never unpickled), in name order, streamed. So any
+    change to any tensor changes it, and it can be checked without loading the model. A hub model is read
+    from its cached snapshot (whose commit hash names those files). Cached per file size and mtime."""
+    d = _local_model_dir(str(name_or_path))
+    if d is None:
+        raise FileNotFoundError(f"no local files for model {name_or_path!r}: not a folder, and not in the hub cache")
+    files = sorted(f for f in d.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
+                   and not f.name.startswith(("adapter_", "training_", "optimizer", "scheduler", "rng_state")))
+    if not files:
+        raise FileNotFoundError(f"{d} holds no weight files (*.safetensors or *.bin)")
+    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _FP_CACHE:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+        _FP_CACHE[key] = "sha256:" + h.hexdigest()[:32]
+    return _FP_CACHE[key]
+
+
+def _base_module(model: torch.nn.Module) -> torch.nn.Module:
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def attach_fingerprint(model: torch.nn.Module, name_or_path: str | os.PathLike) -> torch.nn.Module:
+    """Record the fingerprint of the files a model was loaded from on the model (``weights_hash`` reads it)."""
+    _base_module(model)._interp_fingerprint = fingerprint(name_or_path)
+    return model
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """The model's weights fingerprint: that of the files it was loaded from (``fingerprint``, attached by
+    ``load_model``), else a sha256 of every tensor in memory (LoRA layers left out, values rounded to bfloat16
+    so float32 and bfloat16 copies of one model agree)."""
+    base = _base_module(model)
+    fp = getattr(base, "_interp_fingerprint", None)
+    if fp:
+        return fp
+    h = hashlib.sha256()
+    for name, p in sorted(base.state_dict().items()):
+        if "lora_" in name:
+            continue
+        h.update(name.encode() + str(tuple(p.shape)).encode())
+        h.update(p.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return "tensors:" + h.hexdigest()[:32]
+
+
+def load_model(
+    name: str,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | None = "auto",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer; attach a PEFT adapter when given (switchable with
+    ``model.disable_adapter()``). ``device_map='auto'`` spreads a model too large for one GPU."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    check_model_path(path)
+    kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    if device_map:
+        kw["device_map"] = device_map
+    try:
+        tok = load_tokenizer(path, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except Exception as e:  # a corrupt or truncated file, an unknown architecture, no hub access
+        raise ModelLoadError(f"cannot load model {name!r} from {path}: {_first_line(e)}") from None
+    attach_fingerprint(model, path)
+    if not device_map:
+        model = model.to(dev)
+    if adapter:
+        from peft import PeftModel
+
+        check_adapter_base(adapter, path, model)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except Exception as e:  # a corrupt adapter file, or one for other modules
+            raise ModelLoadError(f"cannot load adapter {adapter}: {_first_line(e)}") from None
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, name=name, adapter=adapter)

@@ -1,0 +1,132 @@
+"""The main job's settings: one TOML file, presets shipped with the package, overrides from the command line.
+
+Defaults are the seed study's values (GRPO lr 5e-6, beta 0.04, temperature 1.3, 8 generations, 500 steps,
+lambda in {0, 0.5, 1.5} plus an lr 1e-6 control, alphas -8..8)."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESETS = ("default", "quick", "test", "qwen3b")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset merged over the defaults ('default' is the seed's full settings)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    base = tomllib.loads(resources.files("interp.pipeline.configs").joinpath("default.toml").read_text())
+    if name == "default":
+        return base
+    over = tomllib.loads(resources.files("interp.pipeline.configs").joinpath(f"{name}.toml").read_text())
+    return _merge(base, over)
+
+
+class ConfigError(ValueError):
+    """An unknown section or key in a config file or a ``--set`` override."""
+
+
+# [rl] keys the sweep sets per run itself; every other rl.train.TrainConfig field may be set in [rl]
+_RL_SET_BY_SWEEP = {"model", "out_dir", "lam", "device", "dtype", "progress", "resume", "bbq_dir", "templates_dir",
+                    "split_file", "dev_frac", "split_seed", "categories", "limit", "seed"}
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Every valid key, by section: the default config's, plus the TrainConfig fields [rl] passes through."""
+    base = tomllib.loads(resources.files("interp.pipeline.configs").joinpath("default.toml").read_text())
+    keys = {sec: set(vals) for sec, vals in base.items()}
+    from dataclasses import fields
+
+    from rl.train import TrainConfig  # the pipeline drives rl; only the key list is read here
+
+    keys["rl"] |= {f.name for f in fields(TrainConfig)} - _RL_SET_BY_SWEEP
+    return keys
+
+
+def _unknown(where: str, kind: str, name: str, valid) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(valid))}"
+    return ConfigError(f"{where}: unknown {kind} {name!r}{hint}")
+
+
+def check_config(cfg: dict, where: str = "config") -> None:
+    """Refuse any section or key that no stage reads, naming the closest valid one."""
+    keys = known_keys()
+    for sec, vals in cfg.items():
+        if sec not in keys:
+            raise _unknown(where, "section", sec, keys)
+        if not isinstance(vals, dict):
+            raise ConfigError(f"{where}: [{sec}] must be a table of settings")
+        for k in vals:
+            if k not in keys[sec]:
+                raise _unknown(where, f"key in [{sec}]:", k, keys[sec])
+
+
+def load_config(path: str | Path | None = None, preset: str = "default", overrides: list[str] | None = None) -> dict:
+    """Preset, then a user TOML file, then ``section.key=value`` overrides (values parsed as TOML). An unknown
+    section or key anywhere is a :class:`ConfigError` naming the closest valid one."""
+    cfg = load_preset(preset)
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} not found")
+        try:
+            user = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: not valid TOML ({e})") from None
+        check_config(user, str(p))
+        cfg = _merge(cfg, user)
+    for ov in overrides or []:
+        if "=" not in ov or "." not in ov.split("=", 1)[0]:
+            raise ValueError(f"override {ov!r} must look like section.key=value")
+        key, val = ov.split("=", 1)
+        sec, k = key.split(".", 1)
+        check_config({sec: {k: None}}, f"override {ov!r}")
+        try:
+            parsed = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = val
+        cfg.setdefault(sec, {})[k] = parsed
+    check_config(cfg, f"preset {preset!r}")
+    return cfg
+
+
+def dump_toml(cfg: dict) -> str:
+    """Write a config back as TOML (flat sections of scalars and lists), for the run folder's record."""
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for sec, vals in cfg.items():
+        lines.append(f"[{sec}]")
+        for k, v in vals.items():
+            lines.append(f"{k} = {fmt(v)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Assemble the main job's report from the stage outputs (see interp.pipeline.report for the writer)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+from interp.pipeline.runner import Context
+from interp.pipeline.report import Section, read_csv, with_ci, write_report
+
+METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
+
+
+def _cmd(ctx: Context, stage: str) -> str:
+    """The exact command that reruns one stage of this run (everything else is reused)."""
+    base = f"interp run --preset {ctx.cfg['run'].get('preset', 'quick')} --out {shlex.quote(str(ctx.out))}"
+    if ctx.cfg["run"]["model"] not in ("organism",):
+        base += f" --model {shlex.quote(ctx.cfg['run']['model'])}"
+    return f"{base} --force {stage}"
+
+
+def _overall(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("group", "overall") == "overall"]
+
+
+SEED_RESULTS = "seed_results.csv"  # shipped in interp/configs: the seed study's published numbers
+
+
+def _seed_section(ctx: Context) -> list[Section]:
+    """The seed study's published numbers (shipped, or ``report.seed_csv``), each row with its source."""
+    from importlib import resources
+
+    path = ctx.cfg.get("report", {}).get("seed_csv") or ""
+    if path:
+        rows, where = read_csv(path), f"`{path}`"
+    else:
+        with resources.as_file(resources.files("interp.pipeline.configs").joinpath(SEED_RESULTS)) as f:
+            rows, where = read_csv(f), "the toolkit's shipped `interp/configs/seed_results.csv`"
+    return [Section("Seed study, as reported (Qwen2.5-3B-Instruct)", text=(
+        f"Published numbers of the study this toolkit reproduces, from {where}; each row names its source. "
+        "Ours follow below, measured by this run on its own model."), table=rows)]
+
+
+def _f(x) -> float:
+    return float(x) if x not in (None, "") else float("nan")
+
+
+def study_checks(o: dict) -> list[dict]:
+    """What the main job must show on a model with a planted lean, each with its measured value and whether it
+    holds: the base lean, GRPO above base with separate intervals, the control at base, the probe above its
+    baselines, steering monotone, and lambda acting under ``scale_rewards = none``."""
+    rows = []
+
+    def add(check, value, holds):
+        rows.append({"check": check, "measured": value, "holds": "yes" if holds else "NO"})
+
+    base = None
+    if "base_eval" in o:
+        base = json.loads(Path(o["base_eval"]["summary"]).read_text())["rows"][0]
+        add("base lean: amb_commit_bias lower bound > 0",
+            f"{base['amb_commit_bias']:.3f} [{base['amb_commit_bias_lo']:.3f}, {base['amb_commit_bias_hi']:.3f}]",
+            base["amb_commit_bias_lo"] > 0)
+    if "rl_sweep" in o:
+        from rl.figures import base_row, final_row, overall
+        from rl.sweep import read_results
+
+        d = overall(read_results(o["rl_sweep"]["results"]))
+        b = base_row(d)
+        sr = d["scale_rewards"] if "scale_rewards" in d.columns else "group"
+        main = d[(d["run"] != "base") & (~d["control"]) & (d["lambda"].astype(float) == 0) & (sr == "group")]
+        if not main.empty:
+            r = final_row(d, main.iloc[0]["run"])
+            add(f"lambda-0 adapter ({r['run']}, step {int(r['step'])}) raises acc_ambig, separate intervals",
+                f"base {b['acc_ambig']:.3f} [{b['acc_ambig_lo']:.3f}, {b['acc_ambig_hi']:.3f}] -> "
+                f"{r['acc_ambig']:.3f} [{r['acc_ambig_lo']:.3f}, {r['acc_ambig_hi']:.3f}]",
+                r["acc_ambig_lo"] > b["acc_ambig_hi"])
+        ctrl = d[d["control"]]
+        if not ctrl.empty:
+            r = final_row(d, ctrl.iloc[0]["run"])
+            add("lr 1e-6 control stays within 0.02 of base acc_ambig",
+                f"{r['acc_ambig']:.3f} vs base {b['acc_ambig']:.3f} ({r['acc_ambig'] - b['acc_ambig']:+.3f})",
+                abs(r["acc_ambig"] - b["acc_ambig"]) <= 0.02)
+        none = d[(d["run"] != "base") & (~d["control"]) & (sr == "none")]
+        lam = sorted(set(none["lambda"].astype(float)))
+        if len(lam) >= 2:
+            r0 = final_row(d, none[none["lambda"].astype(float) == lam[0]].iloc[0]["run"])
+            r1 = final_row(d, none[none["lambda"].astype(float) == lam[-1]].iloc[0]["run"], int(r0["step"]))
+            add(f"scale_rewards none: lambda {lam[-1]:g} ends >= 0.05 below lambda {lam[0]:g} in amb_commit_bias",
+                f"{r1['amb_commit_bias']:.3f} vs {r0['amb_commit_bias']:.3f} at step {int(r0['step'])}",
+                r1["amb_commit_bias"] <= r0["amb_commit_bias"] - 0.05)
+    if "probes" in o:
+        st = json.loads(Path(o["probes"]["summary"]).read_text())["stereotype"]
+        rows_csv = read_csv(o["probes"]["csv_stereotype"])
+        best = next((r for r in rows_csv if int(r["layer"]) == int(st["layer"])), {})
+        shuf = max(_f(best.get("shuffled_max")), _f(st.get("shuffled_mean")))
+        margin = st["acc"] - max(st["majority"], shuf)
+        add("stereotype probe's best layer beats majority and shuffled control by >= 0.03",
+            f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f}, shuffled {shuf:.3f}",
+            margin >= 0.03)
+    if "steer" in o:
+        curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
+        curve.sort(key=lambda r: _f(r["alpha"]))
+        vals = [_f(r["amb_commit_bias"]) for r in curve]
+        add("steering against the stereotype direction lowers amb_commit_bias monotonically",
+            ", ".join(f"{_f(r['alpha']):g}: {v:.3f}" for r, v in zip(curve, vals)),
+            len(vals) > 1 and all(a < b for a, b in zip(vals, vals[1:])))
+    return rows
+
+
+def build_report(ctx: Context) -> dict:
+    out = ctx.out
+    sections: list[Section] = []
+    figs: dict[str, str] = {}
+    o = ctx.outputs
+
+    # results_all.csv: the sweep's table (base + every checkpoint), copied to the run's top level
+    results = out / "results_all.csv"
+    if "rl_sweep" in o:
+        shutil.copy(o["rl_sweep"]["results"], results)
+    elif "base_eval" in o:
+        shutil.copy(Path(o["base_eval"]["summary"]).with_name("summary.csv"), results)
+
+    if "organism" in o:
+        info = json.loads(Path(o["organism"]["organism"]).read_text())
+        plant = info.get("plant") or {}
+        text = f"Model: `{info['model']}` at `{info['path']}`."
+        if plant:
+            text += " Planted lean: " + ", ".join(f"{k} = {v}" for k, v in (plant.get("plant") or plant).items()
+                                                  if not isinstance(v, (dict, list))) + "."
+        sections.append(Section("Model", text=text))
+    checks = study_checks(o)
+    if checks:
+        sections.append(Section("What this run shows (checks on the model's planted lean)", table=checks,
+                                text="Each check's measured value, from the tables below."))
+    sections += _seed_section(ctx)
+
+    if "base_eval" in o:
+        rows = json.loads(Path(o["base_eval"]["summary"]).read_text())["rows"]
+        sections.append(Section("Base model on dev (per category)", command=_cmd(ctx, "base_eval"),
+                                table=with_ci(rows, METRICS), columns=["group", "n", *METRICS]))
+
+    if "rl_sweep" in o:
+        rows = _overall(read_csv(o["rl_sweep"]["results"]))
+        cols = ["run", "lambda", "lr", "step", *METRICS]
+        sections.append(Section("Base vs adapters (every checkpoint, dev, overall)", command=_cmd(ctx, "rl_sweep"),
+                                table=with_ci(rows, METRICS), columns=cols))
+        dec = [{"run": r["run"], "step": r["step"], "coverage (1 - acc_ambig)": 1 - float(r["acc_ambig"]),
+                "amb_commit_bias": r["amb_commit_bias"], "s_AMB": r["s_AMB"]} for r in rows]
+        sections.append(Section("Phase 1: s_AMB = coverage x conditional", command=_cmd(ctx, "rl_sweep"),
+                                table=dec, figures=[o["rl_sweep"]["fig_phase1"]]))
+        from rl.figures import phase2_table
+        from rl.sweep import read_results
+
+        p2 = phase2_table(read_results(o["rl_sweep"]["results"])).to_dict("records")
+        keep = ("amb_commit_bias", "abstain_ambig", "acc_ambig", "acc_disambig")
+        sections.append(Section(
+            "Phase 2: dose-response over lambda, under both reward scalings", command=_cmd(ctx, "rl_sweep"),
+            text=("`group` is TRL's default (the seed's setting): rewards standardized within each group of "
+                  "completions, which hides a constant lambda penalty in groups with two outcomes; `none` lets it "
+                  "act. `lambda_active` is the share of groups whose advantages the penalty changed."),
+            table=with_ci(p2, keep), columns=["scale_rewards", "lambda", "step", "lambda_active", *keep],
+            figures=[o["rl_sweep"]["fig_phase2"]]))
+
+    if "probes" in o:
+        rows = read_csv(o["probes"]["csv_stereotype"])
+        cols = [c for c in ("layer", "n", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "best") if c in rows[0]]
+        sections.append(Section("Phase 3: stereotype probe by layer", command=_cmd(ctx, "probes"), table=rows,
+                                columns=cols, figures=[o["probes"]["fig_stereotype"], o["probes"]["fig_abstain"]]))
+    if "directions" in o:
+        sections.append(Section("Phase 3: direction cosines by layer", command=_cmd(ctx, "directions"),
+                                table=read_csv(o["directions"]["cosines"]), figures=[o["directions"]["fig"]]))
+    if "steer" in o:
+        rows = read_csv(o["steer"]["csv"])
+        keep = ("acc_ambig", "acc_disambig", "abstain_ambig", "s_AMB", "amb_commit_bias")
+        sections.append(Section("Phase 4: steering alpha-curves (raw vs orthogonalized)", command=_cmd(ctx, "steer"),
+                                table=with_ci(rows, keep), columns=["direction", "layer", "alpha", *keep],
+                                figures=[o["steer"]["fig_curves"], o["steer"]["fig_frontier"]]))
+    if "compare" in o:
+        p = Path(o["compare"]["csv"])
+        rows = read_csv(p) if p.read_text().count("\n") > 1 else []
+        sections.append(Section("Base vs adapter representations", command=_cmd(ctx, "compare"), table=rows,
+                                columns=[c for c in ("adapter", "layer", "cka", "cos_stereo", "cos_abstain",
+                                                     "probe_base_acc", "probe_transfer_acc") if rows and c in rows[0]]
+                                or None, figures=[o["compare"]["fig"]] if "fig" in o["compare"] else []))
+    if "rm" in o:
+        tables = [k for k, v in o["rm"].items() if str(v).endswith(".csv")]
+        pngs = [v for v in o["rm"].values() if str(v).endswith(".png")]
+        first = True
+        for k in tables:
+            sections.append(Section(f"Reward-model debiasing: {k}", command=_cmd(ctx, "rm") if first else "",
+                                    table=read_csv(o["rm"][k])))
+            first = False
+        if pngs:
+            sections.append(Section("Reward-model debiasing: figures", figures=pngs))
+
+    intro = (f"Run folder `{out}`; configuration in `config.toml`; every metric row carries its 95% bootstrap "
+             f"interval as `value [lo, hi]`. All numbers below were produced by this run.")
+    md, html = write_report(out, "interp: BBQ abstention and reward-model debiasing", intro, sections)
+    return {"report_md": md, "report_html": html, "results_all": results}
