@@ -1,8 +1,11 @@
-"""The main job's stages, composed from the library's modules. Each returns the files it wrote."""
+"""The main job's stages, in pipeline order: organism, base evaluation, GRPO sweep, activation caches, probes,
+directions, steering, adapter comparison, the reward-model study and the report. Each composes library
+functions only and returns the files it wrote."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from interp.pipeline.runner import Context, Stage
@@ -78,19 +81,245 @@ def stage_base_eval(ctx: Context) -> dict:
     return {"summary": out / "summary.json"}
 
 
+
+HOOK = "hook_resid_post"
+# [rl] keys the sweep itself reads; the rest go to rl.train.TrainConfig
+RL_SWEEP_KEYS = ("lams", "lr", "control_lr", "steps", "scale_rewards")
+
+
+def _figs(ctx: Context) -> Path:
+    p = ctx.out / "figures"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _final_adapters(ctx: Context) -> dict[str, str]:
+    """run name -> its last complete checkpoint, from the sweep's record."""
+    f = Path(ctx.outputs["rl_sweep"]["adapters"])
+    return json.loads(f.read_text())
+
+
+# ------------------------------------------------------------------------------------------- RL
+
+
+def stage_rl_sweep(ctx: Context) -> dict:
+    from rl.figures import phase1_figure, phase2_figure
+    from rl.sweep import sweep
+    from rl.train import checkpoint_step, list_checkpoints
+
+    r, e, run = ctx.cfg["rl"], ctx.cfg["eval"], ctx.cfg["run"]
+    train_items, _ = items_for(ctx, "train")
+    dev_items, _ = items_for(ctx, "dev")
+    rl_dir = ctx.out / "rl"
+    results = rl_dir / "results_all.csv"
+    # every other [rl] key is an rl.train.TrainConfig field, passed as is (the config checks the names)
+    train_kw = {k: v for k, v in r.items() if k not in RL_SWEEP_KEYS}
+    df = sweep(model_name(ctx), rl_dir, lams=r["lams"], lrs=[r["lr"]], steps=r["steps"],
+               control_lrs=[r["control_lr"]] if r.get("control_lr") else [], results_csv=results,
+               scale_rewards=r["scale_rewards"], train_items=train_items, dev_items=dev_items,
+               eval_mode=e["mode"], eval_batch_size=e["batch_size"], n_boot=e["n_boot"], eval_seed=run["seed"],
+               device=run["device"], seed=run["seed"], **train_kw)
+    finals = {}
+    for run_dir in sorted(p for p in rl_dir.iterdir() if p.is_dir() and p.name not in ("eval",)):
+        cks = [c for c in list_checkpoints(run_dir) if checkpoint_step(c) <= r["steps"]]
+        if cks:
+            finals[run_dir.name] = str(cks[-1])
+    adapters = rl_dir / "final_adapters.json"
+    adapters.write_text(json.dumps(finals, indent=1))
+    figs = _figs(ctx)
+    out = {"results": results, "adapters": adapters}
+    out["fig_phase1"] = phase1_figure(df, figs / "phase1_decomposition.png")
+    out["fig_phase2"] = phase2_figure(df, figs / "phase2_dose_response.png")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- caches
+
+
+def stage_cache(ctx: Context) -> dict:
+    """Activations at the last prompt token: base on train (probes, directions) and dev (comparison), and
+    each run's final adapter on dev, from one copy of the base weights per load."""
+    from interp.store.activations import cache_split
+    from interp.models.backends import load_hooked, expand_names
+
+    c, run = ctx.cfg["cache"], ctx.cfg["run"]
+    train_items, split = items_for(ctx, "train")
+    dev_items, _ = items_for(ctx, "dev")
+    outs = {}
+    jobs = [("base_train", None, train_items), ("base_dev", None, dev_items)]
+    if "rl_sweep" in ctx.outputs:
+        jobs += [(f"{name}_dev", ck, dev_items) for name, ck in _final_adapters(ctx).items()]
+    for tag, adapter, items in jobs:
+        hooked = load_hooked(model_name(ctx), adapter=adapter, device=run["device"], dtype=run["dtype"])
+        names = expand_names(c["hooks"], c["layers"], hooked.n_layers)
+        path = ctx.out / "activations" / f"{tag}.h5"
+        cache_split(hooked, items, path, names, positions=c["positions"], dtype=c["dtype"],
+                    batch_size=c["batch_size"], split_hash=split.hash, seed=run["seed"], overwrite=True)
+        outs[tag] = path
+    return outs
+
+
+# ------------------------------------------------------------------------------------------- probes
+
+
+def stage_probes(ctx: Context) -> dict:
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_sweep,
+                               stereotype_labels, store_activations, template_groups)
+    from interp.eval.score import write_csv
+
+    p = ctx.cfg["probe"]
+    acts, recs = store_activations(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    groups = template_groups(recs)
+    out, summary = {}, {}
+    for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
+        idx, y = fn(recs, p["condition"] if target == "stereotype" else "all")
+        rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, groups[idx],
+                           ProbeConfig(n_splits=p["folds"], n_boot=p["n_boot"], seed=ctx.cfg["run"]["seed"]))
+        out[f"csv_{target}"] = write_csv(rows, ctx.path("probes", f"probe_{target}.csv"))
+        out[f"fig_{target}"] = plot_probe_accuracy(rows, _figs(ctx) / f"phase3_probe_{target}.png",
+                                                   title=f"{target} probe by layer (n={len(y)})")
+        b = best_layer(rows)
+        summary[target] = {k: b[k] for k in ("layer", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "n")}
+    f = ctx.path("probes", "summary.json")
+    f.write_text(json.dumps(summary, indent=1, default=float))
+    out["summary"] = f
+    return out
+
+
+def stage_directions(ctx: Context) -> dict:
+    from interp.methods.directions import compute_directions, plot_cosines
+    from interp.methods.probes import store_activations
+    from interp.eval.score import write_csv
+
+    acts, recs = store_activations(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    ds = compute_directions(acts, recs, "all", {"model": model_name(ctx), "adapter": "", "split": "train",
+                                                 "position": "last prompt token"})
+    path = ctx.path("directions", "directions.safetensors")
+    ds.save(path)
+    cos = ds.cosine_rows()
+    csv = write_csv(cos, ctx.path("directions", "direction_cosines.csv"))
+    fig = plot_cosines(cos, _figs(ctx) / "phase3_direction_cosines.png", title="direction cosines by layer")
+    return {"directions": path, "cosines": csv, "fig": fig}
+
+
+# ------------------------------------------------------------------------------------------- steering
+
+
+def steer_layer(ctx: Context) -> int:
+    layer = int(ctx.cfg["steer"]["layer"])
+    if layer >= 0:
+        return layer
+    s = json.loads(Path(ctx.outputs["probes"]["summary"]).read_text())
+    return int(s["stereotype"]["layer"])
+
+
+def stage_steer(ctx: Context) -> dict:
+    from interp.methods.directions import load_direction
+    from interp.eval.evaluate import EvalConfig
+    from interp.models.loading import load_model
+    from interp.eval.score import write_csv
+    from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
+
+    s, e, run = ctx.cfg["steer"], ctx.cfg["eval"], ctx.cfg["run"]
+    dev_items, _ = items_for(ctx, "dev")
+    layer = steer_layer(ctx)
+    lm = load_model(model_name(ctx), device=run["device"], dtype=run["dtype"])
+    curves, rows = {}, []
+    for name in s["directions"]:
+        d = load_direction(ctx.outputs["directions"]["directions"], name, layer=layer)
+        vec = direction_vector(d, s.get("units", "sigma"))
+        curve = alpha_curve(lm.model, dev_items, vec, layer, s["alphas"],
+                            EvalConfig(mode=e["mode"], batch_size=e["batch_size"], progress=False),
+                            n_boot=e["n_boot"], seed=run["seed"], tokenizer=lm.tokenizer, label=name)
+        curves[name] = curve
+        rows += [{"direction": name, "layer": layer, **r} for r in curve]
+    csv = write_csv(rows, ctx.path("steer", "alpha_curves.csv"))
+    f1 = plot_alpha_curves(curves, _figs(ctx) / "phase4_alpha_curves.png", title=f"steering at layer {layer}")
+    f2 = plot_frontier(curves, _figs(ctx) / "phase4_frontier.png", title=f"s_AMB frontier, layer {layer}")
+    return {"csv": csv, "fig_curves": f1, "fig_frontier": f2}
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def stage_compare(ctx: Context) -> dict:
+    from interp.methods.compare import compare_stores
+
+    adapters = {k[: -len("_dev")]: v for k, v in ctx.outputs["cache"].items() if k.endswith("_dev") and k != "base_dev"}
+    out = ctx.out / "compare"
+    if not adapters:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.csv").write_text("no adapters to compare\n")
+        return {"csv": out / "compare.csv"}
+    compare_stores(ctx.outputs["cache"]["base_dev"], list(adapters.values()), out, labels=list(adapters),
+                   seed=ctx.cfg["run"]["seed"])
+    fig = _figs(ctx) / "compare_base_vs_adapters.png"
+    if (out / "compare.png").exists():
+        shutil.copy(out / "compare.png", fig)
+    return {"csv": out / "compare.csv", "fig": fig}
+
+
+# ------------------------------------------------------------------------------------------- RM
+
+
+def stage_rm(ctx: Context) -> dict:
+    from interp.rm.study import run_rm_study
+
+    rm = ctx.cfg["rm"]
+    out = ctx.out / "rm"
+    if not rm.get("enabled", True):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "skipped.txt").write_text("rm.enabled = false\n")
+        return {"skipped": out / "skipped.txt"}
+    res = run_rm_study(out, small=bool(rm.get("small")), seed=ctx.cfg["run"]["seed"], device=ctx.cfg["run"]["device"])
+    summary = out / "study_summary.json"
+    summary.write_text(json.dumps(res, indent=1, default=str))
+    files = {}
+    for name in ("accuracy.csv", "sensitivity.csv", "neurons_per_layer.csv"):
+        if (out / name).exists():
+            files[name.split(".")[0]] = out / name
+    for name in ("accuracy.png", "neurons_per_layer.png"):
+        if (out / name).exists():
+            dst = _figs(ctx) / f"rm_{name}"
+            shutil.copy(out / name, dst)
+            files[f"fig_{name.split('.')[0]}"] = dst
+    return {"summary": summary, **files}
+
+
+def stage_report(ctx: Context) -> dict:
+    from interp.pipeline.report_build import build_report
+
+    return build_report(ctx)
+
+
+# every stage, in pipeline order
+STAGES = {
+    "organism": Stage("organism", stage_organism, weight=0.1, identity=model_identity,
+                      describe="the model: its path, weights fingerprint and (organisms) plant record"),
+    "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), weight=1,
+                       describe="evaluate the base model on dev"),
+    "rl_sweep": Stage("rl_sweep", stage_rl_sweep, sections=("rl", "eval"), after=("organism",), weight=6,
+                      describe="GRPO lambda sweep + lr control, eval of every checkpoint"),
+    "cache": Stage("cache", stage_cache, sections=("cache",), after=("organism", "rl_sweep"), weight=1,
+                   describe="activations of base and adapters to HDF5"),
+    "probes": Stage("probes", stage_probes, sections=("probe",), after=("cache",), weight=0.5,
+                    describe="per-layer probes for the stereotype lean and abstention"),
+    "directions": Stage("directions", stage_directions, after=("cache",), weight=0.2,
+                        describe="difference-of-means directions and their cosines"),
+    "steer": Stage("steer", stage_steer, sections=("steer", "eval"), after=("probes", "directions"), weight=2,
+                   describe="steering alpha-curves, raw and orthogonalized"),
+    "compare": Stage("compare", stage_compare, after=("cache",), weight=0.5,
+                     describe="base vs adapters: CKA, direction cosines, probe transfer"),
+    "rm": Stage("rm", stage_rm, sections=("rm",), weight=4, describe="reward-model neuron intervention study"),
+    "report": Stage("report", stage_report, after=("base_eval", "rl_sweep", "probes", "directions", "steer",
+                                                   "compare", "rm"), weight=0.1, describe="report.md and report.html"),
+}
+
+
 def build_stages(cfg: dict) -> list[Stage]:
     """The stages named in ``run.stages``, in pipeline order."""
-    from interp.pipeline import stages_extra
-
-    table = {
-        "organism": Stage("organism", stage_organism, weight=0.1, identity=model_identity,
-                          describe="the model: its path, weights fingerprint and (organisms) plant record"),
-        "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), weight=1,
-                           describe="evaluate the base model on dev"),
-        **stages_extra.STAGES,
-    }
     names = cfg["run"]["stages"]
-    unknown = [n for n in names if n not in table]
+    unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown} in run.stages; known: {list(table)}")
-    return [table[n] for n in names]
+        raise ValueError(f"unknown stage(s) {unknown} in run.stages; known: {list(STAGES)}")
+    return [STAGES[n] for n in names]
