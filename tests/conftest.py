@@ -10,6 +10,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_BBQ = Path(__file__).parent / "fixtures" / "bbq" / "data"
+# files whose tests run whole commands, the official data or the shipped organisms (the rest are unit tests);
+# slow tests carry @pytest.mark.slow themselves
+INTEGRATION = {"test_activations.py", "test_bad_input.py", "test_compare.py", "test_eval.py", "test_organism.py",
+               "test_pipeline_e2e.py", "test_readme.py", "test_rl_train.py", "test_rm_organism.py", "test_score.py",
+               "test_steering.py", "test_architectures.py", "test_download.py", "test_bbq.py", "test_split.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is exactly one of unit, integration or slow (``pytest -m unit`` runs in seconds)."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        item.add_marker(pytest.mark.integration if Path(str(item.fspath)).name in INTEGRATION else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _outputs_in_a_temp_dir(tmp_path_factory):
+    """No test writes into ~/.cache or the checkout: the cache home and the default output folders point at a
+    session temp dir (a test that wants its own sets them again)."""
+    mp = pytest.MonkeyPatch()
+    base = tmp_path_factory.mktemp("interp-home")
+    mp.setenv("INTERP_HOME", str(base / "home"))
+    mp.setenv("INTERP_ACTIVATIONS_DIR", str(base / "activations"))
+    mp.setenv("INTERP_FIGURES_DIR", str(base / "figures"))
+    mp.delenv("INTERP_ORGANISM_DIR", raising=False)
+    yield base
+    mp.undo()
 
 
 def official_bbq_dir() -> Path | None:

@@ -60,4 +60,6 @@ def test_duplicate_ids(tmp_path):
                                       {"prompt": "P", "chosen": "a", "rejected": "b", "id": 1}])
     with pytest.raises(PreferenceDataError, match="duplicate id"):
         load_preferences(p)
-    assert isinstance(PreferencePair("p", "c", "r", "i"), PreferencePair)
+    q = _write(tmp_path / "u.jsonl", [{"prompt": "P", "chosen": "a", "rejected": "b", "id": 1},
+                                      {"prompt": "P", "chosen": "a", "rejected": "b", "id": 2}])
+    assert [x.id for x in load_preferences(q)] == ["1", "2"]  # the same texts under distinct ids are two pairs
