@@ -13,45 +13,30 @@ The notebook API::
 
 __version__ = "0.1.0"
 
-from interp.data import bbq  # noqa: E402
-from interp.store.activations import ActivationStore  # noqa: E402
-from interp.api import (  # noqa: E402
-    Activations,
-    AlphaCurve,
-    Comparison,
-    EvalResult,
-    ProbeSweep,
-    alpha_curve,
-    collect,
-    compare,
-    diff_means,
-    evaluate_bbq,
-    load,
-    probe_layers,
-)
-from interp.methods.directions import Direction  # noqa: E402
-from interp.rm.evaluate import DebiasConfig, DebiasResult, run_debias  # noqa: E402
-from interp.rm.intervention import NeuronIntervention  # noqa: E402
+# name -> module that defines it; imported on first use, so ``import interp`` (and the CLI) start fast
+_API = {
+    "bbq": "interp.data.bbq",
+    "load": "interp.api", "collect": "interp.api", "Activations": "interp.api", "probe_layers": "interp.api",
+    "ProbeSweep": "interp.api", "diff_means": "interp.api", "alpha_curve": "interp.api", "AlphaCurve": "interp.api",
+    "compare": "interp.api", "Comparison": "interp.api", "evaluate_bbq": "interp.api", "EvalResult": "interp.api",
+    "ActivationStore": "interp.store.activations",
+    "Direction": "interp.methods.directions",
+    "run_debias": "interp.rm.evaluate", "DebiasConfig": "interp.rm.evaluate", "DebiasResult": "interp.rm.evaluate",
+    "NeuronIntervention": "interp.rm.intervention",
+}
+__all__ = ["__version__", *_API]
 
-__all__ = [
-    "__version__",
-    "bbq",
-    "load",
-    "collect",
-    "Activations",
-    "ActivationStore",
-    "probe_layers",
-    "ProbeSweep",
-    "diff_means",
-    "Direction",
-    "alpha_curve",
-    "AlphaCurve",
-    "compare",
-    "Comparison",
-    "evaluate_bbq",
-    "EvalResult",
-    "run_debias",
-    "DebiasConfig",
-    "DebiasResult",
-    "NeuronIntervention",
-]
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _API:
+        raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    mod = importlib.import_module(_API[name])
+    value = mod if _API[name].endswith("." + name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
