@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,53 @@ def _outputs_hash(outputs: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _time_key(stage: Stage, ctx: Context) -> str:
+    """What a stage's duration depends on: its name, the run and data settings and its own config sections."""
+    cfg = {sec: ctx.cfg.get(sec) for sec in ("run", "data", *stage.sections)}
+    cfg["run"] = {k: v for k, v in ctx.cfg["run"].items() if k not in ("out", "stages")}
+    return stage.name + ":" + hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _times_file() -> Path:
+    from interp.paths import home
+
+    return home() / "stage_times.json"
+
+
+def _load_times() -> dict[str, float]:
+    """Measured seconds of earlier runs, by stage and settings (``_time_key``) and by stage name alone."""
+    try:
+        return json.loads(_times_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _save_time(times: dict[str, float], key: str, name: str, seconds: float) -> None:
+    times[key] = times[name] = round(seconds, 2)
+    try:
+        f = _times_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
+        tmp.replace(f)
+    except OSError:
+        pass  # an estimate is not worth failing a run for
+
+
+def _remaining(stages: list[Stage], ctx: Context, times: dict[str, float], ran_t: float, ran_w: float) -> float:
+    """Seconds left for ``stages``: each one's measured time with these settings, else its last measured time,
+    else its weight at the pace of the stages run so far (NaN when nothing is known)."""
+    total = 0.0
+    for s in stages:
+        t = times.get(_time_key(s, ctx), times.get(s.name))
+        if t is None:
+            if ran_w <= 0:
+                return float("nan")
+            t = ran_t / ran_w * s.weight
+        total += t
+    return total
+
+
 def _fmt(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -99,8 +147,8 @@ def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = ())
                 records[s.name] = json.loads(f.read_text())
             except json.JSONDecodeError:
                 pass  # a torn record means the stage did not finish: rerun it
-    total_w = sum(s.weight for s in stages)
-    done_w, t_start, ran_w, ran_t = 0.0, time.time(), 0.0, 0.0
+    times = _load_times()
+    t_start, ran_w, ran_t = time.time(), 0.0, 0.0
     for i, s in enumerate(stages, 1):
         ih = _input_hash(s, ctx, records)
         rec = records.get(s.name)
@@ -113,12 +161,12 @@ def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = ())
             and _outputs_hash(rec.get("outputs", {})) == rec.get("output_hash")
         )
         elapsed = time.time() - t_start
-        remaining = (ran_t / ran_w) * (total_w - done_w) if ran_w > 0 else float("nan")
+        todo = [x for x in stages[i - 1:] if not (x is s and fresh)]
+        remaining = _remaining(todo, ctx, times, ran_t, ran_w)
         eta = _fmt(remaining) if remaining == remaining else "?"
         if fresh:
             ctx.outputs[s.name] = rec["outputs"]
             ctx.log(f"[{i}/{len(stages)}] {s.name}: up to date, skipped  (elapsed {_fmt(elapsed)})")
-            done_w += s.weight
             continue
         ctx.log(f"[{i}/{len(stages)}] {s.name}: {s.describe or 'running'}  (elapsed {_fmt(elapsed)}, ~{eta} left)")
         t0 = time.time()
@@ -136,9 +184,9 @@ def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = ())
         tmp = rec_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(records[s.name], indent=1))
         tmp.replace(rec_file)  # the record appears only once the stage is complete
-        done_w += s.weight
         ran_w += s.weight
         ran_t += dt
+        _save_time(times, _time_key(s, ctx), s.name, dt)
         ctx.log(f"      {s.name} done in {_fmt(dt)}")
     ctx.log(f"pipeline finished in {_fmt(time.time() - t_start)}; outputs in {ctx.out}")
     return records
