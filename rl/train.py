@@ -249,9 +249,12 @@ def build_trainer(cfg: TrainConfig, items=None):
     from rl.rewards import make_reward
 
     cfg.validate()
-    if cfg.lam > 0 and cfg.scale_rewards == "group":
-        import warnings
+    import warnings
 
+    # deprecation notices from inside transformers/TRL that a user of this toolkit cannot act on
+    for msg in (".*is_gradient_checkpointing.*", ".*gradient_checkpointing.*is deprecated.*"):
+        warnings.filterwarnings("ignore", message=msg, category=FutureWarning)
+    if cfg.lam > 0 and cfg.scale_rewards == "group":
         warnings.warn(
             f"lambda {cfg.lam} with scale_rewards='group': group-standardized advantages are unchanged by the "
             "penalty in every group whose rewards take only two values (e.g. Unknown vs the biased letter), so it "
@@ -334,7 +337,59 @@ def build_trainer(cfg: TrainConfig, items=None):
         peft_config=peft_config,
         callbacks=_make_callbacks(cfg, out_dir, meta),
     )
+    if cfg.progress:  # one updating line instead of TRL's raw per-step dicts
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(OneLineProgress(f"GRPO lam={cfg.lam:g} lr={cfg.lr:g}"))
     return trainer, meta
+
+
+# the logged values shown on the progress line, under short names
+PROGRESS_KEYS = {"reward": "reward", "kl": "kl", "lambda_active": "lam_active", "loss": "loss"}
+
+
+def _progress_callback_class():
+    from transformers import TrainerCallback
+
+    class _OneLineProgress(TrainerCallback):
+        """A tqdm bar over steps whose postfix shows the latest reward, KL, loss and lambda_active."""
+
+        def __init__(self, desc: str):
+            self.desc, self.bar = desc, None
+
+        def on_train_begin(self, args, state, control, **kw):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
+                            dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is None or not logs:
+                return
+            shown = {}
+            for k, v in logs.items():
+                short = next((s for key, s in PROGRESS_KEYS.items() if k == key or k.endswith("/" + key)), None)
+                if short and isinstance(v, (int, float)):
+                    shown[short] = f"{v:.3g}"
+            if shown:
+                self.bar.set_postfix(shown, refresh=False)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return _OneLineProgress
+
+
+def OneLineProgress(desc: str):
+    """The one-line GRPO progress display (a transformers TrainerCallback)."""
+    return _progress_callback_class()(desc)
 
 
 def _drop_incomplete(out_dir: Path) -> list[Path]:

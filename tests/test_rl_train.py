@@ -167,6 +167,18 @@ def test_resume_refuses_a_changed_base_or_other_items(letter_lm_dir, train_dev, 
         train(str(base), out, lam=0.0, lr=LR, steps=4, items=train_dev[0], **FAST)
 
 
+def test_progress_is_one_line_not_raw_dicts(letter_lm_dir, train_dev, tmp_path, capfd):
+    from rl.train import train
+
+    kw = {**FAST, "progress": True}
+    train(str(letter_lm_dir), tmp_path / "p", lam=0.5, lr=LR, steps=2, items=train_dev[0], **kw)
+    err = capfd.readouterr()
+    text = err.out + err.err
+    assert "GRPO lam=0.5" in text and "2/2" in text
+    assert "{'loss'" not in text and "'reward'" not in text, text[-2000:]  # TRL's raw log dicts
+    assert "is_gradient_checkpointing" not in text
+
+
 def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
     from rl.train import train
 
