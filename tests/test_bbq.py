@@ -51,7 +51,7 @@ def test_templates_and_jsonl_groups_agree(bbq_dir):
          '["transgender women", "transgender men"]', 0),  # "trans" prefix rule
         ("Gender_identity", [["?", "unknown"], ["man", "M"], ["woman", "F"]], '["F"]', 2),
         ("SES", [["?", "unknown"], ["poor", "lowSES"], ["rich", "highSES"]], '["low SES"]', 1),
-        ("Religion", [["Catholic", "Catholic"], ["Mormon", "Mormon"], ["?", "unknown"]], '["Mormon", "Catholic"]', 0),
+        ("Religion", [["Catholic", "Catholic"], ["Mormon", "Mormon"], ["?", "unknown"]], '["Mormon", "Catholic"]', None),  # both match: NA (official)
         ("Religion", [["Sikh", "Sikh"], ["Hindu", "Hindu"], ["?", "unknown"]], '["Muslim"]', None),
     ],
 )
@@ -60,10 +60,12 @@ def test_target_rule_special_cases(category, info, ksg, want):
     assert got == want
 
 
-def test_more_than_one_match_takes_first_and_is_counted():
-    got, n = derive_target_loc("Religion", [["Catholic", "Catholic"], ["Mormon", "Mormon"], ["?", "unknown"]],
-                               '["Mormon", "Catholic"]')
-    assert (got, n) == (0, 2)
+def test_more_than_one_match_is_dropped_as_the_official_analysis_does():
+    info = [["Catholic", "Catholic"], ["Mormon", "Mormon"], ["?", "unknown"]]
+    assert derive_target_loc("Religion", info, '["Mormon", "Catholic"]') == (None, 2)  # NA: no bias target
+    assert derive_target_loc("Religion", info, '["Mormon", "Catholic"]', multi_match="first") == (0, 2)
+    with pytest.raises(ValueError, match="multi_match must be one of"):
+        derive_target_loc("Religion", info, '["Mormon"]', multi_match="last")
 
 
 def _write(tmp_path, lines, name="Age.jsonl"):

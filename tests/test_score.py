@@ -63,3 +63,26 @@ def test_missing_pred_field(fixture_bbq_dir, tmp_path):
     p.write_text((fixture_bbq_dir / "Age.jsonl").read_text())
     with pytest.raises(BBQDataError, match="missing prediction field 'prediction'"):
         load_predictions(p)
+
+
+def test_score_takes_a_folder_and_counts_categories(fixture_bbq_dir, tmp_path):
+    """Published predictions come one file per category: a folder (or several files) is scored as one set, and
+    the summary counts its categories."""
+    import json
+
+    from interp.eval.score import load_predictions
+
+    d = tmp_path / "preds"
+    d.mkdir()
+    n = 0
+    for f in sorted(fixture_bbq_dir.glob("*.jsonl")):
+        lines = [dict(json.loads(line), prediction=json.loads(line)["label"]) for line in f.read_text().splitlines()]
+        (d / f.name).write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        n += len(lines)
+    recs, report = load_predictions(d)
+    cats = {r["category"] for r in recs}
+    assert len(recs) == n and len(cats) >= 2
+    assert report.summary().startswith(f"{n} items in {len(cats)} categories")
+    recs2, _ = load_predictions(sorted(d.glob("*.jsonl")))
+    assert [r["uid"] for r in recs2] == [r["uid"] for r in recs]
+    assert all(r["pred"] == r["label"] for r in recs)

@@ -83,3 +83,16 @@ def download_bbq(dest: str | os.PathLike | None = None, force: bool = False, tim
             fh.write(data)
         os.replace(tmp, target)
     return root / "data"
+
+
+def ensure_bbq_dir(log=print) -> Path:
+    """The BBQ data folder: ``$INTERP_BBQ_DIR`` when set (the offline option), else the download cache, filled
+    once from the pinned, checksummed official files; sets ``$INTERP_BBQ_DIR`` for the rest of the process."""
+    env = os.environ.get("INTERP_BBQ_DIR")
+    if env:
+        return Path(env)
+    if not any(default_bbq_cache().glob("data/*.jsonl")):
+        log("INTERP_BBQ_DIR is not set: downloading the official BBQ files (pinned, checksummed) ...")
+    d = download_bbq()
+    os.environ["INTERP_BBQ_DIR"] = str(d)
+    return Path(d)

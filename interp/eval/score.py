@@ -49,30 +49,59 @@ def parse_prediction(value, item: BBQItem) -> int | None:
     return None
 
 
+def prediction_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The JSONL files behind one or several paths: a file as is, a folder as its ``*.jsonl`` (the published
+    predictions come one file per category)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise BBQDataError(f"{p}: a folder with no *.jsonl prediction files")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise BBQDataError(f"{p}: no such file or folder")
+    if not out:
+        raise BBQDataError("no prediction files given")
+    return out
+
+
 def load_predictions(
-    path: str | os.PathLike, pred_field: str = "prediction", templates_dir: str | os.PathLike | None = None
+    path: str | os.PathLike | Sequence[str | os.PathLike], pred_field: str = "prediction",
+    templates_dir: str | os.PathLike | None = None, multi_match: str = "drop",
 ) -> tuple[list[dict], LoadReport]:
-    """Read a BBQ-format JSONL whose records carry ``pred_field``; returns prediction records for metrics."""
-    path = Path(path)
+    """Read BBQ-format JSONL (a file, a folder of them, or several) whose records carry ``pred_field``;
+    returns prediction records for metrics. An item seen twice is an error."""
     items, preds = [], []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[Path, int]] = {}
+    for path in prediction_files(path):
+        _read_predictions(path, pred_field, items, preds, seen)
+    if not items:
+        raise BBQDataError(f"{path}: no predictions to score (the file is empty)")
+    report = LoadReport(n_items=len(items))
+    for it in items:
+        report.per_category[it.category] = report.per_category.get(it.category, 0) + 1
+    known = load_known_groups(Path(templates_dir)) if templates_dir else None
+    assign_targets(items, known, report, multi_match)
+    recs = [prediction_record(it, parse_prediction(p, it)) for it, p in zip(items, preds)]
+    return recs, report
+
+
+def _read_predictions(path: Path, pred_field: str, items: list, preds: list, seen: dict) -> None:
     for lineno, rec in read_jsonl(path):
         if pred_field not in rec:
             raise BBQDataError(f"{path}:{lineno}: missing prediction field {pred_field!r}")
         it = parse_record(rec, path, lineno)
         if it.uid in seen:  # counting an item twice would weight it twice in every metric
-            raise BBQDataError(f"{path}:{lineno}: {it.category} example_id {it.example_id} again (first at line "
-                               f"{seen[it.uid]})")
-        seen[it.uid] = lineno
+            p0, l0 = seen[it.uid]
+            raise BBQDataError(f"{path}:{lineno}: {it.category} example_id {it.example_id} again (first at "
+                               f"{'line ' if p0 == path else p0.name + ':'}{l0})")
+        seen[it.uid] = (path, lineno)
         items.append(it)
         preds.append(rec[pred_field])
-    if not items:
-        raise BBQDataError(f"{path}: no predictions to score (the file is empty)")
-    report = LoadReport(n_items=len(items))
-    known = load_known_groups(Path(templates_dir)) if templates_dir else None
-    assign_targets(items, known, report)
-    recs = [prediction_record(it, parse_prediction(p, it)) for it, p in zip(items, preds)]
-    return recs, report
 
 
 def prediction_record(item: BBQItem, pred: int | None, **extra) -> dict:

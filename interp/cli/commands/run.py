@@ -32,16 +32,12 @@ def cmd(preset, config_path, overrides, model, out, force, stages):
         ov.append(f'run.out="{out}"')
     if stages:
         ov.append("run.stages=[" + ",".join(f'"{s.strip()}"' for s in stages.split(",")) + "]")
-    import os
+    from interp.data.download import ensure_bbq_dir
 
-    if not os.environ.get("INTERP_BBQ_DIR"):
-        from interp.data.download import default_bbq_cache, download_bbq
-
-        if not any(default_bbq_cache().glob("data/*.jsonl")):
-            click.echo("INTERP_BBQ_DIR is not set: downloading the official BBQ files (pinned, checksummed) ...")
-            os.environ["INTERP_BBQ_DIR"] = str(download_bbq())
-    cfg = load_config(config_path, preset, ov)
+    cfg = load_config(config_path, preset, ov)  # a typo is named before anything is fetched or run
     cfg["run"]["preset"] = preset
+    plan = build_stages(cfg)
+    ensure_bbq_dir(log=click.echo)
     ctx = Context(cfg=cfg, out=Path(cfg["run"]["out"]), log=click.echo)
     click.echo(f"interp run: preset {preset}, model {cfg['run']['model']}, out {ctx.out}")
-    run_pipeline(build_stages(cfg), ctx, force=tuple(force))
+    run_pipeline(plan, ctx, force=tuple(force))

@@ -6,16 +6,20 @@ import click
 
 
 @click.command("score")
-@click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="BBQ-format JSONL whose records carry a predicted answer.")
+@click.option("--predictions", required=True, multiple=True, type=click.Path(exists=True),
+              help="BBQ-format JSONL whose records carry a predicted answer, or a folder of them (one per "
+                   "category); repeat for several.")
 @click.option("--pred-field", default="prediction", show_default=True,
               help="Record field holding the prediction: index 0-2, letter A-C, or answer text.")
 @click.option("--templates-dir", type=click.Path(), default=None,
               help="BBQ template CSVs for the official target rule (default: the JSONL's stereotyped_groups, "
                    "or templates/ beside $INTERP_BBQ_DIR).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap resamples (0: no intervals).")
+@click.option("--multi-match", type=click.Choice(["drop", "first"]), default="drop", show_default=True,
+              help="Items whose answers both match a stereotyped group: drop them from the bias score (the "
+                   "official analysis) or take the first match.")
 @click.option("--out", type=click.Path(), default="results/score.csv", show_default=True)
-def cmd(predictions, pred_field, templates_dir, n_boot, out):
+def cmd(predictions, pred_field, templates_dir, n_boot, multi_match, out):
     """Per-category accuracy and bias score (x100) for ambiguous and disambiguated contexts."""
     import os
     from pathlib import Path
@@ -27,7 +31,7 @@ def cmd(predictions, pred_field, templates_dir, n_boot, out):
 
         d = Path(os.environ["INTERP_BBQ_DIR"])
         templates_dir = resolve_templates_dir(d if d.name == "data" else d / "data")
-    recs, report = load_predictions(predictions, pred_field, templates_dir)
+    recs, report = load_predictions(list(predictions), pred_field, templates_dir, multi_match)
     rows = score_table(recs, n_boot=n_boot)
     write_csv(rows, out)
     click.echo(format_score_table(rows))
