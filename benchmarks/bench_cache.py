@@ -3,7 +3,7 @@ and peak RSS of cache_split for 1x and 4x the items (separate processes). Goals:
 
     python benchmarks/bench_cache.py --model random-organism --n 64 --batch-size 16
     python benchmarks/bench_cache.py --model random-0.5B --n 16 --batch-size 8 --rss-n 8
-    python benchmarks/bench_cache.py --model organism            # the built organism (builds on first use)
+    python benchmarks/bench_cache.py --model organism            # the shipped organism (the default)
     python benchmarks/bench_cache.py --model random-3B --dtype bfloat16 --device cuda --n 256 --batch-size 32
 
 ``random-*`` models are random weights of a real config (no hub): ``random-organism`` the organism's
@@ -130,8 +130,10 @@ def rss_child(args) -> None:
 
 
 def main() -> None:
+    from common import result
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="random-organism")
+    ap.add_argument("--model", default="organism", help="a model name or folder, or random-organism / random-0.5B / random-3B")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--backends", default="hf,transformer_lens,nnsight")
@@ -140,7 +142,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-n", type=int, default=None, help="items for the 1x RSS run (default --n); 4x too")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--compression", default="gzip", help="comma-separated store compressions to time: gzip,lzf,none")
+    ap.add_argument("--compression", default="none",
+                    help="comma-separated store compressions to time: none (the store's default), gzip, lzf")
     ap.add_argument("--workdir", default=None, help="where random weights are saved (default a temp folder)")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
@@ -176,6 +179,7 @@ def main() -> None:
             print(f"{backend:17s} plain {len(items) / tp:8.1f} items/s   cache[{c or 'none':4s}] "
                   f"{len(items) / tc[c]:8.1f} items/s   ratio cache/plain {tp / tc[c]:.2f}x"
                   f"   file {size[c] / 2**20:.1f} MiB")
+            result(f"cache/plain throughput, {backend}, compression {c or 'none'}", tp / tc[c], ">= 0.95")
         del h, plain_model
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -191,6 +195,7 @@ def main() -> None:
     a, b = rows
     print(f"peak RSS (hf backend, whole process): {a['n']} items {a['peak_mib']:.0f} MiB, {b['n']} items "
           f"{b['peak_mib']:.0f} MiB (x{b['peak_mib'] / a['peak_mib']:.3f})")
+    result("peak RSS, 4x the items vs 1x (hf cache)", b["peak_mib"] / a["peak_mib"], "~1.0 (flat)")
     print(f"max RSS sampled after each batch: {a['max_during_cache_mib']:.0f} MiB vs {b['max_during_cache_mib']:.0f} "
           f"MiB (x{b['max_during_cache_mib'] / a['max_during_cache_mib']:.3f}; RSS after load {a['after_load_mib']:.0f}"
           f" / {b['after_load_mib']:.0f} MiB)")

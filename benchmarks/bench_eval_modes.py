@@ -13,8 +13,10 @@ import torch
 
 
 def main() -> None:
+    from common import result
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="organism-small")
+    ap.add_argument("--model", default="organism")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=4)
@@ -43,6 +45,7 @@ def main() -> None:
     print(f"logits:   {res['logits'][0]:8.1f} items/s")
     print(f"generate: {res['generate'][0]:8.1f} items/s  (max_new_tokens={args.max_new_tokens})")
     print(f"ratio logits/generate: {res['logits'][0] / res['generate'][0]:.2f}x; letter agreement {agree:.3f}")
+    result("logits/generate eval throughput", res["logits"][0] / res["generate"][0], "> 1 (letters agree)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _model_and_items(args):
     from interp.data.bbq import load_bbq
 
-    if args.model:
+    if args.model != "synthetic":
         import tempfile
 
         from bench_cache import materialize
@@ -48,8 +48,11 @@ def _model_and_items(args):
 
 
 def main() -> None:
+    from common import result
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default="organism",
+                    help="a model name or folder, random-0.5B / random-3B, or 'synthetic' (hidden 256, 4 layers)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--workdir", default=None, help="where random-* weights are saved (default a temp folder)")
@@ -87,7 +90,8 @@ def main() -> None:
         over_cpu = cpu["steered"] / cpu["unsteered"] - 1
         print(f"{mode:8s} wall: unsteered {best['unsteered']:.3f} s  steered {best['steered']:.3f} s  "
               f"overhead {100 * over:+.2f} %;  process CPU: {cpu['unsteered']:.3f} s vs {cpu['steered']:.3f} s  "
-              f"overhead {100 * over_cpu:+.2f} %  ({'ok' if max(over, over_cpu) <= 0.05 else 'ABOVE'} goal <= 5 %)")
+              f"overhead {100 * over_cpu:+.2f} %  ({'ok' if max(over, over_cpu) <= 0.03 else 'ABOVE'} goal <= 3 %)")
+        result(f"steered/unsteered eval time, {mode} mode", best["steered"] / best["unsteered"], "<= 1.03")
 
 
 if __name__ == "__main__":

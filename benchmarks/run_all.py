@@ -1,0 +1,86 @@
+"""Run every benchmark with the defaults a user gets and write one table of every ratio, with the machine,
+the versions and the date: ``benchmarks/results.md`` and ``benchmarks/results.csv``.
+
+    python benchmarks/run_all.py                 # everything, CPU, ~10 min on 2 cores
+    python benchmarks/run_all.py --only cache,steering --device cuda
+
+Each ratio is measured against a baseline timed in the same run (a plain forward, an unsteered eval, the
+scikit-learn probe loop), so the table compares like with like on whatever machine runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# name -> (script, arguments beyond the user defaults)
+BENCHMARKS = {
+    "cache": ("bench_cache.py", ["--model", "organism", "--n", "256", "--batch-size", "32"]),
+    "steering": ("bench_steering.py", ["--model", "organism", "--n", "256"]),
+    "eval_modes": ("bench_eval_modes.py", ["--model", "organism"]),
+    "probes": ("bench_probes.py", []),
+}
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "cpu": platform.processor() or platform.machine(),
+            "cores": __import__("os").cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run(name: str, device: str | None) -> list[dict]:
+    script, extra = BENCHMARKS[name]
+    cmd = [sys.executable, str(HERE / script), *extra] + (["--device", device] if device else [])
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    if res.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{res.stderr[-3000:]}")
+    rows = [json.loads(line[len("RESULT "):]) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    for r in rows:
+        r["seconds"] = round(time.time() - t0, 1)
+    print(res.stdout, end="")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
+    ap.add_argument("--device", default=None, help="passed to each benchmark (default: its own)")
+    ap.add_argument("--out", default=str(HERE / "results"), help="writes OUT.md and OUT.csv")
+    a = ap.parse_args()
+    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
+    info = machine()
+    rows = [r for n in names for r in run(n, a.device)]
+    out = Path(a.out)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["benchmark", "name", "ratio", "goal", "seconds"])
+        w.writeheader()
+        w.writerows(rows)
+    md = [f"# Benchmark ratios ({info['date']})", "",
+          "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date") + ".", "",
+          "| benchmark | ratio | value | goal |", "|---|---|---|---|"]
+    md += [f"| {r['benchmark']} | {r['name']} | {r['ratio']:.3f} | {r['goal']} |" for r in rows]
+    md += ["", f"Command: `python benchmarks/run_all.py --only {','.join(names)}"
+               + (f" --device {a.device}" if a.device else "") + "`"]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
