@@ -70,11 +70,18 @@ def make_prompt(item: BBQItem, shuffle: bool = False, seed: int = 0) -> Prompted
     return Prompted(item=item, user_text=format_user_text(item, order), order=order)
 
 
+def prompt_format(tokenizer) -> str:
+    """How ``apply_chat`` renders prompts for this tokenizer: "chat" (through its chat template) or "plain"
+    (a base model without one: the user text as is, which ends in the answer cue "Answer:")."""
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
 def apply_chat(tokenizer, user_text: str) -> str:
     """Render one user turn through the tokenizer's chat template, ready for the assistant's reply.
 
-    Falls back to the raw text when the tokenizer has no chat template (base models)."""
-    if getattr(tokenizer, "chat_template", None):
+    Falls back to the raw text when the tokenizer has no chat template (base models; ``prompt_format``
+    says which): ``PROMPT_TEMPLATE`` already ends in the answer cue, so the model continues after "Answer:"."""
+    if prompt_format(tokenizer) == "chat":
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
         )

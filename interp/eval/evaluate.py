@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
 from interp.eval.metrics import format_table, summarize
-from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter
+from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter, prompt_format
 from interp.eval.score import prediction_record, write_csv
 
 MODES = ("logits", "generate")
@@ -39,10 +39,35 @@ def render_prompts(tokenizer, prompted: Sequence[Prompted]) -> list[str]:
     return [apply_chat(tokenizer, p.user_text) for p in prompted]
 
 
-def encode_batch(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    """Left-padded batch; templates already carry special tokens, so none are added."""
+def mask_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted over real tokens ``# [batch, pos]``: 0..n-1 on each row's n real tokens, 0 on left
+    padding (the rule HF ``generate`` uses), so a padded row sits at the positions of its unpadded forward."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+def takes_position_ids(model) -> bool:
+    """Whether ``model`` (a HF or PEFT causal LM, a ``HookedLM``, or a backend object) accepts ``position_ids``."""
+    import inspect
+
+    if not isinstance(model, torch.nn.Module):  # a backend object (interp.models.backends): mapped decoders do
+        model = getattr(model, "model", None)
+        if model is None:
+            return True
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model  # PeftModel.forward only forwards **kwargs
+    return "position_ids" in inspect.signature(base.forward).parameters
+
+
+def encode_batch(tokenizer, texts: Sequence[str], device, model=None) -> dict[str, torch.Tensor]:
+    """Left-padded batch; templates already carry special tokens, so none are added. With ``model`` (one that
+    takes them), also ``position_ids`` from the mask (``mask_position_ids``): a plain forward numbers the left
+    padding too, which shifts every real token of a padded row on models with learned absolute positions
+    (GPT-2), so answers and activations would depend on the other prompts in the batch."""
     enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-    return {k: v.to(device) for k, v in enc.items()}
+    out = {k: v.to(device) for k, v in enc.items()}
+    if model is not None and "attention_mask" in out and takes_position_ids(model):
+        out["position_ids"] = mask_position_ids(out["attention_mask"])
+    return out
 
 
 def _batches(seq: Sequence, size: int) -> Iterable[Sequence]:
@@ -63,7 +88,8 @@ class EvalConfig:
 @torch.no_grad()
 def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig | None = None) -> list[dict]:
     """Run the model over items and return one prediction record per item (see ``prediction_record``),
-    with the letter, the raw reply (generate mode) and the three letter logits (both modes)."""
+    with the letter, the raw reply (generate mode), the three letter logits (both modes) and the prompt format
+    ("chat" through the tokenizer's chat template, "plain" for a base model without one)."""
     cfg = cfg or EvalConfig()
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
@@ -75,11 +101,12 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
         tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     letter_ids = letter_token_ids(tokenizer)
+    fmt = prompt_format(tokenizer)
     prompted = [make_prompt(it, cfg.shuffle_options, cfg.seed) for it in items]
     out: list[dict] = []
     bar = tqdm(total=len(prompted), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
     for chunk in _batches(prompted, cfg.batch_size):
-        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
+        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
         if cfg.mode == "logits":
             logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
             replies = [None] * len(chunk)
@@ -113,6 +140,7 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
                     biased_letter=p.biased_letter,
                     unknown_letter=p.unknown_letter,
                     order=list(p.order),
+                    prompt_format=fmt,
                 )
             )
         bar.update(len(chunk))
@@ -123,7 +151,12 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
 def write_results(records: Sequence[dict], out_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
                   meta: dict | None = None, cluster: str = "item") -> list[dict]:
     """Write per-item JSONL, the summary CSV and JSON into ``out_dir``; return the summary rows (intervals
-    resample ``cluster`` units: items or templates)."""
+    resample ``cluster`` units: items or templates). The meta records the prompt format ("chat" / "plain") the
+    records were made with, when they say so."""
+    meta = dict(meta or {})
+    fmts = sorted({r["prompt_format"] for r in records if r.get("prompt_format")})
+    if fmts and "prompt_format" not in meta:
+        meta["prompt_format"] = fmts[0] if len(fmts) == 1 else "mixed"
     od = Path(out_dir)
     od.mkdir(parents=True, exist_ok=True)
     with open(od / "predictions.jsonl", "w") as fh:
@@ -131,7 +164,7 @@ def write_results(records: Sequence[dict], out_dir: str | os.PathLike, n_boot: i
             fh.write(json.dumps(r) + "\n")
     rows = summarize(records, n_boot=n_boot, seed=seed, cluster=cluster)
     write_csv(rows, od / "summary.csv")
-    (od / "summary.json").write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=1))
+    (od / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return rows
 
 

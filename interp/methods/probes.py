@@ -358,7 +358,7 @@ def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_s
     recs: list[dict] = []
     bar = tqdm(total=len(prompted), desc="activations", disable=not progress, unit="item")
     for chunk in _batches(prompted, batch_size):
-        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device)
+        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
         pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
         if hooked:
             logits, cache = model.cache(enc, list(names), positions=pos)

@@ -196,8 +196,8 @@ def direction_vector(direction, units: str = "unit") -> torch.Tensor:
 class HookedLM(torch.nn.Module):
     """Makes a backend object (``interp.models.backends.Hooked``) look like a HF causal LM to ``evaluate_items``:
     ``forward`` runs ``hooked.forward`` (so hooks set with ``hooked.hooks`` apply, e.g. ``steer(hooked, ...)``)
-    and ``generate`` is greedy decoding by full recomputation (no KV cache): slower than HF generate, and
-    for left-padded rows positions are 0..pos-1 as in a plain forward (HF generate derives them from the mask)."""
+    and ``generate`` is greedy decoding by full recomputation (no KV cache): slower than HF generate; as there,
+    positions are counted over each row's real tokens (``interp.eval.evaluate.mask_position_ids``)."""
 
     def __init__(self, hooked, eos_token_id: int | None = None):
         super().__init__()
@@ -206,15 +206,20 @@ class HookedLM(torch.nn.Module):
         self.eos_token_id = eos_token_id if eos_token_id is not None else getattr(tok, "eos_token_id", None)
         self._anchor = torch.nn.Parameter(torch.zeros(1, device=hooked.device), requires_grad=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **_):
         inputs = {"input_ids": input_ids}
         if attention_mask is not None:
             inputs["attention_mask"] = attention_mask
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
         return SimpleNamespace(logits=self.hooked.forward(inputs))  # [batch, pos, vocab]
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 4,
                  pad_token_id: int | None = None, **_):
+        from interp.eval.evaluate import mask_position_ids
+
         ids = input_ids
         mask = attention_mask if attention_mask is not None else torch.ones_like(ids)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -223,7 +228,7 @@ class HookedLM(torch.nn.Module):
         token = _PROMPT_LEN.set(input_ids.shape[1])
         try:
             for _ in range(max_new_tokens):
-                logits = self.forward(ids, mask).logits[:, -1, :]  # [batch, vocab]
+                logits = self.forward(ids, mask, mask_position_ids(mask)).logits[:, -1, :]  # [batch, vocab]
                 scores.append(logits)
                 nxt = logits.argmax(-1)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

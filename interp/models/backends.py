@@ -13,9 +13,11 @@ parallel-residual layer) is a HookNameError.
 
 Every backend takes the same inputs (a left-padded batch from ``interp.eval.evaluate.encode_batch``) and the same
 hook functions ``fn(x) -> x' | None`` on ``# [batch, pos, d]`` tensors, and gives the same activations: the
-parity tests compare each with HF ``output_hidden_states``. Explicit ``position_ids`` (0..pos-1, what a plain
-HF forward uses) are passed to all three, so the bridge and nnsight do not derive their own from the mask;
-the exception is OPT, whose HF forward derives positions from the mask itself (``hooks.positions_from_mask``).
+parity tests compare each with HF ``output_hidden_states``. Explicit ``position_ids`` are passed to all three, so
+the bridge and nnsight do not derive their own: the batch's own (``encode_batch(..., model)`` counts them over
+each row's real tokens, so a left-padded row matches its unpadded forward, as in HF ``generate``), else
+0..pos-1, what a plain HF forward uses; the exception to the latter is OPT, whose HF forward derives positions
+from the mask itself (``hooks.positions_from_mask``).
 
 Padding note: the bridge forces eager attention; HF defaults to sdpa. Real-token positions agree to float
 rounding; left-pad positions (fully masked query rows) differ between attention kernels and are never stored.

@@ -298,7 +298,7 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
             for b in range(done, n_batches):
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
                 prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
-                enc = encode_batch(tok, render_prompts(tok, prompted), "cpu")
+                enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
                 shortest = int(enc["attention_mask"].sum(1).min())
                 if max(-p for p in positions) > shortest:
                     raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token prompt")
