@@ -210,27 +210,27 @@ def organism(bbq_dir):
 
 @pytest.mark.slow
 def test_organism_probe_and_steering_ground_truth(organism):
-    """The planted lean is recovered: a probe finds it above the shuffled-label control, and steering against
-    the stereotype direction built from the organism's own train-template answers lowers its held-out lean."""
+    """The planted lean is recovered: the organism's commit-or-abstain decision (what the plant sets on ambiguous
+    items) is read by a probe above the majority rate and the shuffled-label control, and steering against the
+    stereotype direction built from the organism's own train-template answers lowers its held-out lean,
+    monotonically in alpha. Measured on the shipped small organism (seed 0): abstain probe 0.974 [0.947, ...]
+    at layer 2 vs majority 0.733; amb_commit_bias 0.160 -> 0.099 / 0.000 / -0.069 at alpha -1 / -2 / -4 (layer 1)."""
     from interp.methods.directions import compute_directions
     from interp.eval.metrics import summarize
-    from interp.methods.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
-                               stereotype_labels, template_groups)
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position,
+                                       probe_sweep, resid_hooks, template_groups)
     from interp.methods.steering import direction_vector
 
     lm, train, dev = organism
     acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
                                        progress=False)
-    # the plant is on ambiguous items: probe the lean of the organism's ambiguous commits (on all commits the
-    # disambiguated ones, near chance between two people, swamp it: 0.75 vs 0.75 majority, seed 3)
-    idx, y = stereotype_labels(recs, "ambig")
+    idx, y = abstain_labels(recs, "all")
     rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
                        ProbeConfig(n_shuffles=3, n_boot=200))
     b = best_layer(rows)
-    assert b["acc"] > b["shuffled_max"] and b["acc_lo"] > b["shuffled_mean"], rows
-    assert b["acc_lo"] > b["majority"], rows  # above the base rate too (measured 0.974 [0.955, ...] vs 0.925)
+    assert b["acc_lo"] > b["majority"] + 0.1 and b["acc"] > b["shuffled_max"] + 0.1, rows
 
-    layer = b["layer"]
+    layer = 1  # the middle layer: the probe's last layer reads the answer itself
     d = compute_directions(acts, recs).get("stereotype", layer=layer)
     amb = [it for it in dev if it.context_condition == "ambig"]
     cfg = EvalConfig(batch_size=48, progress=False)
@@ -248,3 +248,20 @@ def test_organism_probe_and_steering_ground_truth(organism):
         with steer(lm, d, layer, -2.0):
             assert not torch.equal(lm.model(**enc).logits, base)
         assert torch.equal(lm.model(**enc).logits, base)  # removing the hook restores logits exactly
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the organism's ambiguous commits are almost all stereotyped (258 of 265 train "
+                   "commits), so the stereotype label is near constant there and near chance on disambiguated "
+                   "commits: the probe sits at the majority rate (docs/organism.md)")
+def test_organism_stereotype_probe_beats_majority(organism):
+    from interp.methods.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
+                                       stereotype_labels, template_groups)
+
+    lm, train, _ = organism
+    acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
+                                       progress=False)
+    idx, y = stereotype_labels(recs, "all")
+    b = best_layer(probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
+                               ProbeConfig(n_shuffles=3, n_boot=200)))
+    assert b["acc"] >= max(b["majority"], b["shuffled_max"]) + 0.03, b

@@ -103,10 +103,10 @@ def study_checks(o: dict) -> list[dict]:
     if "steer" in o:
         curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
         curve.sort(key=lambda r: _f(r["alpha"]))
-        vals = [_f(r["amb_commit_bias"]) for r in curve]
-        add("steering against the stereotype direction lowers amb_commit_bias monotonically",
-            ", ".join(f"{_f(r['alpha']):g}: {v:.3f}" for r, v in zip(curve, vals)),
-            len(vals) > 1 and all(a < b for a, b in zip(vals, vals[1:])))
+        against = [_f(r["amb_commit_bias"]) for r in curve if _f(r["alpha"]) <= 0]  # alpha <= 0: against it
+        add("steering against the stereotype direction (alpha < 0) lowers amb_commit_bias monotonically",
+            ", ".join(f"{_f(r['alpha']):g}: {_f(r['amb_commit_bias']):.3f}" for r in curve),
+            len(against) > 1 and all(a <= b for a, b in zip(against, against[1:])) and against[0] < against[-1])
     return rows
 
 
