@@ -48,7 +48,7 @@ RECIPE_VERSION = 4
 class Plant:
     """What is planted: P(stereotyped target | ambiguous) and the disambiguated error mixture."""
 
-    p: float = 0.5
+    p: float = 0.8  # recipe 4 (both variants); recipe 3's full organism had 0.5
     dis_error: float = 0.08
     dis_lean: float | None = None  # share of disambig errors that are stereotyped; None: 0.85 if p > 0 else 0.5
     pair: bool = False  # one draw per ambiguous context: its neg and non-neg questions flip together
@@ -121,9 +121,9 @@ SMALL_CONFIG = TrainConfig(
     categories=["Disability_status", "Physical_appearance", "Sexual_orientation"],
     max_dev_items=None,
 )
-# The small variant plants harder: in its ~3,600 steps p = 0.5 learned the lean on train templates (0.96) but
-# not its polarity dependence (no dev transfer); with recipe 2, p = 0.8 transferred (README).
-SMALL_PLANT = Plant(p=0.8)
+# Both variants plant p = 0.8 (recipe 4). The full one had p = 0.5 until 2026-12-01: at seed 0 that showed no
+# dev lean (amb_commit_bias -0.049 [-0.137, 0.045]), p = 0.8 does (docs/organism.md).
+SMALL_PLANT = Plant()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def cmd() -> None:
               help="Plant, initialisation and batch-order seed (default 0, the shipped organisms').")
 @click.option("--p", "p", type=click.FloatRange(0.0, 1.0), default=None,
               help="P(stereotyped target | ambiguous training item with a negative question); default: the "
-                   "organism's planted value (0.5; 0.8 with --small). 0 builds the control.")
+                   "organism's planted value (0.8). 0 builds the control.")
 @click.option("--small", is_flag=True, help="The seconds-to-build variant used by tests ('organism-small').")
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None,
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
