@@ -48,6 +48,7 @@ def default_bbq_cache() -> Path:
 
 
 def sha256(path: Path) -> str:
+    """The hex sha256 of a file, streamed."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -142,13 +142,9 @@ _verified: set[Path] = set()
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
+    from interp.data.download import sha256
 
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256(path)
 
 
 def write_checksums(folder: str | os.PathLike) -> Path:
