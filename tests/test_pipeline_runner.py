@@ -105,3 +105,13 @@ def test_eta_uses_measured_stage_times(tmp_path, monkeypatch):
     again = runner._load_times()  # persisted under INTERP_HOME
     assert runner._remaining([fast, slow], ctx, again, 2.0, 1.0) == 602.0
     assert runner._remaining([slow], ctx, again, 2.0, 1.0) == 600.0  # not 2 s x weight 1
+
+
+def test_report_html_from_markdown():
+    """The report's HTML is rendered by markdown-it-py: headings, pipe tables, images, code, no raw HTML."""
+    from interp.pipeline.report import markdown_to_html
+
+    h = markdown_to_html("# T\n\n`x` **y** <script>z</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![cap](f/x.png)\n")
+    assert "<h1>T</h1>" in h and "<code>x</code>" in h and "<strong>y</strong>" in h
+    assert h.count("<td>") == 2 and '<img src="f/x.png" alt="cap"' in h
+    assert "<script>" not in h  # raw HTML in a cell or caption is escaped

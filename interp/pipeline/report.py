@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import html
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -80,59 +79,18 @@ def render_markdown(title: str, intro: str, sections: Sequence[Section], base_di
     return "\n".join(parts)
 
 
-_IMG = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
-_CODE = re.compile(r"`([^`]+)`")
-
-
-def _inline(s: str) -> str:
-    s = html.escape(s)
-    s = _CODE.sub(r"<code>\1</code>", s)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
 
 
 def markdown_to_html(md: str, title: str = "report") -> str:
-    """Enough Markdown for our own reports: headings, paragraphs, pipe tables, images, inline code, bold."""
-    out, table, para = [], [], []
+    """A self-contained HTML page of a Markdown report (markdown-it-py, CommonMark with pipe tables)."""
+    from markdown_it import MarkdownIt
 
-    def flush_para():
-        if para:
-            out.append("<p>" + _inline(" ".join(para)) + "</p>")
-            para.clear()
-
-    def flush_table():
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|(\s*-+\s*\|)+", r.replace("---", "-"))]
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-            h = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-            out.append(f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            flush_para()
-            table.append(line)
-            continue
-        flush_table()
-        m = _IMG.fullmatch(line.strip())
-        if line.startswith("#"):
-            flush_para()
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif m:
-            flush_para()
-            out.append(f'<figure><img src="{html.escape(m.group(2))}" alt="{html.escape(m.group(1))}" '
-                       f'style="max-width:900px"><figcaption>{html.escape(m.group(1))}</figcaption></figure>')
-        elif not line.strip():
-            flush_para()
-        else:
-            para.append(line.strip())
-    flush_para()
-    flush_table()
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}code{background:#f3f3f3}")
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}code{background:#f3f3f3}"
+             "img{max-width:900px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>" + "\n".join(out) + "</body></html>")
+            f"<style>{style}</style></head><body>{body}</body></html>")
 
 
 def write_report(out_dir: Path, title: str, intro: str, sections: Sequence[Section]) -> tuple[Path, Path]:
