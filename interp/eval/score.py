@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -146,17 +145,10 @@ def score_table(records: Sequence[dict], n_boot: int = 0, seed: int = 0) -> list
 
 
 def write_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write dict rows to CSV (columns from the first row, then any new ones)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    with open(p, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    return p
+    """Write dict rows to CSV (``interp.tables.write_table``)."""
+    from interp.tables import write_table
+
+    return write_table(rows, path)
 
 
 def format_score_table(rows: Sequence[dict]) -> str:

@@ -311,15 +311,12 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    import csv
-
     if not rows:
         path.write_text("")
         return
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from interp.tables import write_table
+
+    write_table(rows, path)
 
 
 def write_outputs(result: DebiasResult, out_dir: str | os.PathLike, figures: bool = True) -> dict[str, Path]:
