@@ -4,7 +4,7 @@ The notebook API::
 
     import interp
     lm = interp.load("organism")
-    dev = interp.data.bbq.load(split="dev")
+    dev = interp.bbq.load(split="dev")
     acts = interp.collect(lm, dev, layers="all")             # or interp.ActivationStore(path)
     sweep = interp.probe_layers(acts, label="stereotype")     # .table .best .plot()
     d = interp.diff_means(acts, "stereotype_orth", layer=sweep.best)

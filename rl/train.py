@@ -337,10 +337,12 @@ def build_trainer(cfg: TrainConfig, items=None):
         peft_config=peft_config,
         callbacks=_make_callbacks(cfg, out_dir, meta),
     )
-    if cfg.progress:  # one updating line instead of TRL's raw per-step dicts
-        from transformers.trainer_callback import ProgressCallback
+    # one updating line (or silence) instead of TRL's raw per-step dicts; the logs still go to train_log.jsonl
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if cfg.progress:
         trainer.add_callback(OneLineProgress(f"GRPO lam={cfg.lam:g} lr={cfg.lr:g}"))
     return trainer, meta
 

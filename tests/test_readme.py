@@ -24,8 +24,9 @@ def main_job_adapter(tmp_path, monkeypatch, bbq_dir):
 
     m = re.search(r'adapter="([^"]+)"', "\n".join(BLOCKS))
     assert m, "the README's compare block names no adapter"
-    monkeypatch.chdir(tmp_path)
+    bbq_dir = Path(bbq_dir).resolve()  # the blocks run in a fresh folder
     monkeypatch.setenv("INTERP_BBQ_DIR", str(bbq_dir))
+    monkeypatch.chdir(tmp_path)
     from interp.data.split import split_items
 
     items, _ = split_items("train", bbq_dir, limit=16)

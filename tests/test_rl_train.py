@@ -177,6 +177,9 @@ def test_progress_is_one_line_not_raw_dicts(letter_lm_dir, train_dev, tmp_path, 
     assert "GRPO lam=0.5" in text and "2/2" in text
     assert "{'loss'" not in text and "'reward'" not in text, text[-2000:]  # TRL's raw log dicts
     assert "is_gradient_checkpointing" not in text
+    train(str(letter_lm_dir), tmp_path / "q", lam=0.0, lr=LR, steps=2, items=train_dev[0], **FAST)
+    quiet = capfd.readouterr()
+    assert "{'loss'" not in quiet.out + quiet.err  # progress=False prints no per-step dicts either
 
 
 def test_bad_settings_are_named(letter_lm_dir, tmp_path, train_dev):
