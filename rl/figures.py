@@ -61,6 +61,8 @@ def pick_phase1_runs(d: pd.DataFrame) -> tuple[str, str | None]:
     main = d[(d["run"] != "base") & (~d["control"]) & (d["lambda"].astype(float) == 0.0)]
     if main.empty:
         raise ValueError("results have no lambda = 0 run")
+    if "scale_rewards" in main.columns and (main["scale_rewards"] == "group").any():
+        main = main[main["scale_rewards"] == "group"]  # the seed's setting, when the sweep ran several
     main_run = main.sort_values("lr").iloc[-1]["run"]
     ctrl = d[(d["run"] != "base") & d["control"]]
     return main_run, (ctrl.iloc[0]["run"] if not ctrl.empty else None)
