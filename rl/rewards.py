@@ -113,13 +113,14 @@ def accuracy_reward(
 class LambdaReward:
     """TRL reward function for Phase 2: accuracy minus ``lam`` for a stereotype-congruent answer."""
 
-    def __init__(self, lam: float, lambda_on: str = "ambig"):
+    def __init__(self, lam: float, lambda_on: str = "ambig", scale_rewards: str = "group"):
         if lambda_on not in LAMBDA_ON:
             raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, not {lambda_on!r}")
         if lam < 0:
             raise ValueError(f"lambda must be >= 0 (it is subtracted), got {lam}")
         self.lam = float(lam)
         self.lambda_on = lambda_on
+        self.scale_rewards = scale_rewards  # how TRL turns these rewards into advantages (for lambda_active)
         self.__name__ = "bbq_reward"  # TRL logs rewards/bbq_reward/mean
 
     def __call__(
@@ -144,7 +145,7 @@ class LambdaReward:
         ]
         if log_metric is not None and prompts is not None and self.lam > 0:
             plain = [accuracy_score(L, g) for L, g in zip(letters, gold_letter)]
-            log_metric("lambda_active", lambda_active_share(prompts, plain, out))
+            log_metric("lambda_active", lambda_active_share(prompts, plain, out, self.scale_rewards))
         return out
 
 
@@ -156,9 +157,17 @@ def _standardize(x: Sequence[float]) -> list[float]:
     return [(v - m) / (sd + 1e-4) for v in x]
 
 
-def lambda_active_share(prompts: Sequence[Any], plain: Sequence[float], penalised: Sequence[float]) -> float:
+def _centered(x: Sequence[float]) -> list[float]:
+    """x - mean: the per-group advantage under ``scale_rewards="none"`` (and, up to one batch-wide scale, "batch")."""
+    m = sum(x) / len(x)
+    return [v - m for v in x]
+
+
+def lambda_active_share(prompts: Sequence[Any], plain: Sequence[float], penalised: Sequence[float],
+                        scale_rewards: str = "group") -> float:
     """The share of prompt groups (runs of equal consecutive prompts, as TRL repeats each prompt
-    ``num_generations`` times) whose group-standardized advantages the penalty changes.
+    ``num_generations`` times) whose advantages the penalty changes, under TRL's ``scale_rewards``: "group"
+    standardizes within the group, "none" and "batch" only center it (the batch-wide scale changes no sign).
 
     Standardizing is affine-invariant, so a group whose rewards take only two values (say Unknown = 1 and the
     biased letter = -lam) gets the same advantages for every lam: the penalty acts only where a group also
@@ -170,13 +179,14 @@ def lambda_active_share(prompts: Sequence[Any], plain: Sequence[float], penalise
             start = i
     if not groups:
         return 0.0
+    adv = _standardize if scale_rewards == "group" else _centered
     changed = 0
     for a, b in groups:
-        za, zb = _standardize(plain[a:b]), _standardize(penalised[a:b])
+        za, zb = adv(plain[a:b]), adv(penalised[a:b])
         changed += any(abs(u - v) > 1e-3 for u, v in zip(za, zb))  # TRL's 1e-4 epsilon aside
     return changed / len(groups)
 
 
-def make_reward(lam: float = 0.0, lambda_on: str = "ambig") -> Callable[..., list[float]]:
+def make_reward(lam: float = 0.0, lambda_on: str = "ambig", scale_rewards: str = "group") -> Callable[..., list[float]]:
     """The reward for a run: the accuracy reward when ``lam`` is 0, else the lambda variant."""
-    return LambdaReward(lam, lambda_on)
+    return LambdaReward(lam, lambda_on, scale_rewards)

@@ -330,7 +330,7 @@ def build_trainer(cfg: TrainConfig, items=None):
     }
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[make_reward(cfg.lam, cfg.lambda_on)],
+        reward_funcs=[make_reward(cfg.lam, cfg.lambda_on, cfg.scale_rewards)],
         args=args,
         train_dataset=dataset,
         processing_class=tok,

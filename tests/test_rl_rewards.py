@@ -142,6 +142,13 @@ def test_lambda_active_share_counts_groups_the_penalty_reaches():
         assert _standardize(r[:4]) == pytest.approx(_standardize(plain[:4]), abs=1e-3)  # p1: same advantages
         assert _standardize(r[4:8]) != pytest.approx(_standardize(plain[4:8]))  # p2: the penalty bites
     assert lambda_active_share(prompts, plain, plain) == 0.0
+    # without group standardization (scale_rewards none / batch) the penalty moves every group with a biased
+    # commit next to another answer: p1 and p2, not p3
+    r = LambdaReward(1.5, scale_rewards="none")(letters, gold_letter=["C"] * 12, biased_letter=["A"] * 12,
+                                               unknown_letter=["C"] * 12, context_condition=["ambig"] * 12,
+                                               prompts=prompts, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert logged["lambda_active"] == pytest.approx(2 / 3)
+    assert lambda_active_share(prompts, plain, r, "none") == pytest.approx(2 / 3)
     logged = {}
     LambdaReward(0.0)(letters, gold_letter=["C"] * 12, biased_letter=["A"] * 12, unknown_letter=["C"] * 12,
                       context_condition=["ambig"] * 12, prompts=prompts, log_metric=lambda k, v: logged.__setitem__(k, v))
