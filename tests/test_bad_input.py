@@ -127,3 +127,30 @@ def test_steering_refuses_nan_and_inf(tiny_lm, vec, alpha, match):
         v[3] = float(vec)
     with pytest.raises(SteeringError, match=match):
         steer(tiny_lm, v, 0, alpha)
+
+
+def test_prompts_longer_than_the_model_warn(tiny_lm_dir, fixture_items, tmp_path):
+    import json
+    import shutil
+
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.loading import load_model
+
+    short = tmp_path / "short"
+    shutil.copytree(tiny_lm_dir, short)
+    cfg = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(dict(cfg, max_position_embeddings=16)))
+    lm = load_model(str(short), device="cpu", dtype="float32")
+    with pytest.warns(UserWarning, match="but the model has 16 positions"):
+        evaluate_items(lm.model, lm.tokenizer, fixture_items[:2], EvalConfig(progress=False))
+
+
+def test_a_budget_that_selects_no_neuron_warns():
+    import numpy as np
+
+    from interp.rm.neurons import select_neurons
+
+    corr = np.full((2, 1, 10), 0.5)  # [attributes, layers, d_mlp]
+    with pytest.warns(UserWarning, match="no neuron selected"):
+        sel = select_neurons(corr, ["length", "bold"], budget_frac=0.01)
+    assert sel.neurons == []

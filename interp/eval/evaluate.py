@@ -58,12 +58,28 @@ def takes_position_ids(model) -> bool:
     return "position_ids" in inspect.signature(base.forward).parameters
 
 
+_warned_lengths: set[tuple[int, int]] = set()
+
+
+def _warn_if_too_long(n_tokens: int, model) -> None:
+    """Warn once per (length, limit) when prompts exceed the model's positions (results past it are garbage)."""
+    cfg = getattr(model, "config", None)
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if limit and n_tokens > limit and (n_tokens, limit) not in _warned_lengths:
+        import warnings
+
+        _warned_lengths.add((n_tokens, limit))
+        warnings.warn(f"a prompt has {n_tokens} tokens but the model has {limit} positions: its answers and "
+                      f"activations are not meaningful (use a model with a longer context)", stacklevel=3)
+
+
 def encode_batch(tokenizer, texts: Sequence[str], device, model=None) -> dict[str, torch.Tensor]:
     """Left-padded batch; templates already carry special tokens, so none are added. With ``model`` (one that
     takes them), also ``position_ids`` from the mask (``mask_position_ids``): a plain forward numbers the left
     padding too, which shifts every real token of a padded row on models with learned absolute positions
     (GPT-2), so answers and activations would depend on the other prompts in the batch."""
     enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    _warn_if_too_long(enc["input_ids"].shape[1], model)
     out = {k: v.to(device) for k, v in enc.items()}
     if model is not None and "attention_mask" in out and takes_position_ids(model):
         out["position_ids"] = mask_position_ids(out["attention_mask"])

@@ -152,4 +152,10 @@ def select_neurons(
                 continue
             taken.add(flat)
             chosen.append(Neuron(layer=flat // d, index=flat % d, attribute=attribute_names[k], corr=r))
+    if not chosen:
+        import warnings
+
+        warnings.warn(f"no neuron selected: the budget is {budget} of {L * d} neurons (budget_frac {budget_frac})"
+                      + (f" and none has |r| >= min_abs_corr {min_abs_corr}" if min_abs_corr else "")
+                      + "; the intervention will change nothing", stacklevel=2)
     return NeuronSelection(neurons=chosen, n_layers=L, d_mlp=d, budget=budget, attributes=list(attribute_names))
