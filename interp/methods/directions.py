@@ -77,20 +77,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def class_masks(records: Sequence[Mapping], condition: str = "all") -> dict[str, np.ndarray]:
-    """Boolean masks # [n] over records: congruent, anti (committed, with a target), abstain, commit."""
+    """Boolean masks # [n] over records: congruent / anti (the two classes of
+    ``interp.methods.probes.stereotype_labels``) and abstain / commit (those of ``abstain_labels``), so the
+    directions and the probes read one definition of each label."""
+    from interp.methods.probes import abstain_labels, stereotype_labels
+
     n = len(records)
     m = {k: np.zeros(n, bool) for k in ("congruent", "anti", "abstain", "commit")}
-    for i, r in enumerate(records):
-        p = r.get("pred")
-        if p is None or not _keep_condition(r, condition):
-            continue
-        if p == r["unknown_loc"]:
-            m["abstain"][i] = True
-            continue
-        m["commit"][i] = True
-        b = r.get("biased_loc")
-        if b is not None:
-            m["congruent" if p == b else "anti"][i] = True
+    idx, y = stereotype_labels(records, condition)
+    m["congruent"][idx[y == 1]] = True
+    m["anti"][idx[y == 0]] = True
+    idx, y = abstain_labels(records, condition)
+    m["abstain"][idx[y == 1]] = True
+    m["commit"][idx[y == 0]] = True
     return m
 
 
