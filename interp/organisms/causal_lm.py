@@ -38,9 +38,10 @@ DEFAULT_SEED = 0
 PLANT_FILE = "plant.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-# Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, so a cached organism built by
-# an older recipe is rebuilt by ``ensure_organism`` instead of silently reused. 2: the lean is learned; 3: Qwen2
-# pre-tokenizer; 4: every template question's wording and polarity (dev templates' too) in the question-swap items.
+# Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, recorded in plant.json, so a
+# folder built by an older recipe is told apart from the current one. 2: the lean is learned; 3: Qwen2
+# pre-tokenizer; 4: every template question's wording and polarity (dev templates' too) in the question-swap
+# items, and p = 0.8 on both variants.
 RECIPE_VERSION = 4
 
 

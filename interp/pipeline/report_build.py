@@ -26,7 +26,7 @@ def _overall(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("group", "overall") == "overall"]
 
 
-SEED_RESULTS = "seed_results.csv"  # shipped in interp/configs: the seed study's published numbers
+SEED_RESULTS = "seed_results.csv"  # shipped in interp/pipeline/configs: the seed study's published numbers
 
 
 def _seed_section(ctx: Context) -> list[Section]:
@@ -38,7 +38,7 @@ def _seed_section(ctx: Context) -> list[Section]:
         rows, where = read_csv(path), f"`{path}`"
     else:
         with resources.as_file(resources.files("interp.pipeline.configs").joinpath(SEED_RESULTS)) as f:
-            rows, where = read_csv(f), "the toolkit's shipped `interp/configs/seed_results.csv`"
+            rows, where = read_csv(f), "the toolkit's shipped `interp/pipeline/configs/seed_results.csv`"
     return [Section("Seed study, as reported (Qwen2.5-3B-Instruct)", text=(
         f"Published numbers of the study this toolkit reproduces, from {where}; each row names its source. "
         "Ours follow below, measured by this run on its own model."), table=rows)]

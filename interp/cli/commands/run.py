@@ -10,7 +10,7 @@ import click
               help="quick: the organism on a 2-core CPU in under 30 min; default: the seed's settings; "
                    "qwen3b: Qwen2.5-3B-Instruct on one GPU; test: the small organisms, minutes.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="A TOML file whose sections override the preset (see interp/configs/default.toml).")
+              help="A TOML file whose sections override the preset (see interp/pipeline/configs/default.toml).")
 @click.option("--set", "overrides", multiple=True, help="Override one setting: section.key=value (repeatable).")
 @click.option("--model", default=None, help="Shortcut for --set run.model=...")
 @click.option("--out", default=None, help="Output folder (default: the preset's run.out).")
