@@ -314,22 +314,25 @@ def parse_record(rec: dict, path: Path, lineno: int) -> BBQItem:
     )
 
 
-def read_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
-    """Yield (line number, record); a line that is not JSON is an error naming file and line."""
+def read_jsonl(path: Path, fail=None) -> Iterable[tuple[int, dict]]:
+    """Yield (line number, record) from a JSONL file: one JSON object a line, blank lines skipped. A line that is
+    not UTF-8, not JSON or not an object is an error naming file and line (``fail(path, lineno, msg)`` makes it;
+    default a BBQDataError), so every JSONL reader of the toolkit checks the same things."""
+    fail = fail or _fail
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise _fail(path, lineno, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+                raise fail(path, lineno, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise _fail(path, lineno, f"malformed JSON ({e.msg} at column {e.colno})") from None
+                raise fail(path, lineno, f"malformed JSON ({e.msg} at column {e.colno}); truncated file?") from None
             if not isinstance(rec, dict):
-                raise _fail(path, lineno, f"a record must be a JSON object, not {type(rec).__name__}")
+                raise fail(path, lineno, f"the record is not a JSON object (a {type(rec).__name__})")
             yield lineno, rec
 
 

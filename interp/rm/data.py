@@ -100,23 +100,18 @@ def load_preferences(path: str | os.PathLike, limit: int | None = None) -> list[
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"preference file {p} does not exist")
+    from interp.data.bbq import read_jsonl
+
     pairs: list[PreferencePair] = []
     seen: dict[str, int] = {}
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _fail(p, lineno, f"malformed JSON ({e.msg} at column {e.colno}); truncated file?") from None
-            for pair in parse_preference_record(rec, p, lineno):
-                if pair.id in seen:
-                    raise _fail(p, lineno, f"duplicate id {pair.id!r} (first at line {seen[pair.id]})")
-                seen[pair.id] = lineno
-                pairs.append(pair)
-            if limit is not None and len(pairs) >= limit:
-                break
+    for lineno, rec in read_jsonl(p, _fail):
+        for pair in parse_preference_record(rec, p, lineno):
+            if pair.id in seen:
+                raise _fail(p, lineno, f"duplicate id {pair.id!r} (first at line {seen[pair.id]})")
+            seen[pair.id] = lineno
+            pairs.append(pair)
+        if limit is not None and len(pairs) >= limit:
+            break
     if not pairs:
         raise PreferenceDataError(f"{p}: no preference records")
     return pairs[:limit] if limit is not None else pairs
