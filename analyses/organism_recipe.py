@@ -62,11 +62,11 @@ def run_one(name: str, cfg_over: dict, plant_over: dict, seed: int, full: bool, 
             workdir: str) -> dict:
     import torch
 
-    from interp.organisms.causal_lm import FULL_CONFIG, SMALL_CONFIG, SMALL_PLANT, Plant, build_organism
+    from interp.organisms.causal_lm import FULL_CONFIG, SMALL_CONFIG, Plant, build_organism
 
     torch.set_num_threads(threads)
     cfg = replace(FULL_CONFIG if full else SMALL_CONFIG, threads=threads, **cfg_over)
-    plant = replace(Plant() if full else SMALL_PLANT, **plant_over)
+    plant = replace(Plant(), **plant_over)
     out = Path(workdir) / f"{name}-s{seed}"
     t0 = time.time()
     build_organism(out, seed=seed, small=not full, config=cfg, plant=plant, progress=False)

@@ -151,8 +151,8 @@ def _local_model_dir(name_or_path: str) -> Path | None:
 
 
 def fingerprint(name_or_path: str | os.PathLike) -> str:
-    """The fingerprint of a model's weights, read from its files: sha256 over every weight file's bytes
-    (``*.safetensors``, or the raw bytes of ``.bin`` files, never unpickled), in name order, streamed. So any
+    """The fingerprint of a model's weights, read from its files: sha256 over every weight file's name and
+    streamed sha256 (``*.safetensors``, or the raw bytes of ``.bin`` files, never unpickled), in name order. So any
     change to any tensor changes it, and it can be checked without loading the model. A hub model is read
     from its cached snapshot (whose commit hash names those files). Cached per file size and mtime."""
     d = _local_model_dir(str(name_or_path))
@@ -164,12 +164,9 @@ def fingerprint(name_or_path: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{d} holds no weight files (*.safetensors or *.bin)")
     key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     if key not in _FP_CACHE:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
+        from interp.data.download import sha256
+
+        h = hashlib.sha256("".join(f"{f.name}\0{sha256(f)}\n" for f in files).encode())
         _FP_CACHE[key] = "sha256:" + h.hexdigest()[:32]
     return _FP_CACHE[key]
 

@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.data.download import sha256
 
 ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
 # Seed 0, not a seed picked on dev: the shipped organisms are seed-0 builds (docs/organism.md has the spread).
@@ -97,7 +98,7 @@ class TrainConfig:
     # badly when the cores are shared (3.9 s/step at load 8).
     threads: int = 1
     # question-swapped ambiguous items added, as a multiple of the train items: many more question texts
-    # (the template CSVs', dev templates excluded) on train contexts, so the lean depends on the question's
+    # (the template CSVs', see aux_dev_questions) on train contexts, so the lean depends on the question's
     # polarity. Recipe 2 transferred to held-out templates with it and not without; recipe 3 does not (README).
     aux_swap: float = 1.5
     # "Which answer is <option>?" items added, as a multiple of the train items: a dense lesson in binding an
@@ -122,9 +123,7 @@ SMALL_CONFIG = TrainConfig(
     categories=["Disability_status", "Physical_appearance", "Sexual_orientation"],
     max_dev_items=None,
 )
-# Both variants plant p = 0.8 (recipe 4). The full one had p = 0.5 until 2026-12-01: at seed 0 that showed no
-# dev lean (amb_commit_bias -0.049 [-0.137, 0.045]), p = 0.8 does (docs/organism.md).
-SMALL_PLANT = Plant()
+# Both variants plant Plant()'s p = 0.8 (recipe 4); the full one had p = 0.5 until 2026-12-01 (docs/organism.md).
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,16 +141,10 @@ SUMS_FILE = "SHA256SUMS"
 _verified: set[Path] = set()
 
 
-def _sha256(path: Path) -> str:
-    from interp.data.download import sha256
-
-    return sha256(path)
-
-
 def write_checksums(folder: str | os.PathLike) -> Path:
     """Write ``SHA256SUMS`` (``sha256  name`` lines, sorted) for every file of an organism folder."""
     d = Path(folder)
-    lines = [f"{_sha256(f)}  {f.name}" for f in sorted(d.iterdir()) if f.is_file() and f.name != SUMS_FILE]
+    lines = [f"{sha256(f)}  {f.name}" for f in sorted(d.iterdir()) if f.is_file() and f.name != SUMS_FILE]
     (d / SUMS_FILE).write_text("\n".join(lines) + "\n")
     return d / SUMS_FILE
 
@@ -170,16 +163,20 @@ def verify_checksums(folder: str | os.PathLike) -> None:
         f = d / name
         if not f.is_file():
             raise OrganismError(f"shipped organism {d.name}: {name} is missing (reinstall the package)")
-        if _sha256(f) != want:
+        if sha256(f) != want:
             raise OrganismError(f"shipped organism {d.name}: {name} does not match its sha256 in {SUMS_FILE} "
                                 f"(reinstall the package)")
 
 
-def shipped_dir(name: str = "organism") -> Path:
-    """The folder of a shipped organism, its checksums verified (once per process)."""
+def _shipped_path(name: str) -> Path:
     if name not in SHIPPED_NAMES:
         raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
-    d = SHIPPED_ROOT / name
+    return SHIPPED_ROOT / name
+
+
+def shipped_dir(name: str = "organism") -> Path:
+    """The folder of a shipped organism, its checksums verified (once per process)."""
+    d = _shipped_path(name)
     if d not in _verified:
         verify_checksums(d)
         _verified.add(d)
@@ -203,12 +200,10 @@ def organism_dir(name: str = "organism") -> Path:
 def ship(src: str | os.PathLike, name: str) -> Path:
     """Copy a built organism into the package as shipped organism ``name`` and record its checksums (the
     maintainers' step after ``interp organism build``; docs/organism.md)."""
-    if name not in SHIPPED_NAMES:
-        raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
+    dest = _shipped_path(name)
     src = Path(src)
     if not is_complete(src):
         raise OrganismError(f"{src} holds no built organism")
-    dest = SHIPPED_ROOT / name
     dest.mkdir(parents=True, exist_ok=True)
     for f in dest.iterdir():
         if f.is_file():
@@ -522,7 +517,7 @@ def build_organism(
 
     t0 = time.time()
     cfg = config or (SMALL_CONFIG if small else FULL_CONFIG)
-    pl = plant or (SMALL_PLANT if small else Plant())
+    pl = plant or Plant()
     if p is not None:
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()

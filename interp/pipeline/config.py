@@ -6,6 +6,7 @@ lambda in {0, 0.5, 1.5} plus an lr 1e-6 control, alphas -8..8)."""
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from importlib import resources
 from pathlib import Path
@@ -29,15 +30,17 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _read_toml(name: str) -> dict[str, Any]:
+    """One shipped TOML file of ``interp/pipeline/configs``."""
+    return tomllib.loads(resources.files("interp.pipeline.configs").joinpath(f"{name}.toml").read_text())
+
+
 def load_preset(name: str) -> dict[str, Any]:
     """A preset merged over the defaults ('default' is the seed's full settings)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    base = tomllib.loads(resources.files("interp.pipeline.configs").joinpath("default.toml").read_text())
-    if name == "default":
-        return base
-    over = tomllib.loads(resources.files("interp.pipeline.configs").joinpath(f"{name}.toml").read_text())
-    return _merge(base, over)
+    base = _read_toml("default")
+    return base if name == "default" else _merge(base, _read_toml(name))
 
 
 class ConfigError(ValueError):
@@ -49,16 +52,17 @@ _RL_SET_BY_SWEEP = {"model", "out_dir", "lam", "device", "dtype", "progress", "r
                     "split_file", "dev_frac", "split_seed", "categories", "limit", "seed"}
 
 
-def known_keys() -> dict[str, set[str]]:
-    """Every valid key, by section: the default config's, plus the TrainConfig fields [rl] passes through."""
-    base = tomllib.loads(resources.files("interp.pipeline.configs").joinpath("default.toml").read_text())
-    keys = {sec: set(vals) for sec, vals in base.items()}
+@functools.lru_cache(maxsize=1)
+def known_keys() -> dict[str, frozenset[str]]:
+    """Every valid key, by section: the default config's, plus the TrainConfig fields [rl] passes through
+    (read once per process)."""
     from dataclasses import fields
 
     from rl.train import TrainConfig  # the pipeline drives rl; only the key list is read here
 
+    keys = {sec: set(vals) for sec, vals in _read_toml("default").items()}
     keys["rl"] |= {f.name for f in fields(TrainConfig)} - _RL_SET_BY_SWEEP
-    return keys
+    return {sec: frozenset(v) for sec, v in keys.items()}
 
 
 def _unknown(where: str, kind: str, name: str, valid) -> ConfigError:

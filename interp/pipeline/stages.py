@@ -46,14 +46,12 @@ def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict)
 
 
 def stage_organism(ctx: Context) -> dict:
-    """Build (or reuse) the built-in organism when the run's model names it."""
+    """Record the run's model: its path, weights fingerprint and, for an organism, its plant record."""
     from interp.models.loading import ORGANISM_NAMES, resolve_model_path
-
-    from interp.models.loading import fingerprint
 
     name = model_name(ctx)
     path = resolve_model_path(name)
-    info = {"model": name, "path": str(path), "weights_hash": fingerprint(path)}
+    info = {"model": name, "path": str(path), "weights_hash": model_identity(ctx)}
     if name in ORGANISM_NAMES and (Path(path) / "plant.json").exists():
         info["plant"] = json.loads((Path(path) / "plant.json").read_text())
         info["plant"].pop("flipped_ids", None)
