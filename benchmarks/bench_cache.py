@@ -11,7 +11,8 @@ architecture (interp.organisms.causal_lm.TrainConfig), ``random-0.5B`` / ``rando
 (interp.organisms.tiny.qwen2_config), with a tokenizer trained on the prompts. Both sides of each ratio use the same
 items, batch size, tokenization and model copy, and are timed alternately (best of --repeats). The cache side
 includes everything `interp cache` does per batch: activations of every layer's resid_post at the last prompt
-token, letter logits, predictions, HDF5 writes (float16, gzip) and flushes.
+token, letter logits, predictions, HDF5 writes (float16, the store's default compression: none) and flushes.
+Both sides unembed the last position only (HF ``logits_to_keep=1``), the one position the store keeps.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def materialize(model: str, dtype: str, folder: Path) -> str:
 
 
 def plain_forward(model, tok, items, batch_size: int) -> float:
-    """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True) -> last-token states on CPU."""
+    """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True, logits_to_keep=1) -> last-token
+    states and logits on CPU: the same outputs the store keeps, by the plainest route."""
     from interp.eval.evaluate import encode_batch, render_prompts
     from interp.data.prompts import make_prompt
 
@@ -89,7 +91,7 @@ def plain_forward(model, tok, items, batch_size: int) -> float:
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items[i:i + batch_size]]), dev)
-            out = model(**enc, output_hidden_states=True)
+            out = model(**enc, output_hidden_states=True, logits_to_keep=1)
             hs = torch.stack(out.hidden_states[1:], 1)[:, :, -1]  # [batch, layers, d]
             hs.float().cpu().numpy()
             out.logits[:, -1].float().cpu()

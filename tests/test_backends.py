@@ -87,6 +87,23 @@ def test_resid_post_and_logits_match_hf(get_hooked, reference, fixture_items, ba
     assert last["blocks.1.hook_resid_post"].shape == (5, h.d_model)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_last_logits_is_the_last_position_of_the_full_pass(get_hooked, fixture_items, backend):
+    """``last_logits=True`` (HF logits_to_keep=1, what the store and the probe pass use) unembeds one position:
+    the same logits as the full pass there, the same activations, under an edit hook too."""
+    h = get_hooked(backend, True)
+    enc = _enc(h.tokenizer, fixture_items[:4])
+    names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    v = torch.randn(h.d_model, generator=torch.Generator().manual_seed(3))
+    with h.hooks({"blocks.0.hook_resid_post": lambda x: x + v}):
+        full, a = h.cache(enc, names, positions=-1)
+        last, b = h.cache(enc, names, positions=-1, last_logits=True)
+    assert full.shape[1] == enc["input_ids"].shape[1] and last.shape[1] == 1
+    torch.testing.assert_close(last[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+    for n in names:
+        torch.testing.assert_close(b[n], a[n], atol=0, rtol=0, msg=n)
+
+
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
 def test_all_hook_kinds_match_hf_backend(get_hooked, fixture_items, backend):
     kinds = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",

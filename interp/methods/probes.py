@@ -361,9 +361,9 @@ def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_s
         enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
         pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
         if hooked:
-            logits, cache = model.cache(enc, list(names), positions=pos)
+            logits, cache = model.cache(enc, list(names), positions=pos, last_logits=True)  # logits [batch, 1, vocab]
         else:
-            logits, cache = run_with_cache(model, enc, list(names), positions=pos)
+            logits, cache = run_with_cache(model, {**enc, "logits_to_keep": 1}, list(names), positions=pos)
         for n in names:
             acts[n].append(cache[n].float().cpu().numpy())  # [batch, d]
         ll = logits[:, -1, letter_ids].float().cpu()  # [batch, 3]

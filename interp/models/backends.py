@@ -188,14 +188,18 @@ class Hooked:
 
     @torch.no_grad()
     def cache(
-        self, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None
+        self, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None, last_logits: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass: (logits ``# [batch, pos, vocab]``, {name: activation}). Activations are taken
-        after the active hooks' edits, at ``positions`` (see ``select_positions``), detached."""
+        after the active hooks' edits, at ``positions`` (see ``select_positions``), detached. ``last_logits``
+        computes the unembedding at the last position only (HF ``logits_to_keep=1``): logits ``# [batch, 1, vocab]``,
+        for callers that read the answer letter only (the store, the probe pass)."""
         self.check_names(names)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if self.explicit_positions:
             inputs = with_position_ids(inputs)
+        if last_logits:
+            inputs["logits_to_keep"] = 1
         return self._run(inputs, list(names), positions, self._merged_hooks())
 
     def set_adapter(self, enabled: bool) -> None:
@@ -352,8 +356,11 @@ class NNsightHooked(Hooked):
         order = execution_order(list(fwd) + list(names), self.n_layers, stage)
         first = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
         batch_pos = (first.shape[0], first.shape[1])  # for flat sites (OPT's MLP half sees [batch*pos, d])
+        inputs = dict(inputs)
         kw = {"remote": self.remote} if self.remote else {}
-        with self.nn.trace(dict(inputs), **kw):
+        if "logits_to_keep" in inputs:  # a model keyword, not an input nnsight batches
+            kw["logits_to_keep"] = inputs.pop("logits_to_keep")
+        with self.nn.trace(inputs, **kw):
             for n in order:
                 path, site = self._site(n)
                 env = self.nn.get(path)

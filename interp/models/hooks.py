@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -223,10 +224,28 @@ class HookPoint:
     layer_path: str = ""  # full dotted path of the decoder layer
 
 
+_LAYERS_SEEN: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
 def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
     """The decoder's layer list and its dotted path (``model.layers``, ``transformer.h``, ``gpt_neox.layers``,
     ``model.decoder.layers``; under PEFT e.g. ``base_model.model.model.layers``): the shortest-named
-    ModuleList called ``layers``, ``h`` or ``blocks``."""
+    ModuleList called ``layers``, ``h`` or ``blocks``. The path found is remembered per model (hooks are
+    attached every batch) and re-searched only if it no longer leads to a ModuleList."""
+    seen = _LAYERS_SEEN.get(model)
+    if seen is not None:
+        try:
+            mod = model.get_submodule(seen)
+            if isinstance(mod, torch.nn.ModuleList):
+                return seen, mod
+        except AttributeError:
+            pass
+    found = _search_layers(model)
+    _LAYERS_SEEN[model] = found[0]
+    return found
+
+
+def _search_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
     best = None
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks"):

@@ -302,7 +302,7 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
                 shortest = int(enc["attention_mask"].sum(1).min())
                 if max(-p for p in positions) > shortest:
                     raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token prompt")
-                logits, acts = hooked.cache(enc, names, pos_idx)  # acts: [batch, d] or [batch, n_pos, d]
+                logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # acts: [batch, d] or [batch, n_pos, d]
                 ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
                 host = _to_host(acts, names, STORE_DTYPES[dtype])
                 pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
