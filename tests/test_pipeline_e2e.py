@@ -28,6 +28,16 @@ def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
     for f in figs:  # every figure is referenced by the report
         assert f"figures/{f}" in report
     assert (tmp_path / "report.html").read_text().count("<img") == len(figs)
+    import json
+
+    summ = json.loads((tmp_path / "probes" / "summary.json").read_text())
+    assert summ["split"] == "dev" and summ["stereotype"] == summ["dev"]["stereotype"]  # dev is reported
+    assert (tmp_path / "probes" / "probe_stereotype_train.csv").is_file()
+    from interp.pipeline.stages import steer_layer
+
+    ctx2 = Context(cfg, tmp_path, log=logs.append)
+    ctx2.outputs["probes"] = {"summary": tmp_path / "probes" / "summary.json"}
+    assert steer_layer(ctx2) == summ["train"]["stereotype"]["layer"]  # chosen on train, never on dev
     rows = (tmp_path / "results_all.csv").read_text().splitlines()
     assert len(rows) > 7  # base + checkpoints of three runs, overall and per category
     logs.clear()

@@ -92,13 +92,14 @@ def study_checks(o: dict) -> list[dict]:
                 f"{r1['amb_commit_bias']:.3f} vs {r0['amb_commit_bias']:.3f} at step {int(r0['step'])}",
                 r1["amb_commit_bias"] <= r0["amb_commit_bias"] - 0.05)
     if "probes" in o:
-        st = json.loads(Path(o["probes"]["summary"]).read_text())["stereotype"]
+        summ = json.loads(Path(o["probes"]["summary"]).read_text())
+        st, split = summ["stereotype"], summ.get("split", "train")
         rows_csv = read_csv(o["probes"]["csv_stereotype"])
         best = next((r for r in rows_csv if int(r["layer"]) == int(st["layer"])), {})
         shuf = max(_f(best.get("shuffled_max")), _f(st.get("shuffled_mean")))
         margin = st["acc"] - max(st["majority"], shuf)
-        add("stereotype probe's best layer beats majority and shuffled control by >= 0.03",
-            f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f}, shuffled {shuf:.3f}",
+        add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03",
+            f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f}, shuffled {shuf:.3f} (n {st['n']})",
             margin >= 0.03)
     if "steer" in o:
         curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
@@ -166,9 +167,18 @@ def build_report(ctx: Context) -> dict:
 
     if "probes" in o:
         rows = read_csv(o["probes"]["csv_stereotype"])
+        summ = json.loads(Path(o["probes"]["summary"]).read_text())
+        split = summ.get("split", "train")
+        text = ""
+        if "train" in summ:
+            t = summ["train"]["stereotype"]
+            text = (f"Base model's activations on the {split} split, folds grouped by template. On the train split the "
+                    f"best layer is {t['layer']}: {t['acc']:.3f} vs majority {t['majority']:.3f} (n {t['n']}); that "
+                    f"layer is the one steered (so no layer is chosen on the split the steering curve reports).")
         cols = [c for c in ("layer", "n", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "best") if c in rows[0]]
-        sections.append(Section("Phase 3: stereotype probe by layer", command=_cmd(ctx, "probes"), table=rows,
-                                columns=cols, figures=[o["probes"]["fig_stereotype"], o["probes"]["fig_abstain"]]))
+        sections.append(Section(f"Phase 3: stereotype probe by layer ({split})", command=_cmd(ctx, "probes"),
+                                table=rows, columns=cols, text=text,
+                                figures=[o["probes"]["fig_stereotype"], o["probes"]["fig_abstain"]]))
     if "directions" in o:
         sections.append(Section("Phase 3: direction cosines by layer", command=_cmd(ctx, "directions"),
                                 table=read_csv(o["directions"]["cosines"]), figures=[o["directions"]["fig"]]))

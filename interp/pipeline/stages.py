@@ -161,23 +161,37 @@ def stage_cache(ctx: Context) -> dict:
 
 
 def stage_probes(ctx: Context) -> dict:
+    """Stereotype and abstention probes by layer on the base model's train and dev stores. ``probe.split``
+    (default dev) is the one reported: on an organism trained on the train templates, its train commits are
+    memorized (a near-constant label), while dev shows how its lean generalizes. The steering layer is always
+    taken from the train sweep, so no choice is made on the split the steering curve is reported on."""
     from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_sweep,
                                stereotype_labels, store_activations, template_groups)
     from interp.eval.score import write_csv
 
     p = ctx.cfg["probe"]
-    acts, recs = store_activations(ctx.outputs["cache"]["base_train"], hook=HOOK)
-    groups = template_groups(recs)
-    out, summary = {}, {}
-    for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
-        idx, y = fn(recs, p["condition"] if target == "stereotype" else "all")
-        rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, groups[idx],
-                           ProbeConfig(n_splits=p["folds"], n_boot=p["n_boot"], seed=ctx.cfg["run"]["seed"]))
-        out[f"csv_{target}"] = write_csv(rows, ctx.path("probes", f"probe_{target}.csv"))
-        out[f"fig_{target}"] = plot_probe_accuracy(rows, _figs(ctx) / f"phase3_probe_{target}.png",
-                                                   title=f"{target} probe by layer (n={len(y)})")
-        b = best_layer(rows)
-        summary[target] = {k: b[k] for k in ("layer", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "n")}
+    if p["split"] not in ("train", "dev"):
+        raise ValueError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
+    out, summary = {}, {"split": p["split"]}
+    for split in ("train", "dev"):
+        acts, recs = store_activations(ctx.outputs["cache"][f"base_{split}"], hook=HOOK)
+        groups = template_groups(recs)
+        best = {}
+        for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
+            idx, y = fn(recs, p["condition"] if target == "stereotype" else "all")
+            rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, groups[idx],
+                               ProbeConfig(n_splits=p["folds"], n_boot=p["n_boot"], seed=ctx.cfg["run"]["seed"]))
+            key = f"{target}_{split}"
+            out[f"csv_{key}"] = write_csv(rows, ctx.path("probes", f"probe_{key}.csv"))
+            if split == p["split"]:  # the reported split's figure (train's table is in probes/)
+                out[f"fig_{target}"] = plot_probe_accuracy(rows, _figs(ctx) / f"phase3_probe_{target}.png",
+                                                           title=f"{target} probe by layer, base on {split} (n={len(y)})")
+            b = best_layer(rows)
+            best[target] = {k: b[k] for k in ("layer", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "n")}
+        summary[split] = best
+    for target in ("stereotype", "abstain"):  # the reported split under the plain keys
+        summary[target] = summary[p["split"]][target]
+        out[f"csv_{target}"] = out[f"csv_{target}_{p['split']}"]
     f = ctx.path("probes", "summary.json")
     f.write_text(json.dumps(summary, indent=1, default=float))
     out["summary"] = f
@@ -208,7 +222,7 @@ def steer_layer(ctx: Context) -> int:
     if layer >= 0:
         return layer
     s = json.loads(Path(ctx.outputs["probes"]["summary"]).read_text())
-    return int(s["stereotype"]["layer"])
+    return int(s["train"]["stereotype"]["layer"])  # chosen on train, never on the dev split steering reports
 
 
 def stage_steer(ctx: Context) -> dict:
