@@ -426,7 +426,11 @@ def train_config(cfg: TrainConfig, items=None) -> list[Path]:
     trainer, meta = build_trainer(cfg, items)
     (out_dir / RUN_CONFIG).write_text(json.dumps(meta, indent=1))
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=str(done[-1]) if (resume and done) else None)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    # the newest checkpoint-<step> folder (transformers' own rule); cut-off ones were moved aside above
+    last = get_last_checkpoint(str(out_dir)) if resume else None
+    trainer.train(resume_from_checkpoint=last)
     minutes = (time.time() - t0) / 60
     with open(out_dir / TRAIN_LOG, "a") as fh:
         fh.write(json.dumps({"event": "finished", "step": trainer.state.global_step,

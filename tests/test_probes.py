@@ -33,6 +33,10 @@ def test_group_folds_keep_templates_apart():
     for g in np.unique(groups):
         assert len(set(folds[groups == g])) == 1
     assert set(folds) == set(range(5))
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= np.bincount(np.unique(groups, return_inverse=True)[1]).max()  # balanced
+    assert not np.array_equal(group_folds(groups, 5, seed=0), group_folds(groups, 5, seed=1))  # seeded ties
+    assert np.array_equal(group_folds(groups, 5, seed=1), group_folds(groups, 5, seed=1))
     assert group_folds(groups[:20], 50).max() == 12  # capped at the number of templates
     with pytest.raises(ValueError, match="at least 2 templates"):
         group_folds(np.array(["a"] * 5))

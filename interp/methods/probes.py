@@ -76,24 +76,22 @@ def abstain_labels(records: Sequence[Mapping], condition: str = "all") -> tuple[
 
 
 def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndarray:
-    """A fold id per item # [n] such that each group lies in one fold: groups are shuffled (seeded), then
-    each goes to the fold with the fewest items so far (largest groups first). ``n_splits`` is capped at
-    the number of groups; fewer than 2 groups is an error."""
+    """A fold id per item # [n] such that each group lies in one fold: scikit-learn's ``GroupKFold`` (largest
+    groups first, each to the lightest fold), over group ids permuted by ``seed`` so that ties between
+    equal-sized templates break by the seed. ``n_splits`` is capped at the number of groups; fewer than 2
+    groups is an error."""
+    from sklearn.model_selection import GroupKFold
+
     groups = np.asarray(groups)
-    uniq, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
         raise ValueError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
     k = min(n_splits, len(uniq))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    order = order[np.argsort(-counts[order], kind="stable")]
-    sizes = np.zeros(k, dtype=np.int64)
-    fold_of_group = np.empty(len(uniq), dtype=np.int64)
-    for g in order:
-        f = int(np.argmin(sizes))
-        fold_of_group[g] = f
-        sizes[f] += counts[g]
-    return fold_of_group[inv]
+    ids = np.random.default_rng(seed).permutation(len(uniq))[inv]  # [n] seeded group ids
+    folds = np.empty(len(groups), dtype=np.int64)
+    for f, (_, test) in enumerate(GroupKFold(n_splits=k).split(np.zeros((len(groups), 1)), groups=ids)):
+        folds[test] = f
+    return folds
 
 
 # ----------------------------------------------------------------------------------------------
