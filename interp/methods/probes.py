@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import einops
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -155,7 +156,8 @@ def cv_decision_torch(
     def scores() -> torch.Tensor:
         Wx = W / sd  # [S, F, L, d] weights in raw feature space
         off = (Wx * mu).sum(-1)  # [S, F, L]
-        return torch.einsum("lnd,sfld->sfln", X, Wx) - off[..., None] + b[..., None]  # [S, F, L, n]
+        logit = einops.einsum(X, Wx, "layer item d, shuffle fold layer d -> shuffle fold layer item")
+        return logit - off[..., None] + b[..., None]  # [S, F, L, n]
 
     def closure():
         opt.zero_grad()

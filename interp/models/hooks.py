@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
+import einops
 import torch
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -376,7 +377,7 @@ def parse_hook_name(model: torch.nn.Module, name: str) -> HookPoint:
 def unflatten(x: torch.Tensor, batch_pos: tuple[int, int] | None) -> torch.Tensor:
     """``# [batch*pos, d]`` -> ``# [batch, pos, d]`` (a view) when ``batch_pos`` matches; else x unchanged."""
     if batch_pos is not None and x.dim() == 2 and x.shape[0] == batch_pos[0] * batch_pos[1]:
-        return x.view(batch_pos[0], batch_pos[1], x.shape[-1])
+        return einops.rearrange(x, "(batch pos) d -> batch pos d", batch=batch_pos[0])
     return x
 
 
