@@ -35,7 +35,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from interp.models import hooks as hook_core
-from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site
+from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site, select_positions
+from interp.models.hooks import chain as _chain
+from interp.models.hooks import edit_then_save as _edit_then_save
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
@@ -90,21 +92,6 @@ def with_position_ids(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         ids = out["input_ids"]
         out["position_ids"] = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids).contiguous()
     return out
-
-
-def select_positions(x: torch.Tensor, positions) -> torch.Tensor:
-    """Pick positions from ``# [batch, pos, d]``: None keeps all; an int (e.g. -1, the last prompt token under
-    left padding) or a ``[batch]`` index tensor gives ``# [batch, d]``; a list of ints gives ``# [batch, k, d]``."""
-    if positions is None:
-        return x
-    if isinstance(positions, int):
-        return x[:, positions]
-    if isinstance(positions, torch.Tensor):
-        idx = positions.to(x.device)
-        if idx.ndim == 1:
-            return x[torch.arange(x.shape[0], device=x.device), idx]
-        return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
-    return x[:, list(positions)]
 
 
 def adapter_hash(adapter: str | os.PathLike | None) -> str | None:
@@ -243,35 +230,6 @@ class Hooked:
         raise NotImplementedError
 
 
-def _chain(fns: Sequence[HookFn]) -> HookFn:
-    """Apply several hook functions in order; each sees the previous one's output."""
-
-    def f(x):
-        changed = False
-        for fn in fns:
-            y = fn(x)
-            if y is not None:
-                if y.shape != x.shape:
-                    raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
-                x, changed = y, True
-        return x if changed else None
-
-    return f
-
-
-def _edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: dict) -> HookFn:
-    """The hook used by the hf and transformer_lens backends: apply edits, then record the result."""
-    chained = _chain(fns) if fns else None
-
-    def f(x):
-        y = chained(x) if chained else None
-        if name is not None:
-            store[name] = select_positions((x if y is None else y).detach(), positions)
-        return y
-
-    return f
-
-
 class HFHooked(Hooked):
     """Plain torch hooks on the HF modules (``interp.models.hooks``). Hooks are real torch hooks for the duration of
     ``hooks()``, so direct calls such as ``hooked.model.generate(...)`` inside the block see them too."""
@@ -289,12 +247,7 @@ class HFHooked(Hooked):
             yield self
 
     def _run(self, inputs, names, positions, fwd):
-        store: dict[str, torch.Tensor] = {}
-        todo = {n: _edit_then_save(fwd.get(n, []), n if n in names else None, positions, store)
-                for n in list(fwd) + [n for n in names if n not in fwd]}
-        with hook_core.hooks(self.model, todo):
-            logits = self.model(**inputs).logits  # [batch, pos, vocab]
-        return logits, store
+        return hook_core.run_with_cache(self.model, inputs, names, positions, edits=fwd)  # logits [batch, pos, vocab]
 
 
 class TLHooked(Hooked):

@@ -25,7 +25,7 @@ import contextlib
 import re
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import einops
 import torch
@@ -472,23 +472,68 @@ def hooks(model: torch.nn.Module, fwd_hooks: Mapping[str, HookFn]) -> Iterator[l
 
 
 @torch.no_grad()
+def chain(fns: Sequence[HookFn]) -> HookFn:
+    """Apply several hook functions in order; each sees the previous one's output (None: unchanged)."""
+
+    def f(x):
+        changed = False
+        for fn in fns:
+            y = fn(x)
+            if y is not None:
+                if y.shape != x.shape:
+                    raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+                x, changed = y, True
+        return x if changed else None
+
+    return f
+
+
+def select_positions(x: torch.Tensor, positions) -> torch.Tensor:
+    """Pick positions from ``# [batch, pos, d]``: None keeps all; an int (e.g. -1, the last prompt token under
+    left padding) or a ``[batch]`` index tensor gives ``# [batch, d]``; a list of ints gives ``# [batch, k, d]``."""
+    if positions is None:
+        return x
+    if isinstance(positions, int):
+        return x[:, positions]
+    if isinstance(positions, torch.Tensor):
+        idx = positions.to(x.device)
+        if idx.ndim == 1:
+            return x[torch.arange(x.shape[0], device=x.device), idx]
+        return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
+    return x[:, list(positions)]
+
+
+Reduce = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+def edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: dict,
+                   reduce: Reduce | None = None) -> HookFn:
+    """One hook: apply the edits ``fns`` in order, then record the result under ``name`` (None: record
+    nothing), at ``positions`` (``select_positions``) or as ``reduce(name, x)`` (e.g. a masked mean)."""
+    chained = chain(fns) if fns else None
+
+    def f(x):
+        y = chained(x) if chained else None
+        if name is not None:
+            x_ = (x if y is None else y).detach()
+            store[name] = reduce(name, x_) if reduce is not None else select_positions(x_, positions)
+        return y
+
+    return f
+
+
 def run_with_cache(
-    model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], names: list[str], positions: torch.Tensor | None = None
+    model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None,
+    edits: Mapping[str, Sequence[HookFn]] | None = None, reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One forward pass; returns (logits, {name: activation}). With ``positions`` (a [batch] index tensor)
-    only those positions are kept: each activation is ``# [batch, d]``, else ``# [batch, pos, d]``."""
+    """The one activation pass on a HF module (the hf backend, the probe pass and the RM scorer use it): one
+    forward with the ``edits`` (name -> hook functions, applied in order) and the activations of ``names``
+    taken after them, at ``positions`` (``select_positions``: a ``[batch]`` index tensor gives ``# [batch, d]``,
+    None ``# [batch, pos, d]``) or pooled by ``reduce``. Returns (the model output's ``logits``, {name: tensor})."""
+    edits = edits or {}
     store: dict[str, torch.Tensor] = {}
-
-    def saver(n):
-        def f(x):
-            if positions is None:
-                store[n] = x.detach()
-            else:
-                store[n] = x.detach()[torch.arange(x.shape[0], device=x.device), positions.to(x.device)]
-            return None
-
-        return f
-
-    with hooks(model, {n: saver(n) for n in names}):
+    todo = {n: edit_then_save(list(edits.get(n, [])), n if n in names else None, positions, store, reduce)
+            for n in [*edits, *(n for n in names if n not in edits)]}
+    with hooks(model, todo):
         logits = model(**inputs).logits
     return logits, store

@@ -10,19 +10,17 @@ right padding both work; without a pad id, the last position). ``scored_position
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from interp.models.hooks import hooks as hf_hooks
-from interp.models.hooks import n_layers, parse_hook_name
+from interp.models.hooks import HookFn, n_layers, parse_hook_name, run_with_cache, select_positions
 from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
-HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
 class RewardModelError(ValueError):
@@ -77,16 +75,6 @@ class PositionRef:
     """The current batch's scored positions, read by hook functions during a forward pass (None: last)."""
 
     value: torch.Tensor | None = None
-
-
-def hook_context(model, fwd_hooks: Mapping[str, HookFn]):
-    """Attach hook functions by canonical name: ``interp.models.hooks`` on a plain HF module, else the object's own
-    ``.hooks(dict)`` (the transformer-lens / nnsight wrappers of ``interp.models.backends``)."""
-    if not fwd_hooks:
-        return contextlib.nullcontext()
-    if isinstance(model, torch.nn.Module) and not hasattr(model, "hooks"):
-        return hf_hooks(model, fwd_hooks)
-    return model.hooks(dict(fwd_hooks))
 
 
 def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
@@ -145,46 +133,34 @@ def score(
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
     ref = position_ref if position_ref is not None else PositionRef()
-    store: dict[str, torch.Tensor] = {}
 
-    def saver(name):
-        def f(x):  # x: [batch, pos, d_mlp]
-            if pool in ("mean", "response"):
-                m = mask_ref["mask"].to(x.device, x.dtype)[..., None]  # [batch, pos, 1]
-                store[name] = ((x * m).sum(1) / m.sum(1).clamp(min=1)).detach().float().cpu()  # [batch, d_mlp]
-            else:
-                pos = ref.value.to(x.device)
-                store[name] = x[torch.arange(x.shape[0], device=x.device), pos].detach().float().cpu()  # [batch, d_mlp]
-            return None
+    def pooled(name, x):  # x: [batch, pos, d_mlp], after any edit at the same point -> [batch, d_mlp]
+        if pool in ("mean", "response"):
+            m = mask_ref["mask"].to(x.device, x.dtype)[..., None]  # [batch, pos, 1]
+            return ((x * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu()
+        return select_positions(x, ref.value).float().cpu()  # the scored position of each row
 
-        return f
-
-    all_hooks: dict[str, list[HookFn]] = {}
-    for n, fn in (fwd_hooks or {}).items():
-        all_hooks.setdefault(n, []).append(fn)
-    for n in names:  # recorded after any edit at the same point, i.e. the values the model goes on with
-        all_hooks.setdefault(n, []).append(saver(n))
-    chained = {n: _chain(fns) for n, fns in all_hooks.items()}
+    edits = {n: [fn] for n, fn in (fwd_hooks or {}).items()}
     batches = range(0, len(texts), batch_size)
-    with hook_context(model, chained):
-        for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
-                            truncation=max_length is not None, max_length=max_length)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            ref.value = scored_positions(enc["input_ids"], pad_id)
-            mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
-            if pool == "response":
-                mask_ref["mask"] = response_mask(tokenizer, [texts[i] for i in idx], [responses[i] for i in idx],
-                                                 enc["input_ids"].shape[-1], max_length).to(device)
-            logits = model(**enc).logits  # [batch, 1]
-            rewards[idx] = logits[:, 0].float().cpu().numpy()
-            if names:
-                acts = torch.stack([store[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
-                if mlp_out is None:
-                    mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
-                mlp_out[idx] = acts
-            ref.value = None
+    for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                        truncation=max_length is not None, max_length=max_length)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        ref.value = scored_positions(enc["input_ids"], pad_id)
+        mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
+        if pool == "response":
+            mask_ref["mask"] = response_mask(tokenizer, [texts[i] for i in idx], [responses[i] for i in idx],
+                                             enc["input_ids"].shape[-1], max_length).to(device)
+        # the one activation pass (interp.models.hooks.run_with_cache), pooled in the hook
+        logits, store = run_with_cache(model, enc, names, edits=edits, reduce=pooled)  # logits [batch, 1]
+        rewards[idx] = logits[:, 0].float().cpu().numpy()
+        if names:
+            acts = torch.stack([store[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
+            if mlp_out is None:
+                mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
+            mlp_out[idx] = acts
+        ref.value = None
     return ScoreResult(rewards=rewards, mlp=mlp_out)
 
 
@@ -236,20 +212,6 @@ def token_medians(model: torch.nn.Module, tokenizer, prompts: Sequence[str], res
             mask_ref["mask"] = enc["attention_mask"]
             model(**enc)
     return {l: torch.cat(v).median(0).values.tolist() if v else [] for l, v in store.items()}
-
-
-def _chain(fns: list[HookFn]) -> HookFn:
-    if len(fns) == 1:
-        return fns[0]
-
-    def f(x):
-        for fn in fns:
-            y = fn(x)
-            if y is not None:
-                x = y
-        return x
-
-    return f
 
 
 def mlp_attribution(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses: Sequence[str],
