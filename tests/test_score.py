@@ -86,3 +86,25 @@ def test_score_takes_a_folder_and_counts_categories(fixture_bbq_dir, tmp_path):
     recs2, _ = load_predictions(sorted(d.glob("*.jsonl")))
     assert [r["uid"] for r in recs2] == [r["uid"] for r in recs]
     assert all(r["pred"] == r["label"] for r in recs)
+
+
+def test_unmatched_predictions_are_dropped_or_counted_wrong(fixture_bbq_dir, tmp_path):
+    """A prediction text matching no answer is dropped from every metric by default (the official analysis
+    sets its label to NA); ``unmatched="wrong"`` keeps it as a wrong answer. Both count it."""
+    rows = [json.loads(line) for line in (fixture_bbq_dir / "Age.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["prediction"] = "no such answer" if i % 4 == 0 else r["label"]  # every 4th unmatched, the rest gold
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    n_bad = len(rows[::4])
+    dropped, rep = load_predictions(p, templates_dir=fixture_bbq_dir.parent / "templates")
+    assert rep.unmatched == n_bad and len(dropped) == len(rows) - n_bad
+    acc = {r["context_condition"]: r["accuracy"] for r in score_table(dropped) if r["category"] == "overall"}
+    assert acc == {"ambig": 1.0, "disambig": 1.0}  # what is left is all gold
+    kept, rep2 = load_predictions(p, templates_dir=fixture_bbq_dir.parent / "templates", unmatched="wrong")
+    assert rep2.unmatched == n_bad and len(kept) == len(rows)
+    table = score_table(kept)
+    assert sum(r["n"] for r in table if r["category"] == "overall") == len(rows)
+    overall = [r for r in table if r["category"] == "overall"]
+    correct = sum(r["accuracy"] * r["n"] for r in overall)
+    assert correct == pytest.approx(len(rows) - n_bad)  # the unmatched ones count as wrong

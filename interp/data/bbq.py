@@ -248,6 +248,7 @@ class LoadReport:
     no_target: dict[str, int] = field(default_factory=dict)
     multi_match: dict[str, int] = field(default_factory=dict)
     target_source: str = "templates"
+    unmatched: int = 0  # predictions matching no answer (interp.eval.score.load_predictions)
 
     def summary(self) -> str:
         nt = sum(self.no_target.values())

@@ -70,10 +70,14 @@ def prediction_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> 
 
 def load_predictions(
     path: str | os.PathLike | Sequence[str | os.PathLike], pred_field: str = "prediction",
-    templates_dir: str | os.PathLike | None = None, multi_match: str = "drop",
+    templates_dir: str | os.PathLike | None = None, multi_match: str = "drop", unmatched: str = "drop",
 ) -> tuple[list[dict], LoadReport]:
     """Read BBQ-format JSONL (a file, a folder of them, or several) whose records carry ``pred_field``;
-    returns prediction records for metrics. An item seen twice is an error."""
+    returns prediction records for metrics. An item seen twice is an error. A prediction that matches no
+    answer is dropped from every metric (``unmatched="drop"``, the official analysis: its label is NA) or
+    kept and counted wrong (``"wrong"``); ``report.unmatched`` counts them either way."""
+    if unmatched not in ("drop", "wrong"):
+        raise ValueError(f"unmatched must be 'drop' or 'wrong', not {unmatched!r}")
     items, preds = [], []
     seen: dict[str, tuple[Path, int]] = {}
     for path in prediction_files(path):
@@ -86,6 +90,11 @@ def load_predictions(
     known = load_known_groups(Path(templates_dir)) if templates_dir else None
     assign_targets(items, known, report, multi_match)
     recs = [prediction_record(it, parse_prediction(p, it)) for it, p in zip(items, preds)]
+    report.unmatched = sum(r["pred"] is None for r in recs)
+    if unmatched == "drop":
+        recs = [r for r in recs if r["pred"] is not None]
+        if not recs:
+            raise BBQDataError(f"none of the {len(items)} predictions matches an answer (field {pred_field!r})")
     return recs, report
 
 

@@ -18,8 +18,10 @@ import click
 @click.option("--multi-match", type=click.Choice(["drop", "first"]), default="drop", show_default=True,
               help="Items whose answers both match a stereotyped group: drop them from the bias score (the "
                    "official analysis) or take the first match.")
+@click.option("--unmatched", type=click.Choice(["drop", "wrong"]), default="drop", show_default=True,
+              help="Predictions that match no answer: drop them (the official analysis) or count them wrong.")
 @click.option("--out", type=click.Path(), default="results/score.csv", show_default=True)
-def cmd(predictions, pred_field, templates_dir, n_boot, multi_match, out):
+def cmd(predictions, pred_field, templates_dir, n_boot, multi_match, unmatched, out):
     """Per-category accuracy and bias score (x100) for ambiguous and disambiguated contexts."""
     import os
     from pathlib import Path
@@ -31,9 +33,9 @@ def cmd(predictions, pred_field, templates_dir, n_boot, multi_match, out):
 
         d = Path(os.environ["INTERP_BBQ_DIR"])
         templates_dir = resolve_templates_dir(d if d.name == "data" else d / "data")
-    recs, report = load_predictions(list(predictions), pred_field, templates_dir, multi_match)
+    recs, report = load_predictions(list(predictions), pred_field, templates_dir, multi_match, unmatched)
     rows = score_table(recs, n_boot=n_boot)
     write_csv(rows, out)
     click.echo(format_score_table(rows))
-    unparsed = sum(r["pred"] is None for r in recs)
-    click.echo(f"{len(recs)} predictions ({unparsed} unmatched); {report.summary()}; wrote {out}")
+    fate = "dropped" if unmatched == "drop" else "counted wrong"
+    click.echo(f"{len(recs)} predictions scored ({report.unmatched} unmatched, {fate}); {report.summary()}; wrote {out}")
