@@ -183,8 +183,8 @@ def main() -> None:
         plain_model = h.model
         if backend == "transformer_lens":  # the bridge rewrote its HF object: time plain HF on a fresh copy
             plain_model = load_hooked(path, backend="hf", device=args.device, dtype=args.dtype).model
-        run_cache(h, items[: args.batch_size], args.batch_size, work / "warm.h5")  # warm-up
-        plain_forward(plain_model, h.tokenizer, items[: args.batch_size], args.batch_size)
+        run_cache(h, items, args.batch_size, work / "warm.h5", compression=None)  # warm-up: one full pass of
+        plain_forward(plain_model, h.tokenizer, items, args.batch_size)  # each (allocator, tokenizer caches)
         comps = [None if c == "none" else c for c in args.compression.split(",")]
         tp, tc, size = float("inf"), {c: float("inf") for c in comps}, {}
         for _ in range(args.repeats):

@@ -33,6 +33,14 @@ def annotate_points(ax, x: Sequence[float], y: Sequence[float], labels: Sequence
         ax.annotate(str(t), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=fontsize, **kw)
 
 
+def layer_axis(ax) -> None:
+    """Label the x axis 'layer' with whole-number ticks (layers are integers; matplotlib would put 0.25 steps)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Save as PNG (creating the folder) and close the figure; returns the path."""
     p = Path(path)

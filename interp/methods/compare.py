@@ -452,7 +452,7 @@ def plot_compare(df, path: str | os.PathLike) -> Path:
     accuracy (transfer solid, base held-out dashed)."""
     from matplotlib.ticker import MaxNLocator
 
-    from interp.figures import new_axes, save_figure
+    from interp.figures import layer_axis, new_axes, save_figure
 
     fig, axes = new_axes(4, width=4.2, height=3.4)
     panels = [("cka", "linear CKA (base vs adapter)"), ("cos_stereo", "cos(stereotype directions)"),
@@ -474,7 +474,7 @@ def plot_compare(df, path: str | os.PathLike) -> Path:
     axes[3].legend(handles=axes[3].get_lines()[1:2], fontsize=7, loc="lower left")  # the dashed base line
     axes[3].text(0.02, 0.95, "solid: probe on each adapter", transform=axes[3].transAxes, fontsize=7, va="top")
     for ax in axes:
-        ax.set_xlabel("layer")
+        layer_axis(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7)
     return save_figure(fig, path)

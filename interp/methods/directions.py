@@ -233,7 +233,7 @@ def default_directions_path(model: str, adapter: str | None = None) -> Path:
 
 def plot_cosines(rows: Sequence[Mapping], path, title: str | None = None):
     """Cosines between the directions per layer."""
-    from interp.figures import band_plot, new_axes, save_figure
+    from interp.figures import band_plot, layer_axis, new_axes, save_figure
 
     fig, ax = new_axes()
     x = [r["layer"] for r in rows]
@@ -241,7 +241,7 @@ def plot_cosines(rows: Sequence[Mapping], path, title: str | None = None):
     band_plot(ax, x, [r["cos_orth_stereotype"] for r in rows], label="cos(stereotype_orth, stereotype)")
     band_plot(ax, x, [r["cos_orth_abstention"] for r in rows], label="cos(stereotype_orth, abstention)")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xlabel("layer")
+    layer_axis(ax)
     ax.set_ylabel("cosine")
     ax.set_title(title or "difference-of-means directions")
     ax.legend(fontsize=8)
