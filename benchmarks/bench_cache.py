@@ -99,8 +99,8 @@ def plain_forward(model, tok, items, batch_size: int) -> float:
 
 
 def bridge_forward(h, items, batch_size: int) -> float:
-    """Seconds for the same work as ``plain_forward`` through the TransformerBridge with no hook attached: its
-    attention is its own step-by-step reimplementation (eager), where HF runs sdpa."""
+    """Seconds for the same work as ``plain_forward`` through the TransformerBridge (the cache's own call) with no
+    hook attached: its attention is its own step-by-step reimplementation (eager), where HF runs sdpa."""
     from interp.eval.evaluate import encode_batch, render_prompts
     from interp.data.prompts import make_prompt
 
@@ -109,7 +109,7 @@ def bridge_forward(h, items, batch_size: int) -> float:
         for i in range(0, len(items), batch_size):
             enc = encode_batch(h.tokenizer, render_prompts(h.tokenizer, [make_prompt(it) for it in items[i:i + batch_size]]),
                                h.device)
-            h.bridge(enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=1)[:, -1].float().cpu()
+            h.cache(enc, [], last_logits=True)[0][:, -1].float().cpu()  # the cache's own call, with no hook
     return time.perf_counter() - t0
 
 
