@@ -105,7 +105,9 @@ def study_checks(o: dict) -> list[dict]:
         curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
         curve.sort(key=lambda r: _f(r["alpha"]))
         against = [_f(r["amb_commit_bias"]) for r in curve if _f(r["alpha"]) <= 0]  # alpha <= 0: against it
-        add("steering against the stereotype direction (alpha < 0) lowers amb_commit_bias monotonically",
+        lay = int(_f(curve[0]["layer"])) if curve and "layer" in curve[0] else None
+        add("steering against the stereotype direction (alpha < 0) lowers amb_commit_bias monotonically"
+            + (f" (at layer {lay})" if lay is not None else ""),
             ", ".join(f"{_f(r['alpha']):g}: {_f(r['amb_commit_bias']):.3f}" for r in curve),
             len(against) > 1 and all(a <= b for a, b in zip(against, against[1:])) and against[0] < against[-1])
     return rows
