@@ -13,17 +13,15 @@ def home() -> Path:
     return Path(os.environ.get(ENV_HOME) or Path.home() / ".cache" / "interp")
 
 
-def project_root() -> Path:
-    """The repository root when running from a checkout (holds ``activations/`` and ``figures/``)."""
-    return Path(__file__).resolve().parent.parent
-
-
 def default_activations_dir() -> Path:
-    return Path(os.environ.get("INTERP_ACTIVATIONS_DIR") or project_root() / "activations")
+    """``$INTERP_ACTIVATIONS_DIR``, else ``activations/`` in the current folder (never inside the installed
+    package, which may be site-packages or the checkout's reference outputs)."""
+    return Path(os.environ.get("INTERP_ACTIVATIONS_DIR") or Path.cwd() / "activations")
 
 
 def default_figures_dir() -> Path:
-    return Path(os.environ.get("INTERP_FIGURES_DIR") or project_root() / "figures")
+    """``$INTERP_FIGURES_DIR``, else ``figures/`` in the current folder."""
+    return Path(os.environ.get("INTERP_FIGURES_DIR") or Path.cwd() / "figures")
 
 
 class OutputDirError(ValueError):
