@@ -45,3 +45,14 @@ def test_bad_names(tiny_lm):
     with pytest.raises(HookNameError, match="unknown hook name"):
         with hooks(tiny_lm.model, {"blocks.0.hook_nonsense": lambda x: None}):
             pass
+
+
+def test_run_with_cache_builds_no_graph(tiny_lm, fixture_items):
+    """The activation pass is inference: nothing it returns carries autograd history (no memory held)."""
+    from interp.eval.evaluate import encode_batch, render_prompts
+    from interp.data.prompts import make_prompt
+
+    enc = encode_batch(tiny_lm.tokenizer, render_prompts(tiny_lm.tokenizer, [make_prompt(it) for it in fixture_items[:2]]), "cpu")
+    logits, cache = run_with_cache(tiny_lm.model, enc, ["blocks.0.hook_resid_post"],
+                                   edits={"blocks.0.hook_resid_post": [lambda x: x * 1.0]})
+    assert not logits.requires_grad and not cache["blocks.0.hook_resid_post"].requires_grad

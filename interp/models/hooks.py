@@ -471,7 +471,6 @@ def hooks(model: torch.nn.Module, fwd_hooks: Mapping[str, HookFn]) -> Iterator[l
             h.remove()
 
 
-@torch.no_grad()
 def chain(fns: Sequence[HookFn]) -> HookFn:
     """Apply several hook functions in order; each sees the previous one's output (None: unchanged)."""
 
@@ -522,6 +521,7 @@ def edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: di
     return f
 
 
+@torch.no_grad()
 def run_with_cache(
     model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None,
     edits: Mapping[str, Sequence[HookFn]] | None = None, reduce: Reduce | None = None,
