@@ -33,6 +33,10 @@ def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
     summ = json.loads((tmp_path / "probes" / "summary.json").read_text())
     assert summ["split"] == "dev" and summ["stereotype"] == summ["dev"]["stereotype"]  # dev is reported
     assert (tmp_path / "probes" / "probe_stereotype_train.csv").is_file()
+    fs = summ["stereotype_fold_seeds"]
+    assert [s["seed"] for s in fs] == list(range(cfg["run"]["seed"], cfg["run"]["seed"] + cfg["probe"]["fold_seeds"]))
+    assert fs[0]["acc"] == summ["stereotype"]["acc"]  # fold seed run.seed is the reported sweep
+    assert "median over" in report
     from interp.pipeline.stages import steer_layer
 
     ctx2 = Context(cfg, tmp_path, log=logs.append)

@@ -129,3 +129,12 @@ def test_collect_last_position_matches_hooks_and_eval(tiny_lm, fixture_items):
     np.testing.assert_allclose(acts[names[1]][:5], cache[names[1]][:, -1].numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="out of range"):
         resid_hooks(tiny_lm.model, layers=[7])
+
+
+def test_probe_margin_clears_every_chance_line():
+    from interp.methods.probes import probe_margin
+
+    row = {"acc": 0.70, "majority": 0.60, "shuffled_mean": 0.55, "shuffled_max": 0.65}
+    assert probe_margin(row) == pytest.approx(0.05)  # the shuffled max is the highest line here
+    assert probe_margin({**row, "majority": 0.72}) == pytest.approx(-0.02)
+    assert probe_margin({"acc": 0.7, "majority": 0.6}) == pytest.approx(0.1)  # no shuffled control recorded

@@ -303,9 +303,16 @@ def best_layer(rows: Sequence[Mapping]) -> Mapping:
     return max(rows, key=lambda r: (r["acc"], -r["layer"]))
 
 
+def probe_margin(row: Mapping) -> float:
+    """How far a probe row's accuracy clears both chance lines: acc - max(majority rate, shuffled-label max,
+    shuffled-label mean)."""
+    shuf = [float(row[k]) for k in ("shuffled_max", "shuffled_mean") if k in row and row[k] == row[k]]
+    return float(row["acc"]) - max([float(row["majority"])] + shuf)
+
+
 def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None):
     """Probe accuracy by layer with its interval, the majority rate and the shuffled-label control."""
-    from interp.figures import band_plot, new_axes, save_figure
+    from interp.figures import band_plot, layer_axis, new_axes, save_figure
 
     fig, ax = new_axes()
     x = [r["layer"] for r in rows]
@@ -315,7 +322,7 @@ def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None)
     ax.axhline(rows[0]["majority"], ls=":", color="black", label="majority rate")
     b = best_layer(rows)
     ax.scatter([b["layer"]], [b["acc"]], color="red", zorder=5, label=f"best: layer {b['layer']}")
-    ax.set_xlabel("layer")
+    layer_axis(ax)
     ax.set_ylabel("accuracy")
     ax.set_title(title or f"stereotype-congruent commit probe (n={rows[0]['n']}, {rows[0]['n_templates']} templates)")
     ax.legend(fontsize=8)

@@ -8,6 +8,8 @@ import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from interp.pipeline.runner import Context
 from interp.pipeline.report import Section, read_csv, with_ci, write_report
 
@@ -92,15 +94,26 @@ def study_checks(o: dict) -> list[dict]:
                 f"{r1['amb_commit_bias']:.3f} vs {r0['amb_commit_bias']:.3f} at step {int(r0['step'])}",
                 r1["amb_commit_bias"] <= r0["amb_commit_bias"] - 0.05)
     if "probes" in o:
+        from interp.methods.probes import probe_margin
+
         summ = json.loads(Path(o["probes"]["summary"]).read_text())
         st, split = summ["stereotype"], summ.get("split", "train")
         rows_csv = read_csv(o["probes"]["csv_stereotype"])
         best = next((r for r in rows_csv if int(r["layer"]) == int(st["layer"])), {})
-        shuf = max(_f(best.get("shuffled_max")), _f(st.get("shuffled_mean")))
-        margin = st["acc"] - max(st["majority"], shuf)
-        add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03",
-            f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f}, shuffled {shuf:.3f} (n {st['n']})",
-            margin >= 0.03)
+        margin = probe_margin({**st, **({"shuffled_max": _f(best["shuffled_max"])} if "shuffled_max" in best else {})})
+        seeds = summ.get("stereotype_fold_seeds") or []
+        if len(seeds) > 1:  # the margin over fold seeds: the check holds when their median clears 0.03
+            ms = sorted(s["margin"] for s in seeds)
+            med = float(np.median(ms))
+            add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03, "
+                f"median over {len(ms)} fold seeds",
+                f"margins {', '.join(f'{m:+.3f}' for m in (s['margin'] for s in seeds))} (median {med:+.3f}); "
+                f"fold seed {seeds[0]['seed']}: layer {st['layer']} {st['acc']:.3f} vs majority {st['majority']:.3f} "
+                f"(n {st['n']})", med >= 0.03)
+        else:
+            add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03",
+                f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f} (n {st['n']}), "
+                f"margin {margin:+.3f}", margin >= 0.03)
     if "steer" in o:
         curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
         curve.sort(key=lambda r: _f(r["alpha"]))

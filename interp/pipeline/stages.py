@@ -165,11 +165,13 @@ def stage_probes(ctx: Context) -> dict:
     (default dev) is the one reported: on an organism trained on the train templates, its train commits are
     memorized (a near-constant label), while dev shows how its lean generalizes. The steering layer is always
     taken from the train sweep, so no choice is made on the split the steering curve is reported on."""
-    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_sweep,
-                               stereotype_labels, store_activations, template_groups)
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_margin,
+                                       probe_sweep, stereotype_labels, store_activations, template_groups)
     from interp.eval.score import write_csv
 
     p = ctx.cfg["probe"]
+    if int(p["fold_seeds"]) < 1:
+        raise ValueError(f"probe.fold_seeds must be >= 1, got {p['fold_seeds']}")
     if p["split"] not in ("train", "dev"):
         raise ValueError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
     out, summary = {}, {"split": p["split"]}
@@ -189,6 +191,19 @@ def stage_probes(ctx: Context) -> dict:
             b = best_layer(rows)
             best[target] = {k: b[k] for k in ("layer", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "n")}
         summary[split] = best
+    # the stereotype probe's margin moves with the fold assignment: refit it over fold seeds, report each
+    acts, recs = store_activations(ctx.outputs["cache"][f"base_{p['split']}"], hook=HOOK)
+    idx, y = stereotype_labels(recs, p["condition"])
+    groups = template_groups(recs)[idx]
+    seeds = []
+    for k in range(int(p["fold_seeds"])):
+        seed = ctx.cfg["run"]["seed"] + k
+        rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, groups,
+                           ProbeConfig(n_splits=p["folds"], n_boot=p["n_boot"], seed=seed))
+        b = best_layer(rows)
+        seeds.append({"seed": seed, "layer": int(b["layer"]), "acc": b["acc"], "majority": b["majority"],
+                      "shuffled_max": b["shuffled_max"], "margin": probe_margin(b)})
+    summary["stereotype_fold_seeds"] = seeds
     for target in ("stereotype", "abstain"):  # the reported split under the plain keys
         summary[target] = summary[p["split"]][target]
         out[f"csv_{target}"] = out[f"csv_{target}_{p['split']}"]
