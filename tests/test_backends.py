@@ -104,6 +104,26 @@ def test_last_logits_is_the_last_position_of_the_full_pass(get_hooked, fixture_i
         torch.testing.assert_close(b[n], a[n], atol=0, rtol=0, msg=n)
 
 
+def test_transformer_lens_cache_runs_hf_attention_and_restores_the_bridge(get_hooked, fixture_items, monkeypatch):
+    """Inside a cache call the bridge's attention runs HF's own kernel (sdpa: one call per layer) instead of its
+    eager reimplementation; afterwards neither the bridge nor the HF model keeps a patched forward or the sdpa
+    setting (the parity tests above compare the values)."""
+    import torch.nn.functional as F
+
+    h = get_hooked("transformer_lens", True)
+    if h.hf_attn_implementation != "sdpa":
+        pytest.skip(f"HF chose {h.hf_attn_implementation!r} for this model")
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg_before = h.model.config._attn_implementation
+    h.cache(_enc(h.tokenizer, fixture_items[:3]), [f"blocks.{l}.hook_resid_post" for l in range(L)], positions=-1)
+    assert len(calls) == L
+    assert h.model.config._attn_implementation == cfg_before
+    assert not [n for n, m in h.bridge.named_modules() if "forward" in vars(m)]
+    assert not [n for n, m in h.model.named_modules() if "forward" in vars(m)]
+
+
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
 def test_all_hook_kinds_match_hf_backend(get_hooked, fixture_items, backend):
     kinds = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",

@@ -19,8 +19,12 @@ each row's real tokens, so a left-padded row matches its unpadded forward, as in
 0..pos-1, what a plain HF forward uses; the exception to the latter is OPT, whose HF forward derives positions
 from the mask itself (``hooks.positions_from_mask``).
 
-Padding note: the bridge forces eager attention; HF defaults to sdpa. Real-token positions agree to float
-rounding; left-pad positions (fully masked query rows) differ between attention kernels and are never stored.
+Attention on the bridge: TransformerLens forces eager attention and reimplements it step by step (for its
+attention-internal hooks, none of which is a name here). Inside ``cache``/``forward`` the bridge's Llama-style
+attention runs HF's own function instead (``hf_attention``: what HF chose at load, usually sdpa), which removes
+most of the bridge's cost; ``hooked.bridge`` used directly is left as TransformerLens made it. Real-token
+positions agree with HF to float rounding; left-pad positions (fully masked query rows) may differ between
+attention kernels and are never stored.
 """
 
 from __future__ import annotations
@@ -255,6 +259,7 @@ class TLHooked(Hooked):
     the duration of ``hooks()`` (so ``hooked.bridge.generate(...)`` inside the block sees them too)."""
 
     bridge: object = None
+    hf_attn_implementation: str | None = None  # what HF chose at load ("sdpa", or "eager" where it prefers that)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
@@ -269,10 +274,45 @@ class TLHooked(Hooked):
         for n in list(fwd) + [n for n in names if n not in fwd]:
             f = _edit_then_save(fwd.get(n, []), n if n in names else None, positions, store)
             pairs.append((n, (lambda f: lambda x, hook: f(x))(f)))
-        with self.bridge.hooks(fwd_hooks=pairs):
+        with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.bridge, self.model, self.hf_attn_implementation):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
             logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
         return logits, store
+
+
+@contextlib.contextmanager
+def hf_attention(bridge, hf_model, implementation: str | None = "sdpa") -> Iterator[None]:
+    """For the block, the bridge's attention runs HF's own attention function (``implementation``: what HF chose
+    when the model was loaded, usually sdpa; None or "eager" leaves the bridge as it is) instead of its step-by-step
+    eager reimplementation. The reimplementation exists to fire the attention-internal hooks (``hook_pattern``,
+    ``hook_attn_scores``, ``hook_rot_q``...), and no canonical name here is one of those: every name we hook lives
+    on a block's input or output, the MLP or the norms, which fire as before. TransformerLens's own delegating
+    forward (``AttentionBridge.forward``: hook_in, HF module, hook_out) is used, on exactly the class whose
+    reimplementation we know (``PositionEmbeddingsAttentionBridge``); the parity tests compare every hook and
+    the logits with plain HF. Restored on exit, so ``hooked.bridge`` used directly is unchanged."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge)
+
+    if implementation in (None, "eager"):  # nothing to gain: the bridge's own math is eager too
+        yield
+        return
+    patched = [m for m in bridge.modules() if type(m) is PositionEmbeddingsAttentionBridge]
+    configs = {id(c): c for m in (hf_model.modules() if patched else ()) for c in [getattr(m, "config", None)]
+               if c is not None and hasattr(c, "_attn_implementation")}  # other layouts keep their masks
+    before = [(c, c._attn_implementation) for c in configs.values()]
+    try:
+        for m in patched:  # object.__setattr__: a bridge component forwards attribute writes to the HF module
+            object.__setattr__(m, "forward", AttentionBridge.forward.__get__(m))
+        for c, _ in before:
+            c._attn_implementation = implementation
+        yield
+    finally:
+        for m in patched:
+            if "forward" in vars(m):
+                object.__delattr__(m, "forward")
+        for c, v in before:
+            c._attn_implementation = v
 
 
 class NNsightHooked(Hooked):
@@ -417,12 +457,14 @@ def load_hooked(
         from transformer_lens.model_bridge import TransformerBridge
 
         hf = model.base_model.model if adapter else model  # LoRA layers are injected in place: the bridge
+        hf_attn = getattr(base.config, "_attn_implementation", None)  # HF's own choice, before the bridge's eager
         bridge = TransformerBridge.boot_transformers(  # wraps them, and disable_adapter_layers still applies
             path, hf_model=hf, tokenizer=lm.tokenizer, dtype=base.dtype,
             device=None if device_map else str(lm.device))
         bridge.eval()
         h = TLHooked(model=model, **info)
         h.bridge = bridge
+        h.hf_attn_implementation = hf_attn
         return h
     from nnsight import TransformersModel
 
