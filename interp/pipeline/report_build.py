@@ -98,22 +98,13 @@ def study_checks(o: dict) -> list[dict]:
 
         summ = json.loads(Path(o["probes"]["summary"]).read_text())
         st, split = summ["stereotype"], summ.get("split", "train")
-        rows_csv = read_csv(o["probes"]["csv_stereotype"])
-        best = next((r for r in rows_csv if int(r["layer"]) == int(st["layer"])), {})
-        margin = probe_margin({**st, **({"shuffled_max": _f(best["shuffled_max"])} if "shuffled_max" in best else {})})
-        seeds = summ.get("stereotype_fold_seeds") or []
-        if len(seeds) > 1:  # the margin over fold seeds: the check holds when their median clears 0.03
-            ms = sorted(s["margin"] for s in seeds)
-            med = float(np.median(ms))
-            add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03, "
-                f"median over {len(ms)} fold seeds",
-                f"margins {', '.join(f'{m:+.3f}' for m in (s['margin'] for s in seeds))} (median {med:+.3f}); "
-                f"fold seed {seeds[0]['seed']}: layer {st['layer']} {st['acc']:.3f} vs majority {st['majority']:.3f} "
-                f"(n {st['n']})", med >= 0.03)
-        else:
-            add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03",
-                f"layer {st['layer']}: {st['acc']:.3f} vs majority {st['majority']:.3f} (n {st['n']}), "
-                f"margin {margin:+.3f}", margin >= 0.03)
+        # the margin of every fold seed the stage fitted (a summary without them: the reported sweep's alone)
+        margins = [s["margin"] for s in summ.get("stereotype_fold_seeds") or [{"margin": probe_margin(st)}]]
+        med = float(np.median(margins))
+        add(f"stereotype probe's best layer ({split} split) beats majority and shuffled control by >= 0.03, "
+            f"median over {len(margins)} fold seed(s)",
+            f"margins {', '.join(f'{m:+.3f}' for m in margins)} (median {med:+.3f}); first fold seed: layer "
+            f"{st['layer']} {st['acc']:.3f} vs majority {st['majority']:.3f} (n {st['n']})", med >= 0.03)
     if "steer" in o:
         curve = [r for r in read_csv(o["steer"]["csv"]) if r["direction"] == "stereotype"]
         curve.sort(key=lambda r: _f(r["alpha"]))
