@@ -80,17 +80,21 @@ def materialize(model: str, dtype: str, folder: Path) -> str:
     return str(folder)
 
 
-def plain_forward(model, tok, items, batch_size: int) -> float:
-    """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True, logits_to_keep=1) -> last-token
-    states and logits on CPU: the same outputs the store keeps, by the plainest route."""
+def encoded_batches(tok, items, batch_size: int, device):
+    """Prompt -> tokens for each batch, as the cache makes them (timed inside both sides' loops)."""
     from interp.eval.evaluate import encode_batch, render_prompts
     from interp.data.prompts import make_prompt
 
-    dev = model.get_input_embeddings().weight.device
+    for i in range(0, len(items), batch_size):
+        yield encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items[i:i + batch_size]]), device)
+
+
+def plain_forward(model, tok, items, batch_size: int) -> float:
+    """Seconds for prompt -> tokens -> HF forward(output_hidden_states=True, logits_to_keep=1) -> last-token
+    states and logits on CPU: the same outputs the store keeps, by the plainest route."""
     t0 = time.perf_counter()
     with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items[i:i + batch_size]]), dev)
+        for enc in encoded_batches(tok, items, batch_size, model.get_input_embeddings().weight.device):
             out = model(**enc, output_hidden_states=True, logits_to_keep=1)
             hs = torch.stack(out.hidden_states[1:], 1)[:, :, -1]  # [batch, layers, d]
             hs.float().cpu().numpy()
@@ -99,17 +103,12 @@ def plain_forward(model, tok, items, batch_size: int) -> float:
 
 
 def bridge_forward(h, items, batch_size: int) -> float:
-    """Seconds for the same work as ``plain_forward`` through the TransformerBridge (the cache's own call) with no
-    hook attached: its attention is its own step-by-step reimplementation (eager), where HF runs sdpa."""
-    from interp.eval.evaluate import encode_batch, render_prompts
-    from interp.data.prompts import make_prompt
-
+    """Seconds for the same work as ``plain_forward`` through the TransformerBridge, by the cache's own call with
+    no hook attached: the bridge's cost alone, so the cache's gap splits into bridge and hooks."""
     t0 = time.perf_counter()
     with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            enc = encode_batch(h.tokenizer, render_prompts(h.tokenizer, [make_prompt(it) for it in items[i:i + batch_size]]),
-                               h.device)
-            h.cache(enc, [], last_logits=True)[0][:, -1].float().cpu()  # the cache's own call, with no hook
+        for enc in encoded_batches(h.tokenizer, items, batch_size, h.device):
+            h.cache(enc, [], last_logits=True)[0][:, -1].float().cpu()  # logits [batch, 1, vocab]
     return time.perf_counter() - t0
 
 

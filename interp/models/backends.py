@@ -41,7 +41,6 @@ import torch
 from interp.models import hooks as hook_core
 from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site, select_positions
 from interp.models.hooks import chain as _chain
-from interp.models.hooks import edit_then_save as _edit_then_save
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
@@ -260,6 +259,7 @@ class TLHooked(Hooked):
 
     bridge: object = None
     hf_attn_implementation: str | None = None  # what HF chose at load ("sdpa", or "eager" where it prefers that)
+    attn_targets: tuple = ((), ())  # what hf_attention switches: (attention bridges, HF configs), found once at load
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
@@ -269,38 +269,44 @@ class TLHooked(Hooked):
             yield self
 
     def _run(self, inputs, names, positions, fwd):
-        store: dict[str, torch.Tensor] = {}
-        pairs = []
-        for n in list(fwd) + [n for n in names if n not in fwd]:
-            f = _edit_then_save(fwd.get(n, []), n if n in names else None, positions, store)
-            pairs.append((n, (lambda f: lambda x, hook: f(x))(f)))
-        with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.bridge, self.model, self.hf_attn_implementation):
+        todo, store = hook_core.cache_hooks(names, positions, fwd)
+        pairs = [(n, (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
+        with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.attn_targets, self.hf_attn_implementation):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
             logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
         return logits, store
 
 
+def attention_targets(bridge, hf_model) -> tuple[list, list]:
+    """What ``hf_attention`` switches, found once per loaded model: the bridge's attention components whose
+    eager reimplementation we know (exactly ``PositionEmbeddingsAttentionBridge``, the Llama-style one) and,
+    when there are any, every HF config that chooses the attention function (other layouts keep theirs)."""
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge)
+
+    patched = [m for m in bridge.modules() if type(m) is PositionEmbeddingsAttentionBridge]
+    configs = {id(c): c for m in (hf_model.modules() if patched else ()) for c in [getattr(m, "config", None)]
+               if c is not None and hasattr(c, "_attn_implementation")}
+    return patched, list(configs.values())
+
+
 @contextlib.contextmanager
-def hf_attention(bridge, hf_model, implementation: str | None = "sdpa") -> Iterator[None]:
+def hf_attention(targets: tuple, implementation: str | None = "sdpa") -> Iterator[None]:
     """For the block, the bridge's attention runs HF's own attention function (``implementation``: what HF chose
     when the model was loaded, usually sdpa; None or "eager" leaves the bridge as it is) instead of its step-by-step
     eager reimplementation. The reimplementation exists to fire the attention-internal hooks (``hook_pattern``,
     ``hook_attn_scores``, ``hook_rot_q``...), and no canonical name here is one of those: every name we hook lives
     on a block's input or output, the MLP or the norms, which fire as before. TransformerLens's own delegating
-    forward (``AttentionBridge.forward``: hook_in, HF module, hook_out) is used, on exactly the class whose
-    reimplementation we know (``PositionEmbeddingsAttentionBridge``); the parity tests compare every hook and
-    the logits with plain HF. Restored on exit, so ``hooked.bridge`` used directly is unchanged."""
+    forward (``AttentionBridge.forward``: hook_in, HF module, hook_out) is used on the components of
+    ``targets`` (``attention_targets``); the parity tests compare every hook and the logits with plain HF.
+    Restored on exit, so ``hooked.bridge`` used directly is unchanged."""
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
-    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
-        PositionEmbeddingsAttentionBridge)
 
-    if implementation in (None, "eager"):  # nothing to gain: the bridge's own math is eager too
+    patched, configs = targets
+    if implementation in (None, "eager") or not patched:  # nothing to gain: the bridge's own math is eager too
         yield
         return
-    patched = [m for m in bridge.modules() if type(m) is PositionEmbeddingsAttentionBridge]
-    configs = {id(c): c for m in (hf_model.modules() if patched else ()) for c in [getattr(m, "config", None)]
-               if c is not None and hasattr(c, "_attn_implementation")}  # other layouts keep their masks
-    before = [(c, c._attn_implementation) for c in configs.values()]
+    before = [(c, c._attn_implementation) for c in configs]
     try:
         for m in patched:  # object.__setattr__: a bridge component forwards attribute writes to the HF module
             object.__setattr__(m, "forward", AttentionBridge.forward.__get__(m))
@@ -465,6 +471,7 @@ def load_hooked(
         h = TLHooked(model=model, **info)
         h.bridge = bridge
         h.hf_attn_implementation = hf_attn
+        h.attn_targets = attention_targets(bridge, model)
         return h
     from nnsight import TransformersModel
 

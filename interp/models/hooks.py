@@ -530,10 +530,18 @@ def run_with_cache(
     forward with the ``edits`` (name -> hook functions, applied in order) and the activations of ``names``
     taken after them, at ``positions`` (``select_positions``: a ``[batch]`` index tensor gives ``# [batch, d]``,
     None ``# [batch, pos, d]``) or pooled by ``reduce``. Returns (the model output's ``logits``, {name: tensor})."""
+    todo, store = cache_hooks(names, positions, edits, reduce)
+    with hooks(model, todo):
+        logits = model(**inputs).logits
+    return logits, store
+
+
+def cache_hooks(names: Sequence[str], positions=None, edits: Mapping[str, Sequence[HookFn]] | None = None,
+                reduce: Reduce | None = None) -> tuple[dict[str, HookFn], dict[str, torch.Tensor]]:
+    """The hooks of one caching pass, by name (each applies its ``edits``, then records it if it is in
+    ``names``), and the dict they fill: what ``run_with_cache`` attaches, and the transformer_lens backend too."""
     edits = edits or {}
     store: dict[str, torch.Tensor] = {}
     todo = {n: edit_then_save(list(edits.get(n, [])), n if n in names else None, positions, store, reduce)
             for n in [*edits, *(n for n in names if n not in edits)]}
-    with hooks(model, todo):
-        logits = model(**inputs).logits
-    return logits, store
+    return todo, store
