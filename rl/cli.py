@@ -106,8 +106,10 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--dev-limit", type=int, default=None, help="Evaluate on a seeded subset of dev.")
 @click.option("--skip-train", is_flag=True, help="Only evaluate the checkpoints already in --out.")
+@click.option("--replicate-seeds", default="", show_default=True,
+              help="Comma-separated extra training seeds: every non-control run is repeated with each.")
 def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_mode, eval_batch_size, n_boot,
-              dev_limit, skip_train, **kw):
+              dev_limit, skip_train, replicate_seeds, **kw):
     """Train lambda in --lams (and the low-lr control), evaluate base + every checkpoint on dev."""
     from interp.eval.metrics import format_table
     from rl.sweep import sweep
@@ -117,7 +119,8 @@ def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_m
     kw.pop("resume")
     df = sweep(model, out_dir, lams=floats(lams), lrs=floats(lrs), steps=steps, control_lrs=floats(control_lrs),
                results_csv=results_csv, eval_mode=eval_mode, eval_batch_size=eval_batch_size, n_boot=n_boot,
-               dev_limit=dev_limit, skip_train=skip_train, **kw)
+               dev_limit=dev_limit, skip_train=skip_train,
+               replicate_seeds=[int(x) for x in replicate_seeds.split(",") if x.strip()], **kw)
     rows = df[df["group"] == "overall"].to_dict("records")
     for r in rows:
         r["group"] = f"{r['run']}@{int(r['step'])}"

@@ -10,6 +10,7 @@ Phase 2: amb_commit_bias and abstention on ambiguous items against step (one lin
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,10 @@ def phase2_figure(df: pd.DataFrame, out: str | os.PathLike, metrics=("amb_commit
         ax = axes[1, j]
         main = runs[~runs["control"]]
         last = main.sort_values("step").groupby("run").tail(1).sort_values("lambda")
+        last = last.assign(train_seed=train_seeds(last))
         keys = ["scale_rewards", "lr"] if "scale_rewards" in last.columns else ["lr"]
+        if last["train_seed"].nunique() > 1:  # replicates: one line per training seed
+            keys.append("train_seed")
         for key, g in last.groupby(keys):
             rows = [r for _, r in g.iterrows()]
             label = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in zip(keys, key))
@@ -176,10 +180,60 @@ def phase2_table(df: pd.DataFrame) -> pd.DataFrame:
         last = last.assign(scale_rewards="group")
     if "lambda_active" not in last.columns:
         last = last.assign(lambda_active=np.nan)
-    cols = ["scale_rewards", "lambda", "lr", "step", "lambda_active"]
+    last = last.assign(train_seed=train_seeds(last))
+    cols = ["scale_rewards", "lambda", "lr", "train_seed", "step", "lambda_active"]
     for m in ("amb_commit_bias", "abstain_ambig", "acc_ambig", "acc_disambig"):
         cols += [m, f"{m}_lo", f"{m}_hi"]
-    return last[cols].sort_values(["scale_rewards", "lambda"]).reset_index(drop=True)
+    return last[cols].sort_values(["scale_rewards", "lambda", "train_seed"]).reset_index(drop=True)
+
+
+def train_seeds(d: pd.DataFrame) -> pd.Series:
+    """Each row's training seed (``train_seed``; 0, the sweep's default, where a results file predates it)."""
+    if "train_seed" not in d.columns:
+        return pd.Series(0, index=d.index, dtype=int)
+    return d["train_seed"].fillna(0).astype(int)
+
+
+@dataclass(frozen=True)
+class LambdaEffect:
+    """The Phase 2 effect under one reward scaling: amb_commit_bias at the top lambda minus at the lowest, at
+    the same step, for each training seed the sweep ran both with."""
+
+    scale_rewards: str
+    lam_low: float
+    lam_high: float
+    step: int
+    diffs: dict[int, float]  # train seed -> difference
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.diffs.values())))
+
+
+def lambda_effect(df: pd.DataFrame, scale_rewards: str = "none", metric: str = "amb_commit_bias") -> LambdaEffect | None:
+    """Top lambda minus lowest lambda in ``metric`` under ``scale_rewards``, paired by training seed at the low
+    run's last step; None when the sweep ran fewer than two lambdas under that scaling."""
+    d = overall(df)
+    d = d[(d["run"] != "base") & (~d["control"])]
+    sr = d["scale_rewards"] if "scale_rewards" in d.columns else pd.Series("group", index=d.index)
+    d = d[sr == scale_rewards].assign(train_seed=lambda x: train_seeds(x), lam=lambda x: x["lambda"].astype(float))
+    lams = sorted(set(d["lam"]))
+    if len(lams) < 2:
+        return None
+    diffs, step = {}, None
+    for seed, g in d.groupby("train_seed"):
+        lo, hi = g[g["lam"] == lams[0]], g[g["lam"] == lams[-1]]
+        if lo.empty or hi.empty:
+            continue
+        r0 = lo.sort_values("step").iloc[-1]
+        r1 = hi[hi["step"] == r0["step"]]
+        if r1.empty:
+            continue
+        step = int(r0["step"]) if step is None else min(step, int(r0["step"]))
+        diffs[int(seed)] = float(r1.iloc[-1][metric] - r0[metric])
+    if not diffs:
+        return None
+    return LambdaEffect(scale_rewards, lams[0], lams[-1], int(step), diffs)
 
 
 def intervals_separate(a: pd.Series, b: pd.Series, metric: str) -> int:

@@ -30,19 +30,24 @@ class RunSpec:
     lr: float
     control: bool = False
     scale_rewards: str = "group"  # TRL's reward scaling; "group" (TRL's default and the seed's) adds no suffix
+    seed: int | None = None  # a replicate's training seed; None: the sweep's own seed, and no suffix
 
     @property
     def name(self) -> str:
         return (f"lam{self.lam:g}_lr{self.lr:g}" + ("_control" if self.control else "")
-                + ("" if self.scale_rewards == "group" else f"_scale-{self.scale_rewards}"))
+                + ("" if self.scale_rewards == "group" else f"_scale-{self.scale_rewards}")
+                + ("" if self.seed is None else f"_seed{self.seed}"))
 
 
 def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = (),
-              scale_rewards: Sequence[str] = ("group",)) -> list[RunSpec]:
+              scale_rewards: Sequence[str] = ("group",), replicate_seeds: Iterable[int] = ()) -> list[RunSpec]:
     """Every lambda at every lr under each reward scaling, then lambda 0 at each control lr (the negative
-    control, under the first scaling)."""
+    control, under the first scaling). Each ``replicate_seeds`` entry repeats every non-control run with that
+    training seed (named ``..._seed{S}``), so a lambda effect is measured against training noise."""
     scalings = list(scale_rewards) or ["group"]
-    runs = [RunSpec(float(lam), float(lr), scale_rewards=sc) for sc in scalings for lr in lrs for lam in lams]
+    seeds: list[int | None] = [None, *dict.fromkeys(int(s) for s in replicate_seeds)]
+    runs = [RunSpec(float(lam), float(lr), scale_rewards=sc, seed=sd)
+            for sd in seeds for sc in scalings for lr in lrs for lam in lams]
     runs += [RunSpec(0.0, float(lr), control=True, scale_rewards=scalings[0]) for lr in control_lrs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -181,11 +186,14 @@ def sweep(
     skip_train: bool = False,
     progress: bool = True,
     scale_rewards: str | Sequence[str] = ("group",),
+    replicate_seeds: Iterable[int] = (),
+    seed: int = 0,
     **train_kw,
 ) -> pd.DataFrame:
-    """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards)`` into ``out_dir/<run>/``
-    (resuming what a kill left), then evaluate the base and each checkpoint on dev and append to ``results_csv``
-    (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Returns the table."""
+    """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards, replicate_seeds)`` into
+    ``out_dir/<run>/`` (resuming what a kill left), then evaluate the base and each checkpoint on dev and append
+    to ``results_csv`` (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Runs
+    train with ``seed`` unless they are replicates; each row records its ``train_seed``. Returns the table."""
     from interp.data.split import split_items
 
     out_dir = Path(out_dir)
@@ -201,7 +209,9 @@ def sweep(
         split_hash = split.hash
         split.save(out_dir / "split.json")
     _check_disjoint(train_items, dev_items)
-    runs = plan_runs(lams, lrs, control_lrs, [scale_rewards] if isinstance(scale_rewards, str) else scale_rewards)
+    replicate_seeds = [int(s) for s in replicate_seeds if int(s) != int(seed)]
+    runs = plan_runs(lams, lrs, control_lrs, [scale_rewards] if isinstance(scale_rewards, str) else scale_rewards,
+                     replicate_seeds)
 
     # 1. train
     ckpts: dict[RunSpec, list[Path]] = {}
@@ -212,7 +222,7 @@ def sweep(
             continue
         ckpts[spec] = train(model, run_dir, lam=spec.lam, lr=spec.lr, steps=steps, items=train_items,
                             device=device, dtype=dtype, progress=progress, scale_rewards=spec.scale_rewards,
-                            **train_kw)
+                            seed=seed if spec.seed is None else spec.seed, **train_kw)
 
     # 2. evaluate base and every checkpoint on dev
     from interp.models.loading import fingerprint, resolve_model_path
@@ -232,7 +242,8 @@ def sweep(
             if _done(df, model, str(ck), eval_mode, split_hash, base_fp):
                 continue
             ids = dict(adapter=str(ck), run=spec.name, **{"lambda": spec.lam}, lr=spec.lr,
-                       step=checkpoint_step(ck), control=spec.control, scale_rewards=spec.scale_rewards)
+                       step=checkpoint_step(ck), control=spec.control, scale_rewards=spec.scale_rewards,
+                       train_seed=seed if spec.seed is None else spec.seed)
             todo.append((ids, str(ck), out_dir / "eval" / spec.name / f"step-{checkpoint_step(ck)}"))
     for ids, adapter, eval_dir in todo:
         t0 = time.time()

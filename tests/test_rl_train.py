@@ -275,6 +275,75 @@ def test_figures_and_decomposition(swept, tmp_path):
         assert (tmp_path / f).stat().st_size > 10_000
 
 
+def test_plan_runs_repeats_every_lambda_run_per_replicate_seed():
+    from rl.sweep import plan_runs
+
+    runs = plan_runs([0.0, 1.5], [3e-4], [1e-6], ["group", "none"], replicate_seeds=[1, 2, 1])
+    names = [r.name for r in runs]
+    assert names[:4] == ["lam0_lr0.0003", "lam1.5_lr0.0003", "lam0_lr0.0003_scale-none", "lam1.5_lr0.0003_scale-none"]
+    assert "lam1.5_lr0.0003_scale-none_seed2" in names and names[-1] == "lam0_lr1e-06_control"
+    assert len(runs) == 4 * 3 + 1  # the duplicate seed is dropped; the control is not repeated
+    assert {r.seed for r in runs if r.name.endswith("_seed1")} == {1}
+
+
+def test_replicate_run_trains_with_its_own_seed(swept, letter_lm_dir, train_dev, tmp_path):
+    from rl.sweep import sweep
+    from rl.train import read_run_config
+
+    out = tmp_path / "sweep"
+    shutil.copytree(swept[0], out)  # the shared sweep stays as it was
+    kw = {k: v for k, v in FAST.items() if k not in ("device", "progress")}
+    df = sweep(str(letter_lm_dir), out, lams=[0.0], lrs=[LR], control_lrs=[1e-6], steps=4, train_items=train_dev[0],
+               dev_items=train_dev[1], n_boot=50, device="cpu", progress=False, replicate_seeds=[0, 5], **kw)
+    o = df[df["group"] == "overall"]
+    rep = o[o["run"] == "lam0_lr0.003_seed5"]
+    assert sorted(rep["step"]) == [2, 4] and set(rep["train_seed"]) == {5}
+    assert set(o[o["run"] == "lam0_lr0.003"]["train_seed"].dropna()) == {0}  # the sweep's own seed: no replicate
+    assert read_run_config(out / "lam0_lr0.003_seed5" / "checkpoint-4")["config"]["seed"] == 5
+
+
+def _phase2_results(path, biases: dict) -> None:
+    """A results_all.csv with a base row and, per (lambda, seed), one none-scaled run at step 100."""
+    import pandas as pd
+
+    from interp.eval.metrics import METRICS
+
+    def row(run, lam, seed, bias, **kw):
+        r = {"run": run, "lambda": lam, "lr": 3e-4, "step": 100, "control": False, "group": "overall",
+             "scale_rewards": "none", "train_seed": seed, "model": "m", "adapter": f"{run}/checkpoint-100"}
+        for m in METRICS:
+            r[m], r[f"{m}_lo"], r[f"{m}_hi"] = 0.5, 0.4, 0.6
+        r["amb_commit_bias"] = bias
+        return {**r, **kw}
+
+    rows = [row("base", float("nan"), float("nan"), 0.3, step=0)]
+    for (lam, seed), b in biases.items():
+        rows.append(row(f"lam{lam:g}_lr0.0003_scale-none" + (f"_seed{seed}" if seed else ""), lam, seed, b))
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_phase2_check_pairs_lambda_by_training_seed(tmp_path):
+    from interp.pipeline.report_build import study_checks
+    from rl.figures import lambda_effect
+    from rl.sweep import read_results
+
+    f = tmp_path / "results_all.csv"
+    # seed 0 alone misses the goal (+0.09); the mean over three seeds, -0.21, meets it
+    _phase2_results(f, {(0.0, 0): -0.41, (1.5, 0): -0.32, (0.0, 1): -0.10, (1.5, 1): -0.36,
+                        (0.0, 2): 0.08, (1.5, 2): -0.37})
+    eff = lambda_effect(read_results(f), "none")
+    assert eff.lam_low == 0.0 and eff.lam_high == 1.5 and eff.step == 100
+    assert eff.diffs == pytest.approx({0: 0.09, 1: -0.26, 2: -0.45})
+    assert eff.mean == pytest.approx(-0.2067, abs=1e-3)
+    (check,) = [c for c in study_checks({"rl_sweep": {"results": f}}) if "scale_rewards none" in c["check"]]
+    assert check["holds"] == "yes" and "mean over 3 training seeds" in check["check"]
+    assert "seed 0 +0.090" in check["measured"] and "mean -0.207" in check["measured"]
+    _phase2_results(f, {(0.0, 0): -0.41, (1.5, 0): -0.32})
+    (check,) = [c for c in study_checks({"rl_sweep": {"results": f}}) if "scale_rewards none" in c["check"]]
+    assert check["holds"] == "NO" and "seed 0 +0.090" in check["measured"]
+    assert lambda_effect(read_results(f), "group") is None  # no group-scaled runs
+
+
 def test_cli_help_shows_seed_defaults():
     from click.testing import CliRunner
 

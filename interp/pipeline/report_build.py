@@ -66,7 +66,7 @@ def study_checks(o: dict) -> list[dict]:
             f"{base['amb_commit_bias']:.3f} [{base['amb_commit_bias_lo']:.3f}, {base['amb_commit_bias_hi']:.3f}]",
             base["amb_commit_bias_lo"] > 0)
     if "rl_sweep" in o:
-        from rl.figures import base_row, final_row, overall
+        from rl.figures import base_row, final_row, lambda_effect, overall
         from rl.sweep import read_results
 
         d = overall(read_results(o["rl_sweep"]["results"]))
@@ -85,14 +85,13 @@ def study_checks(o: dict) -> list[dict]:
             add("lr 1e-6 control stays within 0.02 of base acc_ambig",
                 f"{r['acc_ambig']:.3f} vs base {b['acc_ambig']:.3f} ({r['acc_ambig'] - b['acc_ambig']:+.3f})",
                 abs(r["acc_ambig"] - b["acc_ambig"]) <= 0.02)
-        none = d[(d["run"] != "base") & (~d["control"]) & (sr == "none")]
-        lam = sorted(set(none["lambda"].astype(float)))
-        if len(lam) >= 2:
-            r0 = final_row(d, none[none["lambda"].astype(float) == lam[0]].iloc[0]["run"])
-            r1 = final_row(d, none[none["lambda"].astype(float) == lam[-1]].iloc[0]["run"], int(r0["step"]))
-            add(f"scale_rewards none: lambda {lam[-1]:g} ends >= 0.05 below lambda {lam[0]:g} in amb_commit_bias",
-                f"{r1['amb_commit_bias']:.3f} vs {r0['amb_commit_bias']:.3f} at step {int(r0['step'])}",
-                r1["amb_commit_bias"] <= r0["amb_commit_bias"] - 0.05)
+        eff = lambda_effect(d, "none")
+        if eff is not None:
+            per_seed = ", ".join(f"seed {s} {v:+.3f}" for s, v in sorted(eff.diffs.items()))
+            what = "ends" if len(eff.diffs) == 1 else f"ends, on the mean over {len(eff.diffs)} training seeds,"
+            add(f"scale_rewards none: lambda {eff.lam_high:g} {what} >= 0.05 below lambda {eff.lam_low:g} in "
+                f"amb_commit_bias", f"lambda {eff.lam_high:g} minus {eff.lam_low:g} at step {eff.step}: {per_seed}"
+                + ("" if len(eff.diffs) == 1 else f"; mean {eff.mean:+.3f}"), eff.mean <= -0.05)
     if "probes" in o:
         from interp.methods.probes import probe_margin
 
@@ -168,7 +167,7 @@ def build_report(ctx: Context) -> dict:
             text=("`group` is TRL's default (the seed's setting): rewards standardized within each group of "
                   "completions, which hides a constant lambda penalty in groups with two outcomes; `none` lets it "
                   "act. `lambda_active` is the share of groups whose advantages the penalty changed."),
-            table=with_ci(p2, keep), columns=["scale_rewards", "lambda", "step", "lambda_active", *keep],
+            table=with_ci(p2, keep), columns=["scale_rewards", "lambda", "train_seed", "step", "lambda_active", *keep],
             figures=[o["rl_sweep"]["fig_phase2"]]))
 
     if "probes" in o:
