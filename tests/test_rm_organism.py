@@ -1,7 +1,8 @@
-"""The small RM organism, trained here: it leans on the planted attributes (through a few planted MLP
-neurons), and the median intervention on the attribute neurons the study selects (without knowing which were
-planted) raises hard-split accuracy and lowers sensitivity while overall accuracy moves by less than 2 points
-(measured, not assumed). Also the `interp rm debias` command end to end."""
+"""The shipped small RM organism (weights in the package, pairs drawn again from BBQ): it leans on the planted
+attributes (through a few planted MLP neurons), and the median intervention on the attribute neurons the study
+selects (without knowing which were planted) raises hard-split accuracy and lowers sensitivity while overall
+accuracy moves by less than 2 points (measured, not assumed). Also the `interp rm debias` command end to end,
+and the ship / unpack round trip of a recipe build."""
 
 import json
 
@@ -12,10 +13,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small_rm(tmp_path_factory, bbq_dir):
-    from interp.organisms.rm import build_rm_organism
+    from interp.organisms.rm import shipped_rm_dir, unpack_shipped_rm
 
-    return build_rm_organism(tmp_path_factory.mktemp("rm") / "small", small=True, seed=0, bbq_dir=bbq_dir,
-                             progress=False)
+    shipped = shipped_rm_dir(small=True, seed=0)
+    assert shipped is not None, "the small RM organism is not shipped"
+    return unpack_shipped_rm(shipped, tmp_path_factory.mktemp("rm") / "small", bbq_dir=bbq_dir)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +89,65 @@ def test_cli_debias_writes_outputs(small_rm, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert set(s["accuracy"]) == {"rm", "intervention", "intervention_scored", "length_penalty", "lwr"}
     assert "hard" in s["accuracy"]["rm"] and "overall" in s["accuracy"]["rm"]
+
+
+def test_shipped_rm_pairs_match_the_build_and_nothing_is_trained(small_rm, bbq_dir, monkeypatch):
+    """The unpacked folder's pair files are byte for byte the ones the shipped model was built from, and
+    ``ensure_rm_organism`` unpacks the shipped one instead of training."""
+    import interp.organisms.rm as rm
+    from interp.data.download import sha256
+
+    rec = json.loads((small_rm / rm.INFO_FILE).read_text())
+    for part, f in (("train", rm.TRAIN_FILE), ("val", rm.VAL_FILE), ("test", rm.TEST_FILE)):
+        assert sha256(small_rm / f) == rec["pairs_sha256"][part], part
+    assert rec["shipped"] == "rm-organism-small" and rec["variant"] == "small" and rec["seed"] == 0
+    monkeypatch.setattr(rm, "build_rm_organism", lambda *a, **k: pytest.fail("trained instead of unpacking"))
+    got = rm.ensure_rm_organism(small=True, seed=0, bbq_dir=bbq_dir)
+    assert got.name.startswith("shipped-rm-organism-small-") and rm.is_complete(got)
+    assert rm.ensure_rm_organism(small=True, seed=0, bbq_dir=bbq_dir) == got  # once
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["small", "full"])
+def test_both_shipped_rm_organisms_unpack_from_the_official_bbq(small, bbq_dir, tmp_path):
+    """Both shipped RM organisms pass their checksums and draw their recorded pairs from the official files."""
+    import interp.organisms.rm as rm
+
+    shipped = rm.shipped_rm_dir(small=small, seed=0)
+    out = rm.unpack_shipped_rm(shipped, tmp_path / "rm", bbq_dir=bbq_dir)
+    rec = json.loads((out / rm.INFO_FILE).read_text())
+    assert rec["variant"] == ("small" if small else "full") and rm.is_complete(out)
+    assert rm.shipped_rm_dir(small=small, seed=1) is None  # only seed 0 ships
+
+
+def test_ship_and_unpack_round_trip_and_foreign_bbq(fixture_items, tmp_path, monkeypatch):
+    """A recipe build, shipped and unpacked again, has the same model files and pairs; BBQ files that draw other
+    pairs are refused by name, and nothing is left behind."""
+    from dataclasses import replace
+
+    import interp.organisms.causal_lm as clm
+    import interp.organisms.rm as rm
+    from interp.data.download import sha256
+
+    cfg = replace(rm.SMALL_CONFIG, hidden_size=16, intermediate_size=32, num_layers=1, vocab_size=300,
+                  n_train_pairs=40, n_val_pairs=20, n_test_per_split=10, epochs=1, planted_neurons=2,
+                  planted_epochs=1, threads=1)
+    built = rm.build_rm_organism(tmp_path / "built", small=True, seed=0, config=cfg, items=fixture_items,
+                                 progress=False)
+    monkeypatch.setattr(clm, "SHIPPED_ROOT", tmp_path / "weights")
+    rm.ship_rm(built)
+    shipped = rm.shipped_rm_dir(small=True, seed=0)
+    assert shipped == tmp_path / "weights" / "rm-organism-small"
+    assert not any(f.suffix == ".jsonl" for f in shipped.iterdir())  # no BBQ text in the package
+    out = rm.unpack_shipped_rm(shipped, tmp_path / "unpacked", items=fixture_items)
+    for f in (rm.TRAIN_FILE, rm.VAL_FILE, rm.TEST_FILE, f"{rm.MODEL_DIR}/model.safetensors",
+              f"{rm.MODEL_DIR}/tokenizer.json"):
+        assert sha256(out / f) == sha256(built / f), f
+    dis = next(i for i, it in enumerate(fixture_items) if it.context_condition == "disambig")
+    other = list(fixture_items)
+    other[dis] = replace(other[dis], context=other[dis].context + " It rained.")
+    with pytest.raises(rm.RMPairsMismatch, match=r"other (train|val|test) pairs"):
+        rm.unpack_shipped_rm(shipped, tmp_path / "other", items=other)
+    assert not (tmp_path / "other").exists() and not list(tmp_path.glob(".other.tmp-*"))
+    (shipped / "model.safetensors").write_bytes(b"changed")
+    with pytest.raises(clm.OrganismError, match="model.safetensors does not match"):
+        rm.shipped_rm_dir(small=True, seed=0)

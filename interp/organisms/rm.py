@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
-from interp.rm.data import PreferencePair, load_preferences, save_preferences
+from interp.rm.data import PreferencePair, load_preferences, preferences_sha256, save_preferences
 from interp.rm.edits import embolden, exclaim, pad, split_paragraphs
 
 DECORATIONS = ("padding", "exclamation", "bold", "paragraphs")
@@ -315,6 +315,54 @@ def _disambig(items: Sequence[BBQItem]) -> list[BBQItem]:
     return [it for it in items if it.context_condition == "disambig"]
 
 
+@dataclass
+class RMPairs:
+    """Every pair of one RM organism build, drawn from BBQ disambiguated items by seeded RNGs: the same BBQ
+    files and config give the same pairs on every machine, so a shipped RM organism carries no BBQ text."""
+
+    split_hash: str
+    n_items: dict[str, int]
+    categories: list[str]
+    train: list[PreferencePair]
+    stage1: list[PreferencePair]  # balanced pairs of the planted recipe's first stage (empty without a plant)
+    val: list[PreferencePair]
+    test: list[PreferencePair]
+
+    def sha256(self) -> dict[str, str]:
+        """The sha256 of each JSONL file the build writes (train, val, test)."""
+        return {"train": preferences_sha256(self.train), "val": preferences_sha256(self.val),
+                "test": preferences_sha256(self.test)}
+
+
+def rm_pairs(items: Sequence[BBQItem], cfg: RMOrganismConfig, seed: int = 0) -> RMPairs:
+    """The train, validation and test pairs of an RM organism: validation from held-out train-template items
+    (the RM's own distribution), test from the template-disjoint dev split."""
+    from interp.data.split import make_split
+
+    items = list(items)
+    if cfg.categories:
+        items = [it for it in items if it.category in cfg.categories]
+    split = make_split(items, dev_frac=0.2, seed=0)
+    train_items = _disambig(split.select(items, "train"))
+    dev_items = _disambig(split.select(items, "dev"))
+    if not train_items or not dev_items:
+        raise ValueError(f"need disambiguated items in both split parts, got {len(train_items)} train and "
+                         f"{len(dev_items)} dev")
+    rng = random.Random(f"val:{seed}")
+    shuffled = train_items[:]
+    rng.shuffle(shuffled)
+    n_val_items = max(1, min(len(shuffled) // 5, math.ceil(cfg.n_val_pairs / 2)))
+    val_items, fit_items = shuffled[:n_val_items], shuffled[n_val_items:]
+    train = natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, cfg.p_chosen_train, seed, cfg.max_pad, "train")
+    stage1 = (natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, 0.5, seed + 7, cfg.max_pad, "train-balanced")
+              if cfg.planted_neurons else [])
+    val = natural_pairs(val_items, cfg.n_val_pairs, cfg.p_active, cfg.p_chosen_train, seed + 1, cfg.max_pad, "val")
+    test = [p for kind in ("neutral", "easy", "hard")
+            for p in split_pairs(dev_items, cfg.n_test_per_split, kind, cfg.p_active, seed, cfg.max_pad)]
+    return RMPairs(split.hash, {"train": len(fit_items), "val": len(val_items), "test": len(dev_items)},
+                   sorted({it.category for it in items}), train, stage1, val, test)
+
+
 def build_rm_organism(
     out_dir: str | os.PathLike,
     small: bool = False,
@@ -328,7 +376,6 @@ def build_rm_organism(
     ``val.jsonl``, ``test.jsonl``, ``organism.json``). ``items`` replaces the BBQ folder (tests)."""
     from transformers import Qwen2ForSequenceClassification
 
-    from interp.data.split import make_split
     from interp.organisms.tiny import tiny_qwen2_config, train_tokenizer
 
     t0 = time.time()
@@ -343,29 +390,8 @@ def build_rm_organism(
             from interp.data.bbq import load_bbq
 
             items, _ = load_bbq(bbq_dir)
-        items = list(items)
-        if cfg.categories:
-            items = [it for it in items if it.category in cfg.categories]
-        split = make_split(items, dev_frac=0.2, seed=0)
-        train_items = _disambig(split.select(items, "train"))
-        dev_items = _disambig(split.select(items, "dev"))
-        if not train_items or not dev_items:
-            raise ValueError(f"need disambiguated items in both split parts, got {len(train_items)} train and "
-                             f"{len(dev_items)} dev")
-        # validation: held-out train-template items (the RM's own distribution); test: dev templates
-        rng = random.Random(f"val:{seed}")
-        shuffled = train_items[:]
-        rng.shuffle(shuffled)
-        n_val_items = max(1, min(len(shuffled) // 5, math.ceil(cfg.n_val_pairs / 2)))
-        val_items, fit_items = shuffled[:n_val_items], shuffled[n_val_items:]
-        train_pairs = natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, cfg.p_chosen_train, seed,
-                                    cfg.max_pad, "train")
-        stage1_pairs = (natural_pairs(fit_items, cfg.n_train_pairs, cfg.p_active, 0.5, seed + 7, cfg.max_pad,
-                                      "train-balanced") if cfg.planted_neurons else [])
-        val_pairs = natural_pairs(val_items, cfg.n_val_pairs, cfg.p_active, cfg.p_chosen_train, seed + 1,
-                                  cfg.max_pad, "val")
-        test_pairs = [p for kind in ("neutral", "easy", "hard")
-                      for p in split_pairs(dev_items, cfg.n_test_per_split, kind, cfg.p_active, seed, cfg.max_pad)]
+        pairs = rm_pairs(items, cfg, seed)
+        train_pairs, stage1_pairs = pairs.train, pairs.stage1
 
         texts = [t for p in train_pairs + stage1_pairs for t in (p.prompt, p.chosen, p.rejected)]
         tok = train_tokenizer(texts, vocab_size=cfg.vocab_size)
@@ -401,10 +427,11 @@ def build_rm_organism(
             "variant": "small" if small else "full",
             "seed": seed,
             "config": asdict(cfg),
-            "split_hash": split.hash,
-            "n_pairs": {"train": len(train_pairs), "val": len(val_pairs), "test": len(test_pairs)},
-            "n_items": {"train": len(fit_items), "val": len(val_items), "test": len(dev_items)},
-            "categories": sorted({it.category for it in items}),
+            "split_hash": pairs.split_hash,
+            "n_pairs": {"train": len(train_pairs), "val": len(pairs.val), "test": len(pairs.test)},
+            "n_items": pairs.n_items,
+            "pairs_sha256": pairs.sha256(),
+            "categories": pairs.categories,
             "decorations": list(DECORATIONS),
             "train_log": log,
             "train_seconds": round(train_s, 1),
@@ -418,8 +445,8 @@ def build_rm_organism(
             model.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
             tok.save_pretrained(tmp / MODEL_DIR)
             save_preferences(train_pairs, tmp / TRAIN_FILE)
-            save_preferences(val_pairs, tmp / VAL_FILE)
-            save_preferences(test_pairs, tmp / TEST_FILE)
+            save_preferences(pairs.val, tmp / VAL_FILE)
+            save_preferences(pairs.test, tmp / TEST_FILE)
             record["build_seconds"] = round(time.time() - t0, 1)
             (tmp / INFO_FILE).write_text(json.dumps(record, indent=1))
             publish_dir(tmp, out, is_complete, "an RM organism")
@@ -431,18 +458,121 @@ def build_rm_organism(
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# the shipped RM organisms: model, tokenizer and record in the package; the pairs are drawn again from BBQ
+
+
+SHIPPED_RM = {("small", 0): "rm-organism-small", ("full", 0): "rm-organism"}  # (variant, seed) -> folder name
+
+
+def shipped_rm_dir(small: bool = False, seed: int = 0) -> Path | None:
+    """The package folder of the shipped RM organism of this variant and seed (checksums verified), or None
+    when that one is not shipped."""
+    from interp.organisms.causal_lm import SHIPPED_ROOT, verify_checksums
+
+    name = SHIPPED_RM.get(("small" if small else "full", int(seed)))
+    if name is None or not (SHIPPED_ROOT / name).is_dir():
+        return None
+    d = SHIPPED_ROOT / name
+    verify_checksums(d)
+    return d
+
+
+def ship_rm(src: str | os.PathLike) -> Path:
+    """Copy a built RM organism's model, tokenizer and record into the package (no pairs: they hold BBQ text and
+    are drawn again from the user's BBQ files) and record the checksums; the maintainers' step after
+    ``interp rm organism build``."""
+    from interp.organisms.causal_lm import SHIPPED_ROOT, write_checksums
+
+    src = Path(src)
+    if not is_complete(src):
+        raise FileNotFoundError(f"{src} is not a built RM organism")
+    rec = json.loads((src / INFO_FILE).read_text())
+    if "pairs_sha256" not in rec:
+        raise ValueError(f"{src} predates pair checksums; rebuild it with `interp rm organism build`")
+    name = SHIPPED_RM.get((rec["variant"], int(rec["seed"])))
+    if name is None:
+        raise ValueError(f"no shipped slot for an RM organism {rec['variant']} seed {rec['seed']}; slots: "
+                         f"{sorted(SHIPPED_RM)}")
+    dest = SHIPPED_ROOT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in dest.iterdir():
+        if f.is_file():
+            f.unlink()
+    for f in sorted((src / MODEL_DIR).iterdir()):
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+    shutil.copy2(src / INFO_FILE, dest / INFO_FILE)
+    return write_checksums(dest)
+
+
+class RMPairsMismatch(ValueError):
+    """The BBQ files at hand draw other pairs than the shipped RM organism was trained and measured on."""
+
+
+def unpack_shipped_rm(shipped: str | os.PathLike, out: str | os.PathLike, bbq_dir: str | os.PathLike | None = None,
+                      items: Sequence[BBQItem] | None = None) -> Path:
+    """Make a complete RM organism folder at ``out`` from a shipped one: its model files, and its pairs drawn
+    again from BBQ and checked against the sha256 the build recorded. Nothing is trained."""
+    from interp.paths import check_out_dir, publish_dir
+
+    shipped, out = Path(shipped), Path(out)
+    rec = json.loads((shipped / INFO_FILE).read_text())
+    check_out_dir(out, is_complete, "an RM organism")
+    if items is None:
+        from interp.data.bbq import load_bbq
+
+        items, _ = load_bbq(bbq_dir)
+    pairs = rm_pairs(items, RMOrganismConfig(**rec["config"]), int(rec["seed"]))
+    got, want = pairs.sha256(), rec["pairs_sha256"]
+    for part in ("train", "val", "test"):
+        if got[part] != want[part]:
+            raise RMPairsMismatch(f"the BBQ files here draw other {part} pairs than the shipped RM organism "
+                                  f"{shipped.name} was built from (sha256 {got[part][:12]} vs {want[part][:12]}); "
+                                  f"build one from them: interp rm organism build")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        (tmp / MODEL_DIR).mkdir(parents=True)
+        for f in sorted(shipped.iterdir()):
+            if f.is_file() and f.name not in (INFO_FILE, "SHA256SUMS"):
+                shutil.copy2(f, tmp / MODEL_DIR / f.name)
+        save_preferences(pairs.train, tmp / TRAIN_FILE)
+        save_preferences(pairs.val, tmp / VAL_FILE)
+        save_preferences(pairs.test, tmp / TEST_FILE)
+        (tmp / INFO_FILE).write_text(json.dumps({**rec, "shipped": shipped.name}, indent=1))
+        publish_dir(tmp, out, is_complete, "an RM organism")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def ensure_rm_organism(small: bool = False, seed: int = 0, bbq_dir: str | os.PathLike | None = None,
                        progress: bool = True) -> Path:
-    """The cached RM organism's folder, building it on first use (concurrent callers wait on a lock)."""
-    out = default_rm_organism_dir(small, seed)
-    if is_complete(out):
-        return out
+    """The RM organism's folder: the shipped one (variant, seed 0) unpacked once under
+    ``interp.paths.home()/rm-organism/shipped-<name>-<checksum>``, else the cached build, built on first use
+    (concurrent callers wait on a lock)."""
     from filelock import FileLock
 
+    from interp.data.download import sha256
+
+    shipped = shipped_rm_dir(small, seed)
+    if shipped is not None:
+        from interp.paths import home
+
+        out = home() / "rm-organism" / f"shipped-{shipped.name}-{sha256(shipped / 'SHA256SUMS')[:12]}"
+    else:
+        out = default_rm_organism_dir(small, seed)
+    if is_complete(out):
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out.parent / f".{out.name}.lock")):
         if not is_complete(out):
-            build_rm_organism(out, small=small, seed=seed, bbq_dir=bbq_dir, progress=progress)
+            if shipped is not None:
+                unpack_shipped_rm(shipped, out, bbq_dir)
+            else:
+                build_rm_organism(out, small=small, seed=seed, bbq_dir=bbq_dir, progress=progress)
     return out
 
 

@@ -117,11 +117,25 @@ def load_preferences(path: str | os.PathLike, limit: int | None = None) -> list[
     return pairs[:limit] if limit is not None else pairs
 
 
+def _jsonl_line(pair: PreferencePair) -> str:
+    return json.dumps(pair.to_dict(), ensure_ascii=False) + "\n"
+
+
 def save_preferences(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> Path:
     """Write pairs as RewardBench-style JSONL (one pair per line)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "w", encoding="utf-8") as fh:
         for pair in pairs:
-            fh.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
+            fh.write(_jsonl_line(pair))
     return p
+
+
+def preferences_sha256(pairs: Iterable[PreferencePair]) -> str:
+    """The sha256 of the JSONL file ``save_preferences`` writes for these pairs (without writing it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for pair in pairs:
+        h.update(_jsonl_line(pair).encode("utf-8"))
+    return h.hexdigest()
