@@ -39,7 +39,8 @@ def ground_truth(result: DebiasResult, max_overall_change: float = 0.02, method:
 def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
                  bbq_dir: str | os.PathLike | None = None, organism_dir: str | os.PathLike | None = None,
                  config: DebiasConfig | None = None, device: str = "auto", progress: bool = True) -> dict:
-    """Build or reuse the RM organism (cached under ``interp.paths.home()/rm-organism``), run the debiasing
+    """Take the RM organism (``ensure_rm_organism``: the shipped one for seed 0, else a cached build under
+    ``interp.paths.home()/rm-organism``) or ``organism_dir``, run the debiasing
     comparison on its validation and test files, write CSVs and figures to ``out_dir``; returns the summary
     (accuracy, sensitivity, neuron counts) with a ``ground_truth`` entry."""
     from interp.organisms.rm import INFO_FILE, MODEL_DIR, ensure_rm_organism, load_rm_organism_data
