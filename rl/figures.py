@@ -209,6 +209,16 @@ class LambdaEffect:
     def mean(self) -> float:
         return float(np.mean(list(self.diffs.values())))
 
+    def interval(self, level: float = 0.95) -> tuple[float, float] | None:
+        """Student-t interval of the mean over the seeds (None with one seed): the spread a claim must carry."""
+        from scipy import stats
+
+        v = np.asarray(list(self.diffs.values()), float)
+        if len(v) < 2:
+            return None
+        half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        return float(v.mean() - half), float(v.mean() + half)
+
 
 def lambda_effect(df: pd.DataFrame, scale_rewards: str = "none", metric: str = "amb_commit_bias") -> LambdaEffect | None:
     """Top lambda minus lowest lambda in ``metric`` under ``scale_rewards``, paired by training seed at the low

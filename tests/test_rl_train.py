@@ -335,6 +335,8 @@ def test_phase2_check_pairs_lambda_by_training_seed(tmp_path):
     assert eff.lam_low == 0.0 and eff.lam_high == 1.5 and eff.step == 100
     assert eff.diffs == pytest.approx({0: 0.09, 1: -0.26, 2: -0.45})
     assert eff.mean == pytest.approx(-0.2067, abs=1e-3)
+    lo, hi = eff.interval()  # t(2) interval: mean -/+ 4.303 * sd / sqrt(3), sd 0.2739
+    assert (lo, hi) == pytest.approx((-0.2067 - 0.6805, -0.2067 + 0.6805), abs=2e-3)
     (check,) = [c for c in study_checks({"rl_sweep": {"results": f}}) if "scale_rewards none" in c["check"]]
     assert check["holds"] == "yes" and "mean over 3 training seeds" in check["check"]
     assert "seed 0 +0.090" in check["measured"] and "mean -0.207" in check["measured"]
