@@ -108,8 +108,10 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
 @click.option("--skip-train", is_flag=True, help="Only evaluate the checkpoints already in --out.")
 @click.option("--replicate-seeds", default="", show_default=True,
               help="Comma-separated extra training seeds: every non-control run is repeated with each.")
+@click.option("--replicate-scalings", default="", show_default=True,
+              help="Comma-separated --scale-rewards values whose runs are repeated ('' for all).")
 def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_mode, eval_batch_size, n_boot,
-              dev_limit, skip_train, replicate_seeds, **kw):
+              dev_limit, skip_train, replicate_seeds, replicate_scalings, **kw):
     """Train lambda in --lams (and the low-lr control), evaluate base + every checkpoint on dev."""
     from interp.eval.metrics import format_table
     from rl.sweep import sweep
@@ -120,7 +122,8 @@ def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_m
     df = sweep(model, out_dir, lams=floats(lams), lrs=floats(lrs), steps=steps, control_lrs=floats(control_lrs),
                results_csv=results_csv, eval_mode=eval_mode, eval_batch_size=eval_batch_size, n_boot=n_boot,
                dev_limit=dev_limit, skip_train=skip_train,
-               replicate_seeds=[int(x) for x in replicate_seeds.split(",") if x.strip()], **kw)
+               replicate_seeds=[int(x) for x in replicate_seeds.split(",") if x.strip()],
+               replicate_scalings=[x.strip() for x in replicate_scalings.split(",") if x.strip()] or None, **kw)
     rows = df[df["group"] == "overall"].to_dict("records")
     for r in rows:
         r["group"] = f"{r['run']}@{int(r['step'])}"

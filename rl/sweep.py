@@ -40,14 +40,20 @@ class RunSpec:
 
 
 def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = (),
-              scale_rewards: Sequence[str] = ("group",), replicate_seeds: Iterable[int] = ()) -> list[RunSpec]:
+              scale_rewards: Sequence[str] = ("group",), replicate_seeds: Iterable[int] = (),
+              replicate_scalings: Sequence[str] | None = None) -> list[RunSpec]:
     """Every lambda at every lr under each reward scaling, then lambda 0 at each control lr (the negative
-    control, under the first scaling). Each ``replicate_seeds`` entry repeats every non-control run with that
-    training seed (named ``..._seed{S}``), so a lambda effect is measured against training noise."""
+    control, under the first scaling). Each ``replicate_seeds`` entry repeats every non-control run under the
+    ``replicate_scalings`` (default: every scaling) with that training seed (named ``..._seed{S}``), so a lambda
+    effect is measured against training noise."""
     scalings = list(scale_rewards) or ["group"]
+    rep = scalings if replicate_scalings is None else list(replicate_scalings)
+    unknown = sorted(set(rep) - set(scalings))
+    if unknown:
+        raise ValueError(f"replicate_scalings {unknown} are not among the sweep's scale_rewards {scalings}")
     seeds: list[int | None] = [None, *dict.fromkeys(int(s) for s in replicate_seeds)]
     runs = [RunSpec(float(lam), float(lr), scale_rewards=sc, seed=sd)
-            for sd in seeds for sc in scalings for lr in lrs for lam in lams]
+            for sd in seeds for sc in scalings for lr in lrs for lam in lams if sd is None or sc in rep]
     runs += [RunSpec(0.0, float(lr), control=True, scale_rewards=scalings[0]) for lr in control_lrs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -187,13 +193,14 @@ def sweep(
     progress: bool = True,
     scale_rewards: str | Sequence[str] = ("group",),
     replicate_seeds: Iterable[int] = (),
+    replicate_scalings: Sequence[str] | None = None,
     seed: int = 0,
     **train_kw,
 ) -> pd.DataFrame:
-    """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards, replicate_seeds)`` into
-    ``out_dir/<run>/`` (resuming what a kill left), then evaluate the base and each checkpoint on dev and append
-    to ``results_csv`` (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped. Runs
-    train with ``seed`` unless they are replicates; each row records its ``train_seed``. Returns the table."""
+    """Train every run of ``plan_runs(lams, lrs, control_lrs, scale_rewards, replicate_seeds, replicate_scalings)``
+    into ``out_dir/<run>/`` (resuming what a kill left), then evaluate the base and each checkpoint on dev and
+    append to ``results_csv`` (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped.
+    Runs train with ``seed`` unless they are replicates; each row records its ``train_seed``. Returns the table."""
     from interp.data.split import split_items
 
     out_dir = Path(out_dir)
@@ -211,7 +218,7 @@ def sweep(
     _check_disjoint(train_items, dev_items)
     replicate_seeds = [int(s) for s in replicate_seeds if int(s) != int(seed)]
     runs = plan_runs(lams, lrs, control_lrs, [scale_rewards] if isinstance(scale_rewards, str) else scale_rewards,
-                     replicate_seeds)
+                     replicate_seeds, replicate_scalings)
 
     # 1. train
     ckpts: dict[RunSpec, list[Path]] = {}

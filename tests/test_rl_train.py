@@ -284,6 +284,12 @@ def test_plan_runs_repeats_every_lambda_run_per_replicate_seed():
     assert "lam1.5_lr0.0003_scale-none_seed2" in names and names[-1] == "lam0_lr1e-06_control"
     assert len(runs) == 4 * 3 + 1  # the duplicate seed is dropped; the control is not repeated
     assert {r.seed for r in runs if r.name.endswith("_seed1")} == {1}
+    only_none = plan_runs([0.0, 1.5], [3e-4], [], ["group", "none"], [1, 2], replicate_scalings=["none"])
+    assert [r.name for r in only_none if r.seed is not None] == [
+        "lam0_lr0.0003_scale-none_seed1", "lam1.5_lr0.0003_scale-none_seed1",
+        "lam0_lr0.0003_scale-none_seed2", "lam1.5_lr0.0003_scale-none_seed2"]
+    with pytest.raises(ValueError, match="replicate_scalings \\['batch'\\] are not among"):
+        plan_runs([0.0], [3e-4], [], ["group"], [1], replicate_scalings=["batch"])
 
 
 def test_replicate_run_trains_with_its_own_seed(swept, letter_lm_dir, train_dev, tmp_path):

@@ -82,7 +82,7 @@ def stage_base_eval(ctx: Context) -> dict:
 
 HOOK = "hook_resid_post"
 # [rl] keys the sweep itself reads; the rest go to rl.train.TrainConfig
-RL_SWEEP_KEYS = ("lams", "lr", "control_lr", "steps", "scale_rewards", "replicate_seeds")
+RL_SWEEP_KEYS = ("lams", "lr", "control_lr", "steps", "scale_rewards", "replicate_seeds", "replicate_scalings")
 
 
 def _figs(ctx: Context) -> Path:
@@ -114,7 +114,8 @@ def stage_rl_sweep(ctx: Context) -> dict:
     train_kw = {k: v for k, v in r.items() if k not in RL_SWEEP_KEYS}
     df = sweep(model_name(ctx), rl_dir, lams=r["lams"], lrs=[r["lr"]], steps=r["steps"],
                control_lrs=[r["control_lr"]] if r.get("control_lr") else [], results_csv=results,
-               scale_rewards=r["scale_rewards"], replicate_seeds=r["replicate_seeds"], train_items=train_items, dev_items=dev_items,
+               scale_rewards=r["scale_rewards"], replicate_seeds=r["replicate_seeds"],
+               replicate_scalings=r["replicate_scalings"] or None, train_items=train_items, dev_items=dev_items,
                eval_mode=e["mode"], eval_batch_size=e["batch_size"], n_boot=e["n_boot"], eval_seed=run["seed"],
                device=run["device"], seed=run["seed"], **train_kw)
     finals = {}
