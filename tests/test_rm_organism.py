@@ -151,3 +151,15 @@ def test_ship_and_unpack_round_trip_and_foreign_bbq(fixture_items, tmp_path, mon
     (shipped / "model.safetensors").write_bytes(b"changed")
     with pytest.raises(clm.OrganismError, match="model.safetensors does not match"):
         rm.shipped_rm_dir(small=True, seed=0)
+
+
+def test_cli_study_refuses_a_folder_that_is_no_rm_organism(tmp_path):
+    from click.testing import CliRunner
+
+    from interp.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = CliRunner().invoke(main, ["rm", "study", "--organism", str(tmp_path / "mine"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1 and "is not a built RM organism" in r.output, r.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and not (tmp_path / "out").exists()

@@ -48,8 +48,8 @@ def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
 
     org = Path(organism_dir) if organism_dir else ensure_rm_organism(small=small, seed=seed, bbq_dir=bbq_dir,
                                                                      progress=progress)
+    val, test = load_rm_organism_data(org)  # first: names a folder that is not an RM organism
     lm = load_reward_model(str(org / MODEL_DIR), device=device, dtype="float32")
-    val, test = load_rm_organism_data(org)
     cfg = replace(config or DebiasConfig(), seed=seed, progress=progress)
     result = run_debias(lm.model, lm.tokenizer, val, test, cfg)
     result.meta["ground_truth"] = ground_truth(result)

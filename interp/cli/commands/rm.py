@@ -152,11 +152,14 @@ def _print_summary(result) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None)
 @click.option("--out", type=click.Path(), default="results/rm_study", show_default=True)
-def study(small, seed, device, bbq_dir, out):
-    """Build (or reuse) the RM organism and run the whole debiasing study on it."""
+@click.option("--organism", "organism_dir", type=click.Path(), default=None,
+              help="An RM organism folder you built (`interp rm organism build --out DIR`) instead of the shipped one.")
+def study(small, seed, device, bbq_dir, out, organism_dir):
+    """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), or on
+    --organism."""
     from interp.rm.study import run_rm_study
 
-    s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, device=device)
+    s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, organism_dir=organism_dir, device=device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
     click.echo(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
                            "fraction": s["fraction"], "ground_truth": s["ground_truth"],
