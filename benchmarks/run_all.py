@@ -57,6 +57,14 @@ def run(name: str, device: str | None) -> list[dict]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of an earlier results CSV (none when absent)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
@@ -68,18 +76,25 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
     info = machine()
-    rows = [r for n in names for r in run(n, a.device)]
+    new = [{**r, "date": info["date"]} for n in names for r in run(n, a.device)]
     out = Path(a.out)
+    # --only replaces the rows of the benchmarks it ran and keeps every other row of the table (with its date)
+    ran = {Path(BENCHMARKS[n][0]).stem for n in names}
+    kept = [r for r in read_rows(out.with_suffix(".csv")) if r["benchmark"] not in ran]
+    rows = sorted(kept + new, key=lambda r: list(BENCHMARKS).index(r["benchmark"][len("bench_"):])
+                  if r["benchmark"][len("bench_"):] in BENCHMARKS else len(BENCHMARKS))
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["benchmark", "name", "ratio", "goal", "seconds"])
+        w = csv.DictWriter(fh, fieldnames=["benchmark", "name", "ratio", "goal", "seconds", "date"])
         w.writeheader()
         w.writerows(rows)
     md = [f"# Benchmark ratios ({info['date']})", "",
           "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date") + ".", "",
-          "| benchmark | ratio | value | goal |", "|---|---|---|---|"]
-    md += [f"| {r['benchmark']} | {r['name']} | {r['ratio']:.3f} | {r['goal']} |" for r in rows]
+          "| benchmark | ratio | value | goal | measured |", "|---|---|---|---|---|"]
+    md += [f"| {r['benchmark']} | {r['name']} | {float(r['ratio']):.3f} | {r['goal']} | {r.get('date') or 'earlier'} |"
+           for r in rows]
     md += ["", f"Command: `python benchmarks/run_all.py --only {','.join(names)}"
-               + (f" --device {a.device}" if a.device else "") + "`"]
+               + (f" --device {a.device}" if a.device else "") + "`"
+           + (" (rows measured earlier were kept)" if kept else "")]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
