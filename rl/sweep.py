@@ -39,6 +39,14 @@ class RunSpec:
                 + ("" if self.seed is None else f"_seed{self.seed}"))
 
 
+def _check_seeds(seeds) -> list[int]:
+    """Replicate seeds as a list of non-negative ints; anything else is refused by name."""
+    if not isinstance(seeds, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                     for x in seeds):
+        raise ValueError(f"replicate_seeds must be a list of non-negative integers, got {seeds!r}")
+    return list(seeds)
+
+
 def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable[float] = (),
               scale_rewards: Sequence[str] = ("group",), replicate_seeds: Iterable[int] = (),
               replicate_scalings: Sequence[str] | None = None) -> list[RunSpec]:
@@ -51,7 +59,7 @@ def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable
     unknown = sorted(set(rep) - set(scalings))
     if unknown:
         raise ValueError(f"replicate_scalings {unknown} are not among the sweep's scale_rewards {scalings}")
-    seeds: list[int | None] = [None, *dict.fromkeys(int(s) for s in replicate_seeds)]
+    seeds: list[int | None] = [None, *dict.fromkeys(_check_seeds(replicate_seeds))]
     runs = [RunSpec(float(lam), float(lr), scale_rewards=sc, seed=sd)
             for sd in seeds for sc in scalings for lr in lrs for lam in lams if sd is None or sc in rep]
     runs += [RunSpec(0.0, float(lr), control=True, scale_rewards=scalings[0]) for lr in control_lrs]
@@ -216,7 +224,7 @@ def sweep(
         split_hash = split.hash
         split.save(out_dir / "split.json")
     _check_disjoint(train_items, dev_items)
-    replicate_seeds = [int(s) for s in replicate_seeds if int(s) != int(seed)]
+    replicate_seeds = [s for s in _check_seeds(replicate_seeds) if s != int(seed)]
     runs = plan_runs(lams, lrs, control_lrs, [scale_rewards] if isinstance(scale_rewards, str) else scale_rewards,
                      replicate_seeds, replicate_scalings)
 

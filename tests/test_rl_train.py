@@ -288,6 +288,9 @@ def test_plan_runs_repeats_every_lambda_run_per_replicate_seed():
     assert [r.name for r in only_none if r.seed is not None] == [
         "lam0_lr0.0003_scale-none_seed1", "lam1.5_lr0.0003_scale-none_seed1",
         "lam0_lr0.0003_scale-none_seed2", "lam1.5_lr0.0003_scale-none_seed2"]
+    for bad in ("1,2", 1, [1, -2], [1.5]):
+        with pytest.raises(ValueError, match="replicate_seeds must be a list of non-negative integers"):
+            plan_runs([0.0], [3e-4], [], ["group"], bad)
     with pytest.raises(ValueError, match="replicate_scalings \\['batch'\\] are not among"):
         plan_runs([0.0], [3e-4], [], ["group"], [1], replicate_scalings=["batch"])
 
