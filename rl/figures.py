@@ -135,13 +135,19 @@ def phase2_figure(df: pd.DataFrame, out: str | os.PathLike, metrics=("amb_commit
         last = main.sort_values("step").groupby("run").tail(1).sort_values("lambda")
         last = last.assign(train_seed=train_seeds(last))
         keys = ["scale_rewards", "lr"] if "scale_rewards" in last.columns else ["lr"]
-        if last["train_seed"].nunique() > 1:  # replicates: one line per training seed
-            keys.append("train_seed")
-        for key, g in last.groupby(keys):
-            rows = [r for _, r in g.iterrows()]
+        for gi, (key, grp) in enumerate(last.groupby(keys)):
             label = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in zip(keys, key))
-            ax.errorbar(g["lambda"].astype(float), g[m], yerr=_err(rows, m), marker="o", capsize=3,
-                        label=f"{label}, last step")
+            seeds = sorted(set(grp["train_seed"]))
+            for seed in seeds:  # replicates: a thin line per training seed, then their mean
+                g = grp[grp["train_seed"] == seed]
+                rows = [r for _, r in g.iterrows()]
+                ax.errorbar(g["lambda"].astype(float), g[m], yerr=_err(rows, m), marker="o", capsize=3,
+                            lw=1 if len(seeds) > 1 else 1.5, alpha=0.6 if len(seeds) > 1 else 1.0,
+                            label=f"{label}" + (f", seed {seed}" if len(seeds) > 1 else "") + ", last step")
+            if len(seeds) > 1:
+                mean = grp.groupby(grp["lambda"].astype(float))[m].mean()
+                ax.plot(mean.index, mean.to_numpy(), color="k", ls=("-", "--", ":", "-.")[gi % 4], lw=2.5, marker="s",
+                        label=f"{label}: mean over {len(seeds)} seeds")
         ax.axhline(base[m], color="gray", ls="--", label="base")
         ax.axhspan(base[f"{m}_lo"], base[f"{m}_hi"], color="gray", alpha=0.1)
         ax.set_xlabel("lambda")
