@@ -349,6 +349,9 @@ def test_phase2_check_pairs_lambda_by_training_seed(tmp_path):
     (check,) = [c for c in study_checks({"rl_sweep": {"results": f}}) if "scale_rewards none" in c["check"]]
     assert check["holds"] == "yes" and "mean over 3 training seeds" in check["check"]
     assert "seed 0 +0.090" in check["measured"] and "mean -0.207" in check["measured"]
+    from rl.figures import phase2_figure
+
+    assert phase2_figure(read_results(f), tmp_path / "p2.png").stat().st_size > 10_000  # per-seed lines + mean
     _phase2_results(f, {(0.0, 0): -0.41, (1.5, 0): -0.32})
     (check,) = [c for c in study_checks({"rl_sweep": {"results": f}}) if "scale_rewards none" in c["check"]]
     assert check["holds"] == "NO" and "seed 0 +0.090" in check["measured"]
