@@ -27,7 +27,8 @@ def organism() -> None:
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
 @click.option("--force", is_flag=True, help="Rebuild even when a finished organism is there.")
 def organism_build(small, seed, out, bbq_dir, force):
-    """Train the RM organism and write its model, train/val/test pairs and organism.json."""
+    """Train the RM organism and write its model, train/val/test pairs and organism.json (the shipped seed-0
+    organisms were made this way; `--rm organism` keeps using them)."""
     from interp.organisms.rm import INFO_FILE, build_rm_organism, default_rm_organism_dir, is_complete
 
     dest = Path(out) if out else default_rm_organism_dir(small, seed)
@@ -39,6 +40,7 @@ def organism_build(small, seed, out, bbq_dir, force):
     click.echo(f"RM organism ({rec['variant']}, seed {rec['seed']}) at {dest}: {rec['n_params']} parameters, "
                f"{rec['n_mlp_neurons']} MLP neurons, pairs {rec['n_pairs']}, built in {rec['build_seconds']} s; "
                f"last epoch {rec['train_log'][-1]}")
+    click.echo(f"use it with: interp rm study --organism {dest}  (or interp rm debias --rm {dest})")
 
 
 def _resolve_rm(rm: str, seed: int, bbq_dir):
