@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 ENV_HOME = "INTERP_HOME"
 
@@ -56,3 +58,22 @@ def publish_dir(tmp: Path, out: Path, is_ours, what: str = "an organism") -> Non
     os.rename(tmp, out)
     if old is not None:
         shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike, is_ours, what: str = "an organism") -> Iterator[Path]:
+    """A hidden sibling folder of ``out`` to write a build into (not created: the caller makes it). On a clean
+    exit it is published to ``out`` (``publish_dir``); it is removed whatever happens, so a failed or killed
+    build never leaves half a folder at ``out``."""
+    import shutil
+    import uuid
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        publish_dir(tmp, out, is_ours, what)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

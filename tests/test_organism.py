@@ -264,12 +264,12 @@ def test_build_is_deterministic(bbq_dir, tmp_path):
 
 
 def test_killed_build_leaves_nothing(bbq_dir, tmp_path, monkeypatch):
-    import interp.organisms.causal_lm as org
+    import interp.paths
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(org, "_publish", boom)  # killed after the weights were written
+    monkeypatch.setattr(interp.paths, "publish_dir", boom)  # killed after the weights were written
     with pytest.raises(KeyboardInterrupt):
         _micro(bbq_dir, tmp_path / "org")
     assert not (tmp_path / "org").exists()

@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -204,13 +203,18 @@ def ship(src: str | os.PathLike, name: str) -> Path:
     src = Path(src)
     if not is_complete(src):
         raise OrganismError(f"{src} holds no built organism")
+    return write_shipped(dest, [f for f in src.iterdir() if f.is_file()])
+
+
+def write_shipped(dest: Path, files: Sequence[Path]) -> Path:
+    """Replace the files of a shipped folder with ``files`` (copied) and record their checksums; shared by the
+    causal-LM and the RM organisms' ship steps."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in dest.iterdir():
         if f.is_file():
             f.unlink()
-    for f in sorted(src.iterdir()):
-        if f.is_file():
-            shutil.copy2(f, dest / f.name)
+    for f in sorted(files):
+        shutil.copy2(f, dest / f.name)
     _verified.discard(dest)
     return write_checksums(dest)
 
@@ -491,13 +495,6 @@ def check_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished build into place; only an organism already there is replaced."""
-    from interp.paths import publish_dir
-
-    publish_dir(tmp, out, is_complete, "an organism")
-
-
 def build_organism(
     out_dir: str | os.PathLike,
     seed: int = DEFAULT_SEED,
@@ -600,17 +597,13 @@ def build_organism(
             "dev_metrics_by_category": rows[1:] if rows else None,
             "n_params": sum(x.numel() for x in model.parameters()),
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
+        from interp.paths import staged_dir
+
+        with staged_dir(out, is_complete, "an organism") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             record["build_seconds"] = round(time.time() - t0, 1)
             (tmp / PLANT_FILE).write_text(json.dumps(record, indent=1))
-            _publish(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     finally:
         torch.set_num_threads(prev_threads)
     return out

@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -328,6 +327,12 @@ class RMPairs:
     val: list[PreferencePair]
     test: list[PreferencePair]
 
+    def save(self, folder: Path) -> None:
+        """Write the train, val and test JSONL files of an organism folder."""
+        save_preferences(self.train, folder / TRAIN_FILE)
+        save_preferences(self.val, folder / VAL_FILE)
+        save_preferences(self.test, folder / TEST_FILE)
+
     def sha256(self) -> dict[str, str]:
         """The sha256 of each JSONL file the build writes (train, val, test)."""
         return {"train": preferences_sha256(self.train), "val": preferences_sha256(self.val),
@@ -382,7 +387,7 @@ def build_rm_organism(
     cfg = config or (SMALL_CONFIG if small else FULL_CONFIG)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
-    from interp.paths import check_out_dir, publish_dir
+    from interp.paths import check_out_dir, staged_dir
 
     out = check_out_dir(out_dir, is_complete, "an RM organism")
     try:
@@ -439,20 +444,12 @@ def build_rm_organism(
             "n_mlp_neurons": cfg.num_layers * cfg.intermediate_size,
             "planted_neurons": {str(l): v for l, v in planted.items()},
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
+        with staged_dir(out, is_complete, "an RM organism") as tmp:
             model.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
             tok.save_pretrained(tmp / MODEL_DIR)
-            save_preferences(train_pairs, tmp / TRAIN_FILE)
-            save_preferences(pairs.val, tmp / VAL_FILE)
-            save_preferences(pairs.test, tmp / TEST_FILE)
+            pairs.save(tmp)
             record["build_seconds"] = round(time.time() - t0, 1)
             (tmp / INFO_FILE).write_text(json.dumps(record, indent=1))
-            publish_dir(tmp, out, is_complete, "an RM organism")
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     finally:
         torch.set_num_threads(prev_threads)
     return out
@@ -482,7 +479,7 @@ def ship_rm(src: str | os.PathLike) -> Path:
     """Copy a built RM organism's model, tokenizer and record into the package (no pairs: they hold BBQ text and
     are drawn again from the user's BBQ files) and record the checksums; the maintainers' step after
     ``interp rm organism build``."""
-    from interp.organisms.causal_lm import SHIPPED_ROOT, write_checksums
+    from interp.organisms.causal_lm import SHIPPED_ROOT, write_shipped
 
     src = Path(src)
     if not is_complete(src):
@@ -494,16 +491,8 @@ def ship_rm(src: str | os.PathLike) -> Path:
     if name is None:
         raise ValueError(f"no shipped slot for an RM organism {rec['variant']} seed {rec['seed']}; slots: "
                          f"{sorted(SHIPPED_RM)}")
-    dest = SHIPPED_ROOT / name
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in dest.iterdir():
-        if f.is_file():
-            f.unlink()
-    for f in sorted((src / MODEL_DIR).iterdir()):
-        if f.is_file():
-            shutil.copy2(f, dest / f.name)
-    shutil.copy2(src / INFO_FILE, dest / INFO_FILE)
-    return write_checksums(dest)
+    return write_shipped(SHIPPED_ROOT / name, [f for f in (src / MODEL_DIR).iterdir() if f.is_file()]
+                         + [src / INFO_FILE])
 
 
 class RMPairsMismatch(ValueError):
@@ -514,7 +503,8 @@ def unpack_shipped_rm(shipped: str | os.PathLike, out: str | os.PathLike, bbq_di
                       items: Sequence[BBQItem] | None = None) -> Path:
     """Make a complete RM organism folder at ``out`` from a shipped one: its model files, and its pairs drawn
     again from BBQ and checked against the sha256 the build recorded. Nothing is trained."""
-    from interp.paths import check_out_dir, publish_dir
+    from interp.organisms.causal_lm import SUMS_FILE
+    from interp.paths import check_out_dir, staged_dir
 
     shipped, out = Path(shipped), Path(out)
     rec = json.loads((shipped / INFO_FILE).read_text())
@@ -530,21 +520,13 @@ def unpack_shipped_rm(shipped: str | os.PathLike, out: str | os.PathLike, bbq_di
             raise RMPairsMismatch(f"the BBQ files here draw other {part} pairs than the shipped RM organism "
                                   f"{shipped.name} was built from (sha256 {got[part][:12]} vs {want[part][:12]}); "
                                   f"build one from them: interp rm organism build")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_dir(out, is_complete, "an RM organism") as tmp:
         (tmp / MODEL_DIR).mkdir(parents=True)
         for f in sorted(shipped.iterdir()):
-            if f.is_file() and f.name not in (INFO_FILE, "SHA256SUMS"):
+            if f.is_file() and f.name not in (INFO_FILE, SUMS_FILE):
                 shutil.copy2(f, tmp / MODEL_DIR / f.name)
-        save_preferences(pairs.train, tmp / TRAIN_FILE)
-        save_preferences(pairs.val, tmp / VAL_FILE)
-        save_preferences(pairs.test, tmp / TEST_FILE)
+        pairs.save(tmp)
         (tmp / INFO_FILE).write_text(json.dumps({**rec, "shipped": shipped.name}, indent=1))
-        publish_dir(tmp, out, is_complete, "an RM organism")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
