@@ -79,10 +79,10 @@ def main() -> None:
     new = [{**r, "date": info["date"]} for n in names for r in run(n, a.device)]
     out = Path(a.out)
     # --only replaces the rows of the benchmarks it ran and keeps every other row of the table (with its date)
+    order = {Path(script).stem: i for i, (script, _) in enumerate(BENCHMARKS.values())}  # a row's "benchmark"
     ran = {Path(BENCHMARKS[n][0]).stem for n in names}
     kept = [r for r in read_rows(out.with_suffix(".csv")) if r["benchmark"] not in ran]
-    rows = sorted(kept + new, key=lambda r: list(BENCHMARKS).index(r["benchmark"][len("bench_"):])
-                  if r["benchmark"][len("bench_"):] in BENCHMARKS else len(BENCHMARKS))
+    rows = sorted(kept + new, key=lambda r: order.get(r["benchmark"], len(order)))
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["benchmark", "name", "ratio", "goal", "seconds", "date"])
         w.writeheader()

@@ -92,6 +92,11 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
         click.echo(f"  {c}")
 
 
+def _split(s: str, kind=str) -> list:
+    """A comma-separated option as a list of ``kind`` ('' is an empty list)."""
+    return [kind(x.strip()) for x in s.split(",") if x.strip()]
+
+
 @main.command("sweep")
 @_train_options
 @_data_options
@@ -116,14 +121,13 @@ def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_m
     from interp.eval.metrics import format_table
     from rl.sweep import sweep
 
-    floats = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
     kw = _train_kw(kw)
     kw.pop("resume")
-    df = sweep(model, out_dir, lams=floats(lams), lrs=floats(lrs), steps=steps, control_lrs=floats(control_lrs),
+    df = sweep(model, out_dir, lams=_split(lams, float), lrs=_split(lrs, float), steps=steps,
+               control_lrs=_split(control_lrs, float),
                results_csv=results_csv, eval_mode=eval_mode, eval_batch_size=eval_batch_size, n_boot=n_boot,
                dev_limit=dev_limit, skip_train=skip_train,
-               replicate_seeds=[int(x) for x in replicate_seeds.split(",") if x.strip()],
-               replicate_scalings=[x.strip() for x in replicate_scalings.split(",") if x.strip()] or None, **kw)
+               replicate_seeds=_split(replicate_seeds, int), replicate_scalings=_split(replicate_scalings) or None, **kw)
     rows = df[df["group"] == "overall"].to_dict("records")
     for r in rows:
         r["group"] = f"{r['run']}@{int(r['step'])}"

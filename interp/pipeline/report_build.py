@@ -89,11 +89,12 @@ def study_checks(o: dict) -> list[dict]:
         if eff is not None:
             per_seed = ", ".join(f"seed {s} {v:+.3f}" for s, v in sorted(eff.diffs.items()))
             what = "ends" if len(eff.diffs) == 1 else f"ends, on the mean over {len(eff.diffs)} training seeds,"
+            ci = eff.interval()  # None with one seed
             add(f"scale_rewards none: lambda {eff.lam_high:g} {what} >= 0.05 below lambda {eff.lam_low:g} in "
                 f"amb_commit_bias", f"lambda {eff.lam_high:g} minus {eff.lam_low:g} at step {eff.step}: {per_seed}"
-                + (" (one training seed; rl.replicate_seeds gives the mean over several)" if len(eff.diffs) == 1
-                   else f"; mean {eff.mean:+.3f}, 95% t-interval over seeds [{eff.interval()[0]:+.3f}, "
-                        f"{eff.interval()[1]:+.3f}]"), eff.mean <= -0.05)
+                + (" (one training seed; rl.replicate_seeds gives the mean over several)" if ci is None
+                   else f"; mean {eff.mean:+.3f}, 95% t-interval over seeds [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
+                eff.mean <= -0.05)
     if "probes" in o:
         from interp.methods.probes import probe_margin
 
