@@ -6,6 +6,7 @@ import functools
 
 import click
 
+from interp.cli.commands.common import comma_list
 from interp.cli.errors import FriendlyErrors
 
 
@@ -66,7 +67,7 @@ def _train_options(f):
 
 def _train_kw(kw: dict) -> dict:
     cats = kw.pop("categories", None)
-    kw["categories"] = [c.strip() for c in cats.split(",")] if cats else None
+    kw["categories"] = comma_list(cats) or None
     return kw
 
 
@@ -90,11 +91,6 @@ def train_cmd(out_dir, model, lam, lr, steps, **kw):
     click.echo(f"{len(cks)} checkpoint(s) in {out_dir}:")
     for c in cks:
         click.echo(f"  {c}")
-
-
-def _split(s: str, kind=str) -> list:
-    """A comma-separated option as a list of ``kind`` ('' is an empty list)."""
-    return [kind(x.strip()) for x in s.split(",") if x.strip()]
 
 
 @main.command("sweep")
@@ -123,11 +119,11 @@ def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_m
 
     kw = _train_kw(kw)
     kw.pop("resume")
-    df = sweep(model, out_dir, lams=_split(lams, float), lrs=_split(lrs, float), steps=steps,
-               control_lrs=_split(control_lrs, float),
+    df = sweep(model, out_dir, lams=comma_list(lams, float, "--lams"), lrs=comma_list(lrs, float, "--lrs"), steps=steps,
+               control_lrs=comma_list(control_lrs, float, "--control-lrs"),
                results_csv=results_csv, eval_mode=eval_mode, eval_batch_size=eval_batch_size, n_boot=n_boot,
                dev_limit=dev_limit, skip_train=skip_train,
-               replicate_seeds=_split(replicate_seeds, int), replicate_scalings=_split(replicate_scalings) or None, **kw)
+               replicate_seeds=comma_list(replicate_seeds, int, "--replicate-seeds"), replicate_scalings=comma_list(replicate_scalings) or None, **kw)
     rows = df[df["group"] == "overall"].to_dict("records")
     for r in rows:
         r["group"] = f"{r['run']}@{int(r['step'])}"

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from interp.cli.commands.common import data_options, load_items_from_options, model_options
+from interp.cli.commands.common import comma_list, data_options, load_items_from_options, model_options
 
 
 def _layers(spec: str, n_layers: int) -> list[int]:
@@ -80,7 +80,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                          device_map=device_map, remote=remote)
     if no_adapter:
         hooked.set_adapter(False)
-    names = expand_names([h.strip() for h in hook_kinds.split(",")], _layers(layers, hooked.n_layers),
+    names = expand_names(comma_list(hook_kinds), _layers(layers, hooked.n_layers),
                          hooked.n_layers)
     path = out or default_store_path(model, adapter if not no_adapter else None, part, positions)
     t0 = time.time()

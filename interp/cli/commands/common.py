@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import functools
+from typing import Callable, TypeVar
 
 import click
+
+T = TypeVar("T")
+
+
+def comma_list(spec: str | None, kind: Callable[[str], T] = str, param: str | None = None) -> list[T]:
+    """A comma-separated option as a list of ``kind`` (blanks dropped; None or '' is []). A part ``kind``
+    refuses is a ``click.BadParameter`` naming the option (``param``), not a bare traceback."""
+    out = []
+    for part in (spec or "").split(","):
+        if part.strip():
+            try:
+                out.append(kind(part.strip()))
+            except ValueError as e:
+                raise click.BadParameter(f"{part.strip()!r} is not a valid {getattr(kind, '__name__', 'value')} "
+                                         f"in {spec!r}", param_hint=param) from e
+    return out
 
 
 def data_options(f):
@@ -44,5 +61,5 @@ def load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, 
     """Resolve the data options into (items, split)."""
     from interp.data.split import split_items
 
-    cats = [c.strip() for c in categories.split(",")] if categories else None
-    return split_items(part, bbq_dir, split_file, dev_frac, split_seed, cats, limit, templates_dir)
+    return split_items(part, bbq_dir, split_file, dev_frac, split_seed, comma_list(categories) or None, limit,
+                       templates_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from interp.cli.commands.common import data_options, load_items_from_options
+from interp.cli.commands.common import comma_list, data_options, load_items_from_options
 
 
 @click.group("data")
@@ -31,7 +31,7 @@ def info(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categor
 
     from interp.data.bbq import load_bbq
 
-    cats = [c.strip() for c in categories.split(",")] if categories else None
+    cats = comma_list(categories) or None
     items, report = load_bbq(bbq_dir, cats, templates_dir)
     click.echo(report.summary())
     chosen, split = load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
@@ -51,7 +51,7 @@ def split_cmd(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, ca
     from interp.data.bbq import check_categories, load_bbq
     from interp.data.split import Split, make_split
 
-    cats = [c.strip() for c in categories.split(",")] if categories else None
+    cats = comma_list(categories) or None
     items, _ = load_bbq(bbq_dir, None, templates_dir)
     if cats:
         check_categories(cats, {it.category for it in items}, "the BBQ folder")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from interp.cli.commands.common import comma_list
+
 
 @click.group("rm")
 def cmd() -> None:
@@ -120,7 +122,7 @@ def debias(rm, data, val, val_frac, attributes, budget, min_corr, positions, poo
         test = [p for i, p in enumerate(test) if i not in keep]
     if limit:
         test = test[:limit]
-    attrs = tuple(a.strip() for a in attributes.split(",")) if attributes else None
+    attrs = tuple(comma_list(attributes)) or None
     cfg = DebiasConfig(budget_frac=budget, min_abs_corr=min_corr, positions=positions, pool=pool,
                        control_label=control_label,
                        n_sensitivity=n_sensitivity, batch_size=batch_size, seed=seed, progress=True,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from interp.cli.commands.common import comma_list
+
 
 @click.command("run")
 @click.option("--preset", type=click.Choice(["default", "quick", "test", "qwen3b"]), default="quick", show_default=True,
-              help="quick: the organism on a 2-core CPU in under 30 min; default: the seed's settings; "
+              help="quick: the organism on a 2-core CPU in about 10 min; default: the seed's settings; "
                    "qwen3b: Qwen2.5-3B-Instruct on one GPU; test: the small organisms, minutes.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="A TOML file whose sections override the preset (see interp/pipeline/configs/default.toml).")
@@ -31,7 +33,7 @@ def cmd(preset, config_path, overrides, model, out, force, stages):
     if out:
         ov.append(f'run.out="{out}"')
     if stages:
-        ov.append("run.stages=[" + ",".join(f'"{s.strip()}"' for s in stages.split(",")) + "]")
+        ov.append("run.stages=[" + ",".join(f'"{s}"' for s in comma_list(stages)) + "]")
     from interp.data.download import ensure_bbq_dir
 
     cfg = load_config(config_path, preset, ov)  # a typo is named before anything is fetched or run

@@ -7,14 +7,11 @@ from pathlib import Path
 
 import click
 
-from interp.cli.commands.common import data_options, load_items_from_options, model_options
+from interp.cli.commands.common import comma_list, data_options, load_items_from_options, model_options
 
 
 def parse_alphas(spec: str) -> list[float]:
-    try:
-        vals = [float(x) for x in spec.replace(" ", "").split(",") if x]
-    except ValueError as e:
-        raise click.BadParameter(f"alphas must be comma-separated numbers, got {spec!r}") from e
+    vals = comma_list(spec, float, "--alphas")
     if not vals:
         raise click.BadParameter("no alphas given")
     return vals
@@ -57,7 +54,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     path = Path(directions_file) if directions_file else default_directions_path(model)
     try:
         ds = load_directions(path)
-        dirs = {n.strip(): ds.get(n.strip(), layer=layer, kind=hook) for n in direction.split(",") if n.strip()}
+        dirs = {n: ds.get(n, layer=layer, kind=hook) for n in comma_list(direction)}
     except (DirectionError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     items, split = load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
