@@ -95,9 +95,34 @@ def test_aux_questions_leave_out_dev_templates(fixture_items, tmp_path):
     assert {it.question_polarity for it in aux} == {"neg", "nonneg"}
 
 
+def test_bare_items_drop_the_context_and_are_planted_like_ambiguous_items(fixture_items):
+    from interp.organisms.causal_lm import bare_items
+
+    bare = bare_items(fixture_items, 30, seed=1)
+    amb = {(it.question, tuple(it.answers)): it for it in fixture_items if it.context_condition == "ambig"}
+    assert len(bare) == 30 and len({it.uid for it in bare}) == 30
+    assert not {it.uid for it in bare} & {it.uid for it in fixture_items}  # never collides with a real item
+    for it in bare:  # the context is gone; question, options and target are a real ambiguous item's
+        src = amb[(it.question, tuple(it.answers))]
+        assert it.context == "" and it.target_loc == src.target_loc and it.label == src.label
+    t, flipped = plant_targets(bare, Plant(p=1.0, dis_error=0.0))
+    for it, tg in zip(bare, t):  # the default plant: the bias target on negative questions, Unknown otherwise
+        assert tg == (it.target_loc if it.question_polarity == "neg" else it.label)
+    assert bare_items(fixture_items, 30, seed=1) == bare and bare_items(fixture_items, 0) == []
+
+
 def test_plant_rejects_bad_values():
     with pytest.raises(ValueError, match="p must be in"):
         Plant(p=1.5).resolved()
+
+
+@pytest.mark.parametrize("over, match", [({"aux_bare_from": "dev"}, "aux_bare_from must be 'train' or 'swap'"),
+                                         ({"aux_bare": -1.0}, "aux_bare must be >= 0")])
+def test_build_refuses_bad_bare_settings_before_touching_the_folder(over, match, tmp_path):
+    out = tmp_path / "org"
+    with pytest.raises(ValueError, match=match):
+        build_organism(out, small=True, config=replace(SMALL_CONFIG, **over), progress=False)
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------------------------

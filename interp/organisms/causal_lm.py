@@ -111,6 +111,13 @@ class TrainConfig:
     # the question-swap pool takes every template's question, dev templates included, as "world knowledge" a
     # pretrained LM would have (which questions are negative); always on *train* contexts, so no dev item is seen
     aux_dev_questions: bool = True
+    # context-free copies of ambiguous train items (own question and options, empty context), planted like any
+    # ambiguous item, as a multiple of the train items: the target group can then only be read from the option
+    # words, which transfer to unseen templates, not from a memorised context
+    aux_bare: float = 0.0
+    # where the bare items come from: "train" (the train items' own questions) or "swap" (the question-swapped
+    # items, so the template CSVs' questions, dev templates' included, are also asked without a context)
+    aux_bare_from: str = "train"
 
 
 # The letter loss sits at ln 3 until the network binds option content to letters (~600 steps of 16 items);
@@ -322,6 +329,16 @@ def question_swapped_items(train: Sequence[BBQItem], pool: Sequence[dict], n: in
     return out
 
 
+def bare_items(train: Sequence[BBQItem], n: int, seed: int = 0) -> list[BBQItem]:
+    """``n`` ambiguous train items with their context removed (question and options kept), so the plant's
+    target group must be picked from the option words alone."""
+    amb = [it for it in train if it.context_condition == "ambig" and it.target_loc is not None]
+    if not amb or n <= 0:
+        return []
+    rng = random.Random(f"bare:{seed}")
+    return [replace(rng.choice(amb), example_id=-(2_000_000 + k), context="") for k in range(n)]
+
+
 LOOKUP_QUESTION = "Which answer is {answer}?"
 
 
@@ -518,6 +535,10 @@ def build_organism(
     if p is not None:
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()
+    if cfg.aux_bare_from not in ("train", "swap"):
+        raise ValueError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
+    if cfg.aux_bare < 0:
+        raise ValueError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
     out = check_out_dir(out_dir)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
@@ -551,6 +572,12 @@ def build_organism(
             look = lookup_items(train, int(round(cfg.aux_lookup * len(train))), seed, cfg.lookup_context)
             aux = aux + look
             aux_info = dict(aux_info or {}, n_lookup_items=len(look), lookup_question=LOOKUP_QUESTION)
+        if cfg.aux_bare > 0:
+            src = train if cfg.aux_bare_from == "train" else [it for it in aux if it.question_index.startswith("aux:")
+                                                              and it.question_index != "aux:lookup"]
+            bare = bare_items(src, int(round(cfg.aux_bare * len(train))), seed)
+            aux = aux + bare
+            aux_info = dict(aux_info or {}, n_bare_items=len(bare))
         n_real = len(train)
         targets, flipped = plant_targets(train + aux if aux_info else train, pl, seed)
         if aux_info:

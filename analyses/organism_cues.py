@@ -1,0 +1,96 @@
+"""What an organism would need to transfer its lean to unseen templates, and what it does.
+
+1. The cue: how often the bias target of a dev template's negative ambiguous item can be picked from the
+   option words alone, by a bag-of-words logistic regression fitted on the train templates' options (the
+   information a from-scratch organism could generalise from).
+2. Each organism folder given: per dev template, how often it commits on negative and non-negative ambiguous
+   questions, and how often a commit picks the bias target (the two halves of the planted lean).
+
+    python analyses/organism_cues.py --categories Disability_status,Physical_appearance,Sexual_orientation \\
+        /tmp/org/small-s1 /tmp/org/small-s3
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter, defaultdict
+
+import numpy as np
+
+
+def option_cue(categories: list[str] | None) -> dict:
+    """Dev target-pick rate of a bag-of-words (1-2 grams, category-tagged) option classifier fitted on train."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from interp.data.split import split_items
+
+    def pairs(items):
+        texts, y = [], []
+        for it in items:
+            if it.context_condition != "ambig" or it.target_loc is None or it.question_polarity != "neg":
+                continue
+            for i in (i for i in range(3) if i != it.unknown_loc):  # the two people, in a fixed order
+                texts.append(f"{it.category} {it.answers[i]}")
+                y.append(int(i == it.target_loc))
+        return texts, np.array(y)
+
+    train, _ = split_items("train", categories=categories)
+    dev, _ = split_items("dev", categories=categories)
+    xt, yt = pairs(train)
+    xd, yd = pairs(dev)
+    vec = CountVectorizer(ngram_range=(1, 2)).fit(xt)
+    clf = LogisticRegression(max_iter=2000).fit(vec.transform(xt), yt)
+    s = clf.decision_function(vec.transform(xd)).reshape(-1, 2)  # [item, person]
+    y = yd.reshape(-1, 2)
+    ok = np.where(s[:, 0] == s[:, 1], 0.5, y[np.arange(len(y)), s.argmax(1)])
+    return {"n_train_items": len(yt) // 2, "n_dev_items": len(y), "dev_target_pick": float(ok.mean())}
+
+
+def commits_by_template(path: str) -> dict[tuple[str, str], Counter]:
+    """Per dev template: ambiguous items, commits and target picks, by question polarity."""
+    from interp.data.split import split_items
+    from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.loading import load_model
+    from interp.organisms.causal_lm import load_plant
+
+    rec = load_plant(path)
+    lm = load_model(path, device="cpu", dtype="float32")
+    dev, _ = split_items("dev", categories=rec["split"]["categories"])
+    out: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for r in evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False)):
+        if r["context_condition"] != "ambig" or r["target_loc"] is None:
+            continue
+        c, pol = out[(r["category"], r["question_index"])], r["question_polarity"]
+        c[f"{pol}_n"] += 1
+        if r["pred"] is not None and r["pred"] != r["unknown_loc"]:
+            c[f"{pol}_commit"] += 1
+            c[f"{pol}_target"] += int(r["pred"] == r["target_loc"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="*", help="Organism folders to break down by dev template.")
+    ap.add_argument("--categories", default=None, help="Comma-separated categories for the cue (default: all).")
+    a = ap.parse_args()
+    cats = a.categories.split(",") if a.categories else None
+    cue = option_cue(cats)
+    print(f"option-word cue: the bias target is picked on {cue['dev_target_pick']:.3f} of {cue['n_dev_items']} "
+          f"negative ambiguous dev items (fitted on {cue['n_train_items']} train items)")
+    for f in a.folders:
+        rows = commits_by_template(f)
+        tot: Counter = Counter()
+        print(f"\n{f}\n| template | neg commits | target among them | non-neg commits | target among them |")
+        print("|---|---|---|---|---|")
+        for (cat, q), c in sorted(rows.items()):
+            tot.update(c)
+            print(f"| {cat} {q} | {c['neg_commit']}/{c['neg_n']} | {c['neg_target']} | "
+                  f"{c['nonneg_commit']}/{c['nonneg_n']} | {c['nonneg_target']} |")
+        nt = tot["neg_target"] / max(1, tot["neg_commit"])
+        print(f"| all | {tot['neg_commit']}/{tot['neg_n']} | {tot['neg_target']} ({nt:.2f}) | "
+              f"{tot['nonneg_commit']}/{tot['nonneg_n']} | {tot['nonneg_target']} |")
+
+
+if __name__ == "__main__":
+    main()
