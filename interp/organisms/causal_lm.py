@@ -41,8 +41,8 @@ FORMAT_VERSION = 1
 # Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, recorded in plant.json, so a
 # folder built by an older recipe is told apart from the current one. 2: the lean is learned; 3: Qwen2
 # pre-tokenizer; 4: every template question's wording and polarity (dev templates' too) in the question-swap
-# items, and p = 0.8 on both variants.
-RECIPE_VERSION = 4
+# items, and p = 0.8 on both variants; 5: context-free copies of the question-swap items (aux_bare).
+RECIPE_VERSION = 5
 
 
 @dataclass
@@ -111,13 +111,13 @@ class TrainConfig:
     # the question-swap pool takes every template's question, dev templates included, as "world knowledge" a
     # pretrained LM would have (which questions are negative); always on *train* contexts, so no dev item is seen
     aux_dev_questions: bool = True
-    # context-free copies of ambiguous train items (own question and options, empty context), planted like any
+    # context-free copies of ambiguous items (question and options kept, empty context), planted like any
     # ambiguous item, as a multiple of the train items: the target group can then only be read from the option
-    # words, which transfer to unseen templates, not from a memorised context
-    aux_bare: float = 0.0
+    # words, which transfer to unseen templates, not from a memorised context (recipe 5, docs/organism.md)
+    aux_bare: float = 1.0
     # where the bare items come from: "train" (the train items' own questions) or "swap" (the question-swapped
     # items, so the template CSVs' questions, dev templates' included, are also asked without a context)
-    aux_bare_from: str = "train"
+    aux_bare_from: str = "swap"
 
 
 # The letter loss sits at ln 3 until the network binds option content to letters (~600 steps of 16 items);
