@@ -213,8 +213,8 @@ def test_organism_probe_and_steering_ground_truth(organism):
     """The planted lean is recovered: the organism's commit-or-abstain decision (what the plant sets on ambiguous
     items) is read by a probe above the majority rate and the shuffled-label control, and steering against the
     stereotype direction built from the organism's own train-template answers lowers its held-out lean,
-    monotonically in alpha. Measured on the shipped small organism (seed 0): abstain probe 0.974 [0.947, ...]
-    at layer 2 vs majority 0.733; amb_commit_bias 0.160 -> 0.099 / 0.000 / -0.069 at alpha -1 / -2 / -4 (layer 1)."""
+    monotonically in alpha (up to one commit), at every layer, within one sigma of the direction (further out, at the first two
+    layers the organism commits on every ambiguous item and the ratio among its commits stops tracking alpha)."""
     from interp.methods.directions import compute_directions
     from interp.eval.metrics import summarize
     from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position,
@@ -230,15 +230,18 @@ def test_organism_probe_and_steering_ground_truth(organism):
     b = best_layer(rows)
     assert b["acc_lo"] > b["majority"] + 0.1 and b["acc"] > b["shuffled_max"] + 0.1, rows
 
-    layer = 1  # the middle layer: the probe's last layer reads the answer itself
-    d = compute_directions(acts, recs).get("stereotype", layer=layer)
     amb = [it for it in dev if it.context_condition == "ambig"]
     cfg = EvalConfig(batch_size=48, progress=False)
-    alphas = [-2.0, -1.0, 0.0]
-    curve = alpha_curve(lm, amb, direction_vector(d, "sigma"), layer, alphas, cfg, n_boot=0, progress=False)
-    bias = [r["amb_commit_bias"] for r in curve]
-    assert all(x <= y for x, y in zip(bias, bias[1:])), bias  # against the direction: lower, monotonically
-    assert bias[0] < bias[-1], bias
+    alphas = [-1.0, -0.5, 0.0]
+    dirs = compute_directions(acts, recs)
+    for layer in range(lm.model.config.num_hidden_layers):
+        d = dirs.get("stereotype", layer=layer)
+        curve = alpha_curve(lm, amb, direction_vector(d, "sigma"), layer, alphas, cfg, n_boot=0, progress=False)
+        bias = [r["amb_commit_bias"] for r in curve]
+        one = [2 / max(1, r["n_committed_ambig"]) for r in curve]  # what one commit changes the ratio by
+        # against the direction: lower, monotonically (up to one commit)
+        assert all(x <= y + t for x, y, t in zip(bias, bias[1:], one)), (layer, bias)
+        assert bias[0] < bias[-1] - 0.05, (layer, bias)
     unsteered = summarize(evaluate_items(lm.model, lm.tokenizer, amb, cfg), n_boot=0, by_category=False)[0]
     assert curve[-1]["amb_commit_bias"] == unsteered["amb_commit_bias"]  # alpha 0 is exact
     assert curve[-1]["acc_ambig"] == unsteered["acc_ambig"]
