@@ -3,9 +3,7 @@ and a second run skips everything."""
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
     from interp.pipeline.config import load_config
     from interp.pipeline.runner import Context, run_pipeline
@@ -37,13 +35,38 @@ def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
     assert [s["seed"] for s in fs] == list(range(cfg["run"]["seed"], cfg["run"]["seed"] + cfg["probe"]["fold_seeds"]))
     assert fs[0]["acc"] == summ["stereotype"]["acc"]  # fold seed run.seed is the reported sweep
     assert "median over" in report
-    from interp.pipeline.stages import steer_layer
-
-    ctx2 = Context(cfg, tmp_path, log=logs.append)
-    ctx2.outputs["probes"] = {"summary": tmp_path / "probes" / "summary.json"}
-    assert steer_layer(ctx2) == summ["train"]["stereotype"]["layer"]  # chosen on train, never on dev
+    steered = json.loads((tmp_path / "steer" / "layer.json").read_text())  # chosen on train, never on dev
+    assert steered["why"] in report and f"(at layer {steered['layer']}" in report
     rows = (tmp_path / "results_all.csv").read_text().splitlines()
     assert len(rows) > 7  # base + checkpoints of three runs, overall and per category
     logs.clear()
     run_pipeline(build_stages(cfg), Context(cfg, tmp_path, log=logs.append))
     assert sum("up to date, skipped" in m for m in logs) == len(cfg["run"]["stages"])
+
+
+def _probe_rows(path, accs, majority):
+    path.write_text("layer,acc,majority\n" + "".join(f"{i},{a},{majority}\n" for i, a in enumerate(accs)))
+
+
+@pytest.mark.parametrize("accs, layer_cfg, want, why", [
+    ([0.70, 0.90, 0.80, 0.75, 0.72], -1, 1, "best layer"),  # a train probe with signal picks its best layer
+    ([0.98, 0.98, 0.98, 0.98, 0.98], -1, 2, "middle layer"),  # a constant label ranks nothing: the middle one
+    ([0.70, 0.90, 0.80, 0.75, 0.72], 3, 3, "steer.layer"),  # the config's layer wins
+])
+def test_steer_layer_rule(tmp_path, accs, layer_cfg, want, why):
+    import json
+
+    from interp.pipeline.config import load_config
+    from interp.pipeline.runner import Context
+    from interp.pipeline.stages import steer_layer
+
+    cfg = load_config(preset="test", overrides=[f'run.out="{tmp_path}"', f"steer.layer={layer_cfg}"])
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))
+    summ = {"train": {"stereotype": {"layer": best, "acc": accs[best], "majority": 0.98 if accs[0] == 0.98 else 0.6,
+                                     "shuffled_max": 0.5, "shuffled_mean": 0.5}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summ))
+    _probe_rows(tmp_path / "train.csv", accs, summ["train"]["stereotype"]["majority"])
+    ctx = Context(cfg, tmp_path, log=lambda m: None)
+    ctx.outputs["probes"] = {"summary": tmp_path / "summary.json", "csv_stereotype_train": tmp_path / "train.csv"}
+    layer, reason = steer_layer(ctx)
+    assert layer == want and why in reason

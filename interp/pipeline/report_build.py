@@ -16,6 +16,12 @@ from interp.pipeline.report import Section, read_csv, with_ci, write_report
 METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
 
 
+def _steer_why(o: dict) -> str:
+    """Why the steer stage steered the layer it did (its layer.json), or '' for a run without the record."""
+    f = o.get("steer", {}).get("layer")
+    return json.loads(Path(f).read_text())["why"] if f and Path(f).is_file() else ""
+
+
 def _cmd(ctx: Context, stage: str) -> str:
     """The exact command that reruns one stage of this run (everything else is reused)."""
     base = f"interp run --preset {ctx.cfg['run'].get('preset', 'quick')} --out {shlex.quote(str(ctx.out))}"
@@ -112,8 +118,9 @@ def study_checks(o: dict) -> list[dict]:
         curve.sort(key=lambda r: _f(r["alpha"]))
         against = [_f(r["amb_commit_bias"]) for r in curve if _f(r["alpha"]) <= 0]  # alpha <= 0: against it
         lay = int(_f(curve[0]["layer"])) if curve and "layer" in curve[0] else None
+        why = _steer_why(o)
         add("steering against the stereotype direction (alpha < 0) lowers amb_commit_bias monotonically"
-            + (f" (at layer {lay})" if lay is not None else ""),
+            + (f" (at layer {lay}{', ' + why if why else ''})" if lay is not None else ""),
             ", ".join(f"{_f(r['alpha']):g}: {_f(r['amb_commit_bias']):.3f}" for r in curve),
             len(against) > 1 and all(a <= b for a, b in zip(against, against[1:])) and against[0] < against[-1])
     return rows
@@ -180,9 +187,11 @@ def build_report(ctx: Context) -> dict:
         text = ""
         if "train" in summ:
             t = summ["train"]["stereotype"]
+            why = _steer_why(o)
             text = (f"Base model's activations on the {split} split, folds grouped by template. On the train split the "
-                    f"best layer is {t['layer']}: {t['acc']:.3f} vs majority {t['majority']:.3f} (n {t['n']}); that "
-                    f"layer is the one steered (so no layer is chosen on the split the steering curve reports).")
+                    f"best layer is {t['layer']}: {t['acc']:.3f} vs majority {t['majority']:.3f} (n {t['n']}). "
+                    + (f"The layer steered is {why}; " if why else "That layer is the one steered: ")
+                    + "no layer is chosen on the split the steering curve reports.")
         cols = [c for c in ("layer", "n", "acc", "acc_lo", "acc_hi", "majority", "shuffled_mean", "best") if c in rows[0]]
         sections.append(Section(f"Phase 3: stereotype probe by layer ({split})", command=_cmd(ctx, "probes"),
                                 table=rows, columns=cols, text=text,

@@ -232,12 +232,24 @@ def stage_directions(ctx: Context) -> dict:
 # ------------------------------------------------------------------------------------------- steering
 
 
-def steer_layer(ctx: Context) -> int:
+def steer_layer(ctx: Context) -> tuple[int, str]:
+    """The layer steered and why: ``steer.layer`` when set, else the train stereotype probe's best layer, chosen
+    on train so nothing is chosen on the dev split the curve reports. A train probe that does not clear its
+    chance lines (a near-constant label: every layer ties with the majority) ranks nothing, so the middle
+    layer is steered then."""
+    from interp.methods.probes import probe_margin
+    from interp.pipeline.report import read_csv
+
     layer = int(ctx.cfg["steer"]["layer"])
     if layer >= 0:
-        return layer
+        return layer, "set by steer.layer"
     s = json.loads(Path(ctx.outputs["probes"]["summary"]).read_text())
-    return int(s["train"]["stereotype"]["layer"])  # chosen on train, never on the dev split steering reports
+    t = s["train"]["stereotype"]
+    if probe_margin(t) > 0:
+        return int(t["layer"]), "the train stereotype probe's best layer"
+    layers = sorted({int(float(r["layer"])) for r in read_csv(ctx.outputs["probes"]["csv_stereotype_train"])})
+    return layers[len(layers) // 2], ("the middle layer, as the train stereotype probe does not beat its "
+                                      "majority rate and so ranks no layer")
 
 
 def stage_steer(ctx: Context) -> dict:
@@ -249,7 +261,7 @@ def stage_steer(ctx: Context) -> dict:
 
     s, e, run = ctx.cfg["steer"], ctx.cfg["eval"], ctx.cfg["run"]
     dev_items, _ = items_for(ctx, "dev")
-    layer = steer_layer(ctx)
+    layer, why = steer_layer(ctx)
     lm = load_model(model_name(ctx), device=run["device"], dtype=run["dtype"])
     curves, rows = {}, []
     for name in s["directions"]:
@@ -261,9 +273,10 @@ def stage_steer(ctx: Context) -> dict:
         curves[name] = curve
         rows += [{"direction": name, "layer": layer, **r} for r in curve]
     csv = write_csv(rows, ctx.path("steer", "alpha_curves.csv"))
+    ctx.path("steer", "layer.json").write_text(json.dumps({"layer": layer, "why": why}))
     f1 = plot_alpha_curves(curves, _figs(ctx) / "phase4_alpha_curves.png", title=f"steering at layer {layer}")
     f2 = plot_frontier(curves, _figs(ctx) / "phase4_frontier.png", title=f"s_AMB frontier, layer {layer}")
-    return {"csv": csv, "fig_curves": f1, "fig_frontier": f2}
+    return {"csv": csv, "fig_curves": f1, "fig_frontier": f2, "layer": ctx.path("steer", "layer.json")}
 
 
 # ------------------------------------------------------------------------------------------- compare
