@@ -254,8 +254,8 @@ def test_organism_probe_and_steering_ground_truth(organism):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the organism's ambiguous commits are almost all stereotyped (258 of 265 train "
-                   "commits), so the stereotype label is near constant there and near chance on disambiguated "
+@pytest.mark.xfail(strict=True, reason="the organism's ambiguous train commits are almost all stereotyped, so the "
+                   "stereotype label is near constant there and near chance on disambiguated "
                    "commits: the probe sits at the majority rate (docs/organism.md)")
 def test_organism_stereotype_probe_beats_majority(organism):
     from interp.methods.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
