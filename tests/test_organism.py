@@ -117,7 +117,8 @@ def test_plant_rejects_bad_values():
 
 
 @pytest.mark.parametrize("over, match", [({"aux_bare_from": "dev"}, "aux_bare_from must be 'train' or 'swap'"),
-                                         ({"aux_bare": -1.0}, "aux_bare must be >= 0")])
+                                         ({"aux_bare": -1.0}, "aux_bare must be >= 0"),
+                                         ({"aux_swap": 0.0}, "needs aux_swap > 0")])
 def test_build_refuses_bad_bare_settings_before_touching_the_folder(over, match, tmp_path):
     out = tmp_path / "org"
     with pytest.raises(ValueError, match=match):

@@ -329,10 +329,10 @@ def question_swapped_items(train: Sequence[BBQItem], pool: Sequence[dict], n: in
     return out
 
 
-def bare_items(train: Sequence[BBQItem], n: int, seed: int = 0) -> list[BBQItem]:
-    """``n`` ambiguous train items with their context removed (question and options kept), so the plant's
-    target group must be picked from the option words alone."""
-    amb = [it for it in train if it.context_condition == "ambig" and it.target_loc is not None]
+def bare_items(items: Sequence[BBQItem], n: int, seed: int = 0) -> list[BBQItem]:
+    """``n`` of the ambiguous ``items`` drawn with their context removed (question and options kept), so the
+    plant's target group must be picked from the option words alone."""
+    amb = [it for it in items if it.context_condition == "ambig" and it.target_loc is not None]
     if not amb or n <= 0:
         return []
     rng = random.Random(f"bare:{seed}")
@@ -539,6 +539,8 @@ def build_organism(
         raise ValueError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
     if cfg.aux_bare < 0:
         raise ValueError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
+    if cfg.aux_bare > 0 and cfg.aux_bare_from == "swap" and cfg.aux_swap <= 0:
+        raise ValueError("aux_bare_from='swap' copies the question-swap items, so it needs aux_swap > 0")
     out = check_out_dir(out_dir)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
@@ -554,7 +556,7 @@ def build_organism(
         dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
         if not train:
             raise ValueError("no train-split items to build the organism from")
-        aux_info, aux = None, []
+        aux_info, aux, swapped = None, [], []
         if cfg.aux_swap > 0:
             from interp.data.bbq import resolve_bbq_dir, resolve_templates_dir
 
@@ -562,7 +564,7 @@ def build_organism(
             if tdir is None:
                 raise FileNotFoundError("aux_swap needs the BBQ template CSVs (templates/ beside the data folder)")
             pool = aux_question_pool(tdir, exclude=set() if cfg.aux_dev_questions else set(split.dev_templates))
-            aux = question_swapped_items(train, pool, int(round(cfg.aux_swap * len(train))), seed)
+            swapped = aux = question_swapped_items(train, pool, int(round(cfg.aux_swap * len(train))), seed)
             aux_info = {"kind": "question_swap", "n_items": len(aux), "templates_dir": str(tdir),
                         "n_questions": len(pool),
                         "excluded": "none (question texts only, on train contexts)" if cfg.aux_dev_questions
@@ -573,9 +575,7 @@ def build_organism(
             aux = aux + look
             aux_info = dict(aux_info or {}, n_lookup_items=len(look), lookup_question=LOOKUP_QUESTION)
         if cfg.aux_bare > 0:
-            src = train if cfg.aux_bare_from == "train" else [it for it in aux if it.question_index.startswith("aux:")
-                                                              and it.question_index != "aux:lookup"]
-            bare = bare_items(src, int(round(cfg.aux_bare * len(train))), seed)
+            bare = bare_items(train if cfg.aux_bare_from == "train" else swapped, int(round(cfg.aux_bare * len(train))), seed)
             aux = aux + bare
             aux_info = dict(aux_info or {}, n_bare_items=len(bare))
         n_real = len(train)
