@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import numpy as np
 
@@ -47,8 +47,11 @@ def option_cue(categories: list[str] | None) -> dict:
     return {"n_train_items": len(yt) // 2, "n_dev_items": len(y), "dev_target_pick": float(ok.mean())}
 
 
-def commits_by_template(path: str) -> dict[tuple[str, str], Counter]:
-    """Per dev template: ambiguous items, commits and target picks, by question polarity."""
+def commits_by_template(path: str) -> dict[tuple[str, str], dict]:
+    """Per dev template: ambiguous items, commits and target picks, by question polarity
+    (``organism_recipe.target_pick`` on each template's records)."""
+    from organism_recipe import target_pick
+
     from interp.data.split import split_items
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
@@ -57,16 +60,12 @@ def commits_by_template(path: str) -> dict[tuple[str, str], Counter]:
     rec = load_plant(path)
     lm = load_model(path, device="cpu", dtype="float32")
     dev, _ = split_items("dev", categories=rec["split"]["categories"])
-    out: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    by_t: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False)):
-        if r["context_condition"] != "ambig" or r["target_loc"] is None:
-            continue
-        c, pol = out[(r["category"], r["question_index"])], r["question_polarity"]
-        c[f"{pol}_n"] += 1
-        if r["pred"] is not None and r["pred"] != r["unknown_loc"]:
-            c[f"{pol}_commit"] += 1
-            c[f"{pol}_target"] += int(r["pred"] == r["target_loc"])
-    return out
+        by_t[(r["category"], r["question_index"])].append(r)
+    picks = {t: target_pick(rs) for t, rs in sorted(by_t.items())}
+    return {"all": target_pick([r for rs in by_t.values() for r in rs]),
+            **{t: p for t, p in picks.items() if p["neg"]["n_items"] or p["nonneg"]["n_items"]}}
 
 
 def main() -> None:
@@ -79,18 +78,13 @@ def main() -> None:
     print(f"option-word cue: the bias target is picked on {cue['dev_target_pick']:.3f} of {cue['n_dev_items']} "
           f"negative ambiguous dev items (fitted on {cue['n_train_items']} train items)")
     for f in a.folders:
-        rows = commits_by_template(f)
-        tot: Counter = Counter()
         print(f"\n{f}\n| template | neg commits | target among them | non-neg commits | target among them |")
         print("|---|---|---|---|---|")
-        for (cat, q), c in sorted(rows.items()):
-            tot.update(c)
-            print(f"| {cat} {q} | {c['neg_commit']}/{c['neg_n']} | {c['neg_target']} | "
-                  f"{c['nonneg_commit']}/{c['nonneg_n']} | {c['nonneg_target']} |")
-        nt = tot["neg_target"] / max(1, tot["neg_commit"])
-        print(f"| all | {tot['neg_commit']}/{tot['neg_n']} | {tot['neg_target']} ({nt:.2f}) | "
-              f"{tot['nonneg_commit']}/{tot['nonneg_n']} | {tot['nonneg_target']} |")
-
+        for t, c in commits_by_template(f).items():
+            neg, non = c["neg"], c["nonneg"]
+            print(f"| {t if t == 'all' else ' '.join(t)} | {neg['n_commit']}/{neg['n_items']} | {neg['n_target']}"
+                  + (f" ({neg['target_rate']:.2f})" if t == "all" and neg["n_commit"] else "")
+                  + f" | {non['n_commit']}/{non['n_items']} | {non['n_target']} |")
 
 if __name__ == "__main__":
     main()

@@ -54,7 +54,10 @@ def target_pick(records) -> dict:
               and r["target_loc"] is not None and r["pred"] is not None and r["pred"] != r["unknown_loc"]]
         n = len(rs)
         rate = round(sum(r["pred"] == r["target_loc"] for r in rs) / n, 3) if n else None
-        out[pol] = {"n_commit": n, "target_rate": rate}
+        n_items = sum(r["context_condition"] == "ambig" and r["question_polarity"] == pol and r["target_loc"] is not None
+                      for r in records)
+        out[pol] = {"n_items": n_items, "n_commit": n, "n_target": sum(r["pred"] == r["target_loc"] for r in rs),
+                    "target_rate": rate}
     return out
 
 

@@ -575,7 +575,8 @@ def build_organism(
             aux = aux + look
             aux_info = dict(aux_info or {}, n_lookup_items=len(look), lookup_question=LOOKUP_QUESTION)
         if cfg.aux_bare > 0:
-            bare = bare_items(train if cfg.aux_bare_from == "train" else swapped, int(round(cfg.aux_bare * len(train))), seed)
+            bare = bare_items(train if cfg.aux_bare_from == "train" else swapped,
+                              int(round(cfg.aux_bare * len(train))), seed)
             aux = aux + bare
             aux_info = dict(aux_info or {}, n_bare_items=len(bare))
         n_real = len(train)

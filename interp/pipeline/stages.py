@@ -273,10 +273,11 @@ def stage_steer(ctx: Context) -> dict:
         curves[name] = curve
         rows += [{"direction": name, "layer": layer, **r} for r in curve]
     csv = write_csv(rows, ctx.path("steer", "alpha_curves.csv"))
-    ctx.path("steer", "layer.json").write_text(json.dumps({"layer": layer, "why": why}))
+    chosen = ctx.path("steer", "layer.json")
+    chosen.write_text(json.dumps({"layer": layer, "why": why}))
     f1 = plot_alpha_curves(curves, _figs(ctx) / "phase4_alpha_curves.png", title=f"steering at layer {layer}")
     f2 = plot_frontier(curves, _figs(ctx) / "phase4_frontier.png", title=f"s_AMB frontier, layer {layer}")
-    return {"csv": csv, "fig_curves": f1, "fig_frontier": f2, "layer": ctx.path("steer", "layer.json")}
+    return {"csv": csv, "fig_curves": f1, "fig_frontier": f2, "layer": chosen}
 
 
 # ------------------------------------------------------------------------------------------- compare
