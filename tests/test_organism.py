@@ -76,6 +76,28 @@ def test_plant_nonneg_scale(fixture_items):
     assert none == {}  # p = 0 stays the control whatever the scale
 
 
+def test_plant_nonneg_anti_commits_to_the_target_group(fixture_items):
+    """The anti plant answers the bias target on non-negative questions (there the anti-stereotyped answer),
+    at rate p * nonneg_anti, and never touches negative questions or the p = 0 control."""
+    tgt_of = {it.uid: it for it in fixture_items}
+    t, flipped = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, nonneg_anti=1.0))
+    by_uid = dict(zip(tgt_of, t))
+    anti = [u for u, k in flipped.items() if k == "ambig_anti"]
+    nonneg = [it for it in fixture_items if it.context_condition == "ambig" and it.question_polarity == "nonneg"
+              and it.biased_loc is not None]
+    assert nonneg and sorted(anti) == sorted(it.uid for it in nonneg)
+    for it in nonneg:  # the target group, which on a non-negative question is not the biased answer
+        assert by_uid[it.uid] == it.target_loc != it.biased_loc
+    assert all(tgt_of[u].question_polarity == "neg" for u, k in flipped.items() if k == "ambig_stereo")
+    many = nonneg * 40  # the same items drawn again: the rate is over draws (uids repeat, so count targets)
+    half, _ = plant_targets(many, Plant(p=0.5, dis_error=0.0, nonneg_anti=0.5))
+    share = sum(t == it.target_loc for t, it in zip(half, many)) / len(many)
+    assert 0.15 < share < 0.35  # p * nonneg_anti = 0.25
+    assert plant_targets(fixture_items, Plant(p=0.0, dis_error=0.0, nonneg_anti=1.0))[1] == {}
+    with pytest.raises(ValueError, match="nonneg_scale \\+ nonneg_anti"):
+        Plant(p=1.0, nonneg_scale=0.6, nonneg_anti=0.6).resolved()
+
+
 def test_aux_questions_leave_out_dev_templates(fixture_items, tmp_path):
     from interp.organisms.causal_lm import aux_question_pool, question_swapped_items
 

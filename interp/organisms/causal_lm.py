@@ -57,16 +57,25 @@ class Plant:
     # negative questions only: "pick the target group" and "commit on a negative question" then each get a
     # first-order gradient; a symmetric plant (1.0) is an XOR of the two that the organism never learned.
     nonneg_scale: float = 0.0
+    # P(anti-stereotyped target | non-negative ambiguous question) = p * nonneg_anti: the *bias target* group on
+    # a question where the stereotype points away from it. The group picked is then the target on both
+    # polarities, and only the commit's direction follows the question's polarity, so a probe of stereotyped
+    # vs anti-stereotyped commits has both labels with a first-order cause. A share of p, so p = 0 (the
+    # control) plants nothing either way.
+    nonneg_anti: float = 0.0
 
     def resolved(self) -> "Plant":
         """A copy with ``dis_lean`` filled in and every value checked."""
         lean = self.dis_lean if self.dis_lean is not None else (0.85 if self.p > 0 else 0.5)
-        for name, v in (("p", self.p), ("nonneg_scale", self.nonneg_scale), ("dis_error", self.dis_error),
-                        ("dis_lean", lean)):
+        for name, v in (("p", self.p), ("nonneg_scale", self.nonneg_scale), ("nonneg_anti", self.nonneg_anti),
+                        ("dis_error", self.dis_error), ("dis_lean", lean)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"plant {name} must be in [0, 1], got {v}")
+        if self.p * (self.nonneg_scale + self.nonneg_anti) > 1.0:
+            raise ValueError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on non-negative "
+                             f"questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
         return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
-                     nonneg_scale=self.nonneg_scale)
+                     nonneg_scale=self.nonneg_scale, nonneg_anti=self.nonneg_anti)
 
 
 @dataclass
@@ -247,7 +256,8 @@ def load_plant(path: str | os.PathLike) -> dict:
 def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tuple[list[int], dict[str, str]]:
     """The training target (an answer index) of every item, and the flipped items as uid -> kind.
 
-    Kinds: ``ambig_stereo`` (ambiguous item whose target is the biased answer), ``dis_stereo``
+    Kinds: ``ambig_stereo`` (ambiguous item whose target is the biased answer), ``ambig_anti`` (ambiguous
+    non-negative item whose target is the other group, the bias target), ``dis_stereo``
     (anti-stereotypical disambiguated item whose target is the biased answer), ``dis_anti``
     (pro-stereotypical disambiguated item whose target is the other, non-unknown answer)."""
     pl = plant.resolved()
@@ -263,8 +273,13 @@ def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tupl
         if it.context_condition == "ambig":
             if pl.pair:  # the same draw for both questions of one context
                 u_flip = random.Random(f"pair:{seed}:{_pair_key(it)}").random()
-            if u_flip < pl.p * (1.0 if it.question_polarity == "neg" else pl.nonneg_scale):
+            stereo = pl.p * (1.0 if it.question_polarity == "neg" else pl.nonneg_scale)
+            anti = 0.0 if it.question_polarity == "neg" else pl.p * pl.nonneg_anti
+            if u_flip < stereo:
                 t, flipped[it.uid] = it.biased_loc, "ambig_stereo"
+            elif u_flip < stereo + anti:  # the other group: the bias target on a non-negative question
+                t = next(i for i in range(3) if i not in (it.biased_loc, it.unknown_loc))
+                flipped[it.uid] = "ambig_anti"
         elif u_flip < pl.dis_error:
             anti = it.label != it.biased_loc  # the context contradicts the stereotype
             # errors are stereotyped with share dis_lean: anti items take them at rate 2*lean*e, pro 2*(1-lean)*e
@@ -614,7 +629,8 @@ def build_organism(
             "split": {"hash": split.hash, "dev_frac": 0.2, "seed": 0, "n_train_items": n_real,
                       "n_dev_items_measured": len(dev), "categories": sorted({it.category for it in train})},
             "train_config": asdict(cfg),
-            "n_flipped": {k: sum(v == k for v in flipped.values()) for k in ("ambig_stereo", "dis_stereo", "dis_anti")},
+            "n_flipped": {k: sum(v == k for v in flipped.values())
+                          for k in ("ambig_stereo", "ambig_anti", "dis_stereo", "dis_anti")},
             "flipped": flipped,
             "aux_data": aux_info,
             "train_log": log,
