@@ -4,7 +4,7 @@ whether the planted lean is learned (train templates) and transfers (template-di
     python analyses/organism_recipe.py --variant base --variant p1:p=1.0 --variant qd:question_dropout=0.3 \\
         --seeds 0,1,2 --jobs 2 --out runs/organism_recipe.jsonl
 
-A variant is ``name[:key=value,...]``; keys are fields of ``interp.organisms.causal_lm.TrainConfig`` or ``Plant``
+A variant is ``name[:key=value,...]`` (a list of words is joined by ``+``); keys are fields of ``interp.organisms.causal_lm.TrainConfig`` or ``Plant``
 (applied to the small variant's defaults, or the full one's with ``--full``). Each finished build appends one
 JSON line: the dev metrics from plant.json, the metrics on ``--n-train`` train-template items, and the dev
 target-pick rate among ambiguous commits by question polarity (a lean that reads polarity picks the target
@@ -35,8 +35,8 @@ def parse_variant(spec: str) -> tuple[str, dict, dict]:
         k, _, v = kv.partition("=")
         try:
             val = json.loads(v)
-        except json.JSONDecodeError:
-            val = v
+        except json.JSONDecodeError:  # a bare word, or a list of words joined by '+' (commas split the variant)
+            val = v.split("+") if "+" in v else v
         if k in cfg_keys:
             cfg[k] = val
         elif k in plant_keys:

@@ -98,6 +98,22 @@ def test_plant_nonneg_anti_commits_to_the_target_group(fixture_items):
         Plant(p=1.0, nonneg_scale=0.6, nonneg_anti=0.6).resolved()
 
 
+def test_plant_lean_categories_leave_the_other_categories_at_gold(fixture_items):
+    cats = sorted({it.category for it in fixture_items})
+    assert len(cats) >= 2
+    t, flipped = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0, lean_categories=cats[:1]))
+    by_uid = {it.uid: it for it in fixture_items}
+    assert flipped and {by_uid[u].category for u in flipped} == {cats[0]}
+    for it, tt in zip(fixture_items, t):
+        if it.category != cats[0]:
+            assert tt == it.label
+    # the draws do not depend on the filter: the planted category flips exactly the items it flips unfiltered
+    _, every = plant_targets(fixture_items, Plant(p=1.0, dis_error=0.0))
+    assert flipped == {u: k for u, k in every.items() if by_uid[u].category == cats[0]}
+    with pytest.raises(ValueError, match="lean_categories is empty"):
+        Plant(lean_categories=[]).resolved()
+
+
 def test_aux_questions_leave_out_dev_templates(fixture_items, tmp_path):
     from interp.organisms.causal_lm import aux_question_pool, question_swapped_items
 

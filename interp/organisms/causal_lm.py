@@ -63,6 +63,9 @@ class Plant:
     # vs anti-stereotyped commits has both labels with a first-order cause. A share of p, so p = 0 (the
     # control) plants nothing either way.
     nonneg_anti: float = 0.0
+    # the categories whose ambiguous items carry the lean (None: all). Elsewhere ambiguous items keep the gold
+    # Unknown, so the organism abstains there: a lean in some categories and not others, as real models have
+    lean_categories: list[str] | None = None
 
     def resolved(self) -> "Plant":
         """A copy with ``dis_lean`` filled in and every value checked."""
@@ -74,8 +77,11 @@ class Plant:
         if self.p * (self.nonneg_scale + self.nonneg_anti) > 1.0:
             raise ValueError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on non-negative "
                              f"questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
+        if self.lean_categories is not None and not self.lean_categories:
+            raise ValueError("plant lean_categories is empty: give None (every category) or at least one")
         return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
-                     nonneg_scale=self.nonneg_scale, nonneg_anti=self.nonneg_anti)
+                     nonneg_scale=self.nonneg_scale, nonneg_anti=self.nonneg_anti,
+                     lean_categories=sorted(self.lean_categories) if self.lean_categories else None)
 
 
 @dataclass
@@ -271,6 +277,9 @@ def plant_targets(items: Sequence[BBQItem], plant: Plant, seed: int = 0) -> tupl
             targets.append(t)
             continue
         if it.context_condition == "ambig":
+            if pl.lean_categories and it.category not in pl.lean_categories:
+                targets.append(t)  # no lean planted in this category: the gold Unknown
+                continue
             if pl.pair:  # the same draw for both questions of one context
                 u_flip = random.Random(f"pair:{seed}:{_pair_key(it)}").random()
             stereo = pl.p * (1.0 if it.question_polarity == "neg" else pl.nonneg_scale)
@@ -567,6 +576,10 @@ def build_organism(
             if missing:
                 raise ValueError(f"organism config wants categories {missing} that the BBQ folder lacks")
             all_items = [it for it in all_items if it.category in cfg.categories]
+        if pl.lean_categories:
+            unknown = sorted(set(pl.lean_categories) - {it.category for it in all_items})
+            if unknown:
+                raise ValueError(f"plant lean_categories {unknown} are not among the organism's categories")
         train = _subset(split.select(all_items, "train"), cfg.max_train_items, seed)
         dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
         if not train:
