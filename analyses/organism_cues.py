@@ -86,5 +86,6 @@ def main() -> None:
                   + (f" ({neg['target_rate']:.2f})" if t == "all" and neg["n_commit"] else "")
                   + f" | {non['n_commit']}/{non['n_items']} | {non['n_target']} |")
 
+
 if __name__ == "__main__":
     main()

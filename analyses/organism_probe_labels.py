@@ -17,7 +17,8 @@ def probe_labels(path: str, fold_seeds: int = 5, n_boot: int = 200) -> list[dict
     """One row per label: its median margin over fold seeds and the first seed's best layer."""
     import interp
     from interp.data.split import split_items
-    from interp.methods.probes import ProbeConfig, best_layer, probe_margin, probe_sweep, template_groups
+    from interp.methods.probes import (ProbeConfig, best_layer, probe_margin, probe_sweep, stereotype_labels,
+                                       template_groups)
     from interp.organisms.causal_lm import load_plant
 
     rec = load_plant(path)
@@ -25,19 +26,16 @@ def probe_labels(path: str, fold_seeds: int = 5, n_boot: int = 200) -> list[dict
     acts = interp.collect(interp.load(path, device="cpu", dtype="float32"), dev, layers="all", batch_size=64,
                           progress=False)
     r, groups = acts.records, template_groups(acts.records)
-
-    def ambig(i, commits):
-        x = r[i]
-        ok = x["context_condition"] == "ambig" and x["target_loc"] is not None
-        return ok and (not commits or (x["pred"] is not None and x["pred"] != x["unknown_loc"]))
+    commits = stereotype_labels(r, "ambig")[0]  # the stereotype probe's items: ambiguous commits
+    ambiguous = np.array([i for i, x in enumerate(r) if x["context_condition"] == "ambig"
+                          and x["target_loc"] is not None], dtype=np.int64)
 
     rows = []
     for cond in ("ambig", "all", "disambig"):
         sweeps = [interp.probe_layers(acts, "stereotype", condition=cond, n_boot=n_boot, seed=k)
                   for k in range(fold_seeds)]
         rows.append(_row(path, f"stereotype, {cond} commits", [s.best_row for s in sweeps]))
-    for name, commits in (("polarity, ambiguous commits", True), ("polarity, all ambiguous items", False)):
-        idx = np.array([i for i in range(len(r)) if ambig(i, commits)], dtype=np.int64)
+    for name, idx in (("polarity, ambiguous commits", commits), ("polarity, all ambiguous items", ambiguous)):
         y = np.array([int(r[i]["question_polarity"] == "neg") for i in idx], dtype=np.int64)
         X = {n: a[idx] for n, a in acts.acts.items()}
         bests = [best_layer(probe_sweep(X, y, groups[idx], ProbeConfig(n_boot=n_boot, seed=k)))

@@ -28,14 +28,14 @@ def probe_check(path, dev, recs, fold_seeds: int = 5, n_boot: int = 200) -> dict
     import numpy as np
 
     import interp
-    from interp.methods.probes import probe_margin
+    from interp.methods.probes import probe_margin, stereotype_labels
 
-    acts = interp.collect(interp.load(str(path), device="cpu", dtype="float32"), dev, layers="all", batch_size=64, progress=False)
+    acts = interp.collect(interp.load(str(path), device="cpu", dtype="float32"), dev, layers="all", batch_size=64,
+                          progress=False)
     sweeps = [interp.probe_layers(acts, "stereotype", condition="ambig", n_boot=n_boot, seed=k)
               for k in range(fold_seeds)]
     margins = [probe_margin(s.best_row) for s in sweeps]
-    com = [r for r in recs if r["context_condition"] == "ambig" and r["target_loc"] is not None
-           and r["pred"] is not None and r["pred"] != r["unknown_loc"]]
+    com = [recs[i] for i in stereotype_labels(recs, "ambig")[0]]  # the probe's items: ambiguous commits
     return {"probe_margin_median": float(np.median(margins)), "probe_margins": margins,
             "probe_best": sweeps[0].best_row, "n_commit_ambig": len(com),
             "nonneg_commit_share": sum(r["question_polarity"] == "nonneg" for r in com) / max(1, len(com)),

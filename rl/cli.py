@@ -120,8 +120,7 @@ def sweep_cmd(out_dir, model, steps, lams, lrs, control_lrs, results_csv, eval_m
     kw = _train_kw(kw)
     kw.pop("resume")
     df = sweep(model, out_dir, lams=comma_list(lams, float, "--lams"), lrs=comma_list(lrs, float, "--lrs"),
-               steps=steps,
-               control_lrs=comma_list(control_lrs, float, "--control-lrs"),
+               steps=steps, control_lrs=comma_list(control_lrs, float, "--control-lrs"),
                results_csv=results_csv, eval_mode=eval_mode, eval_batch_size=eval_batch_size, n_boot=n_boot,
                dev_limit=dev_limit, skip_train=skip_train,
                replicate_seeds=comma_list(replicate_seeds, int, "--replicate-seeds"),
