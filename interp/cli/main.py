@@ -22,6 +22,7 @@ COMMANDS = {
     "steer": "interp.cli.commands.steer:cmd",
     "compare": "interp.cli.commands.compare:cmd",
     "rm": "interp.cli.commands.rm:cmd",
+    "models": "interp.cli.commands.models:cmd",
     "run": "interp.cli.commands.run:cmd",
 }
 

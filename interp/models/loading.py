@@ -57,13 +57,24 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(name: str) -> str:
-    """'organism' / 'organism-small' / 'organism-small-control' resolve to the shipped organisms (checksums
-    verified; ``$INTERP_ORGANISM_DIR`` overrides); other names pass through to ``from_pretrained`` (a hub id
-    such as Qwen/Qwen2.5-3B-Instruct, or a local folder)."""
+    """The local folder or hub id behind a model name:
+
+    - 'organism' / 'organism-small' / 'organism-small-control': the shipped organisms (checksums verified;
+      ``$INTERP_ORGANISM_DIR`` overrides);
+    - a built-in real model ('smollm2', 'qwen2.5-coder-0.5b'): its installed folder, installed on first use;
+    - a ``.gguf`` file: its converted safetensors folder, converted on first use;
+    - anything else passes through to ``from_pretrained`` (a hub id such as Qwen/Qwen2.5-3B-Instruct, or a
+      local folder)."""
     if name in ORGANISM_NAMES:
         from interp.organisms.causal_lm import organism_dir
 
         return str(organism_dir(name))
+    from interp.models import builtin, gguf
+
+    if name in builtin.BUILTIN:
+        return str(builtin.ensure(name))
+    if str(name).lower().endswith(".gguf") or gguf.is_gguf(name):
+        return str(gguf.gguf_folder(name))
     return name
 
 
