@@ -3,6 +3,9 @@
 - ``logits``: one forward pass; the answer is the argmax over the A/B/C letter logits at the last prompt
   position (where the reply's first token is decided).
 - ``generate``: greedy decoding of a few tokens; the answer is the first standalone letter in the reply.
+- ``options`` / ``options_norm``: no letters; each answer's text is scored by its log-likelihood after the
+  context and question, as lm-eval's BBQ multiple-choice task scores it (``interp.eval.options``), summed or per
+  character of the answer.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from interp.eval.metrics import format_table, summarize
 from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter, prompt_format
 from interp.eval.score import prediction_record, write_csv
 
-MODES = ("logits", "generate")
+MODES = ("logits", "generate", "options", "options_norm")
+OPTION_MODES = ("options", "options_norm")
 
 
 def letter_token_ids(tokenizer) -> list[int]:
@@ -115,6 +119,8 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
         raise ValueError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"
+    if cfg.mode in OPTION_MODES:
+        return _evaluate_options(model, tokenizer, items, cfg)
     device = next(model.parameters()).device
     letter_ids = letter_token_ids(tokenizer)
     fmt = prompt_format(tokenizer)
@@ -159,6 +165,27 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
                     prompt_format=fmt,
                 )
             )
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _evaluate_options(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig) -> list[dict]:
+    """Option mode: one record per item with the three answers' log-likelihoods (``option_loglik``, in answer
+    order) and the answer they pick; no letters are shown, so the letter fields are those of answer order."""
+    from interp.eval.options import option_scores, pick
+
+    out: list[dict] = []
+    bar = tqdm(total=len(items), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
+    for chunk in _batches(items, cfg.batch_size):
+        scores = option_scores(model, tokenizer, chunk, batch_size=3 * cfg.batch_size)
+        for it, ll in zip(chunk, scores):
+            pred = pick(ll, it.answers, normalize=cfg.mode == "options_norm")
+            p = make_prompt(it)  # the identity order: letter j is answer j
+            out.append(prediction_record(
+                it, pred, letter=LETTERS[pred], reply=None, option_loglik=[round(float(x), 6) for x in ll],
+                gold_letter=p.gold_letter, target_letter=p.target_letter, biased_letter=p.biased_letter,
+                unknown_letter=p.unknown_letter, order=[0, 1, 2], prompt_format="options"))
         bar.update(len(chunk))
     bar.close()
     return out

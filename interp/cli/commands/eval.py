@@ -9,13 +9,16 @@ from pathlib import Path
 import click
 
 from interp.cli.commands.common import data_options, load_items_from_options, model_options
+from interp.eval.evaluate import MODES
 from interp.eval.metrics import CLUSTERS
 
 
 @click.command("eval")
 @model_options
 @data_options
-@click.option("--mode", type=click.Choice(["logits", "generate"]), default="logits", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="logits", show_default=True,
+              help="logits: the A/B/C letter logits; generate: a greedy reply's letter; options / options_norm: "
+                   "each answer's log-likelihood (summed / per character), as lm-eval scores BBQ.")
 @click.option("--shuffle-options/--keep-order", default=False, show_default=True,
               help="Shuffle A/B/C per item with --seed (gold and target letters follow).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Option-shuffle and bootstrap seed.")
