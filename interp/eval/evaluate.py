@@ -103,6 +103,7 @@ class EvalConfig:
     seed: int = 0
     max_new_tokens: int = 4
     progress: bool = True
+    sort_by_length: bool = True  # batch prompts of similar length (records come back in item order)
 
 
 @torch.no_grad()
@@ -125,10 +126,13 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     letter_ids = letter_token_ids(tokenizer)
     fmt = prompt_format(tokenizer)
     prompted = [make_prompt(it, cfg.shuffle_options, cfg.seed) for it in items]
-    out: list[dict] = []
+    texts = render_prompts(tokenizer, prompted)
+    order = length_order(tokenizer, texts) if cfg.sort_by_length else list(range(len(texts)))
+    out: list[dict | None] = [None] * len(prompted)
     bar = tqdm(total=len(prompted), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
-    for chunk in _batches(prompted, cfg.batch_size):
-        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
+    for idx in _batches(order, cfg.batch_size):
+        chunk = [prompted[i] for i in idx]
+        enc = encode_batch(tokenizer, [texts[i] for i in idx], device, model)
         if cfg.mode == "logits":
             logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
             replies = [None] * len(chunk)
@@ -150,7 +154,7 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
                 letter = LETTERS[int(ll[j].argmax())]
             else:
                 letter = parse_letter(replies[j])
-            out.append(
+            out[idx[j]] = (
                 prediction_record(
                     p.item,
                     p.answer_of(letter),
@@ -167,7 +171,23 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
             )
         bar.update(len(chunk))
     bar.close()
-    return out
+    return out  # type: ignore[return-value]  # every slot is filled
+
+
+def length_order(tokenizer, texts: Sequence[str]) -> list[int]:
+    """Indices of ``texts`` from shortest to longest in tokens (stable), so a batch pads to near its own length."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    return sorted(range(len(texts)), key=lengths.__getitem__)
+
+
+def padded_share(lengths: Sequence[int], batch_size: int) -> float:
+    """The share of a run's token slots that are left padding, for batches taken in the given order."""
+    pad = total = 0
+    for lo in range(0, len(lengths), batch_size):
+        chunk = lengths[lo:lo + batch_size]
+        pad += max(chunk) * len(chunk) - sum(chunk)
+        total += max(chunk) * len(chunk)
+    return pad / total if total else 0.0
 
 
 def _evaluate_options(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig) -> list[dict]:

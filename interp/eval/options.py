@@ -64,13 +64,18 @@ def option_requests(tokenizer, item: BBQItem) -> list[OptionRequest]:
 def loglikelihoods(model, tokenizer, requests: Sequence[OptionRequest], batch_size: int = 16) -> list[float]:
     """The summed log-probability of each request's continuation given its context, in float32.
 
-    Requests are run in left-padded batches of ``batch_size`` sequences (the input is context + continuation
-    less its last token, as lm-eval feeds it); position ids count real tokens only, so padding changes nothing."""
+    Requests are run shortest first in left-padded batches of ``batch_size`` sequences (the input is context +
+    continuation less its last token, as lm-eval feeds it); position ids count real tokens only, so padding
+    changes nothing."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float] = []
-    for lo in range(0, len(requests), batch_size):
-        chunk = requests[lo:lo + batch_size]
+    # batches of similar length (little padding); the results go back in request order
+    order = sorted(range(len(requests)),
+                   key=lambda i: len(requests[i].context_ids) + len(requests[i].continuation_ids))
+    out: list[float] = [0.0] * len(requests)
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo:lo + batch_size]
+        chunk = [requests[i] for i in idx]
         seqs = [list(r.context_ids + r.continuation_ids)[:-1] for r in chunk]
         T = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), T), pad, dtype=torch.long)  # [batch, pos], left-padded
@@ -86,7 +91,7 @@ def loglikelihoods(model, tokenizer, requests: Sequence[OptionRequest], batch_si
         for i, r in enumerate(chunk):
             n = len(r.continuation_ids)
             target = torch.tensor(r.continuation_ids, device=logp.device)
-            out.append(float(logp[i, keep - n:, :].gather(-1, target[:, None]).sum()))
+            out[idx[i]] = float(logp[i, keep - n:, :].gather(-1, target[:, None]).sum())
     return out
 
 

@@ -43,11 +43,46 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """'auto' means bf16 on a GPU that supports it, else float32."""
+# below this much float32 weight (about 25M parameters), a forward on the CPU is Python overhead, not arithmetic,
+# so bf16 would change the numbers and buy no time (docs/models.md)
+CPU_BF16_MIN_BYTES = 100 * 2**20
+_CPU_BF16: list[bool] = []
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo);
+    ``$INTERP_CPU_BF16`` = 1 / 0 overrides. False where the flags cannot be read."""
+    env = os.environ.get("INTERP_CPU_BF16")
+    if env in ("0", "1"):
+        return env == "1"
+    if not _CPU_BF16:
+        try:
+            flags = set(Path("/proc/cpuinfo").read_text().split())
+        except OSError:
+            flags = set()
+        _CPU_BF16.append(bool(flags & {"avx512_bf16", "amx_bf16"}))
+    return _CPU_BF16[0]
+
+
+def _weight_bytes(path: str | None) -> int | None:
+    """Total size of a local model folder's weight files; None for a hub id or an unknown path."""
+    if not path or not Path(path).is_dir():
+        return None
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
+               and not f.name.startswith("adapter_"))
+
+
+def pick_dtype(dtype: str | None, device: torch.device, model_path: str | None = None) -> torch.dtype:
+    """'auto' means bf16 on a GPU that supports it; on a CPU, bf16 where it pays: the CPU multiplies bf16
+    natively (``cpu_has_native_bf16``) and the model is not tiny (a local folder with at least
+    ``CPU_BF16_MIN_BYTES`` of weights, or a hub id); float32 otherwise."""
     if dtype in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu" and model_path is not None and cpu_has_native_bf16():
+            size = _weight_bytes(model_path)
+            if size is None or size >= CPU_BF16_MIN_BYTES:
+                return torch.bfloat16
         return torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
@@ -224,8 +259,8 @@ def load_model(
 
     path = resolve_model_path(name)
     dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
     check_model_path(path)
+    torch_dtype = pick_dtype(dtype, dev, path)
     kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if device_map:
         kw["device_map"] = device_map

@@ -41,7 +41,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     recs = evaluate_items(lm.model, lm.tokenizer, items,
                           EvalConfig(mode=mode, batch_size=batch_size, shuffle_options=shuffle_options,
                                      seed=seed, max_new_tokens=max_new_tokens))
-    meta = dict(model=model, adapter=adapter, mode=mode, split=part, split_hash=split.hash, n_items=len(items),
+    meta = dict(model=model, adapter=adapter, mode=mode, dtype=str(lm.model.dtype).removeprefix("torch."), split=part, split_hash=split.hash, n_items=len(items),
                 seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed,
                 cluster=cluster)
     rows = write_results(recs, out, n_boot=n_boot, seed=seed, meta=meta, cluster=cluster)
