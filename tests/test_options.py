@@ -92,3 +92,25 @@ def test_eval_records_in_option_mode(tiny_lm, fixture_items, mode):
 def test_context_is_lmevals_doc_to_text(fixture_items):
     it = fixture_items[0]
     assert option_context(it) == f"{it.context}\n\nQ: {it.question}\nA:"
+
+
+def test_shared_context_equals_the_unshared_pass(tiny_lm, fixture_items):
+    """Each context once, its cache repeated for the three answers: the same log-likelihoods as whole requests."""
+    m, tok = tiny_lm.model, tiny_lm.tokenizer
+    items = fixture_items[:7]
+    shared = option_scores(m, tok, items, batch_size=3, share_context=True)
+    whole = option_scores(m, tok, items, batch_size=5, share_context=False)
+    for a, b in zip(shared, whole):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert len({len(r.continuation_ids) for it in items for r in option_requests(tok, it)}) > 1
+
+
+def test_shared_context_equals_lmeval_on_smollm2(smollm2_dir, fixture_items):
+    from interp.models.loading import load_model
+
+    rec = json.loads((FIX / "smollm2.json").read_text())
+    lm = load_model(str(smollm2_dir), device="cpu", dtype="float32")
+    items = {it.uid: it for it in fixture_items}
+    got = option_scores(lm.model, lm.tokenizer, [items[u] for u in rec["uids"]], batch_size=4)
+    flat = [x for row in got for x in row]
+    assert max(abs(a - b) for a, b in zip(flat, rec["loglikelihood"])) < 1e-4

@@ -198,7 +198,7 @@ def _evaluate_options(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfi
     out: list[dict] = []
     bar = tqdm(total=len(items), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
     for chunk in _batches(items, cfg.batch_size):
-        scores = option_scores(model, tokenizer, chunk, batch_size=3 * cfg.batch_size)
+        scores = option_scores(model, tokenizer, chunk, batch_size=cfg.batch_size)
         for it, ll in zip(chunk, scores):
             pred = pick(ll, it.answers, normalize=cfg.mode == "options_norm")
             p = make_prompt(it)  # the identity order: letter j is answer j

@@ -95,10 +95,77 @@ def loglikelihoods(model, tokenizer, requests: Sequence[OptionRequest], batch_si
     return out
 
 
-def option_scores(model, tokenizer, items: Sequence[BBQItem], batch_size: int = 16) -> list[list[float]]:
-    """``[n_items][3]`` summed log-likelihoods of each item's answers (ans0, ans1, ans2)."""
-    reqs = [r for it in items for r in option_requests(tokenizer, it)]
-    ll = loglikelihoods(model, tokenizer, reqs, batch_size=batch_size)
+@torch.no_grad()
+def shared_context_loglikelihoods(model, tokenizer, groups: Sequence[Sequence[OptionRequest]],
+                                  batch_size: int = 16) -> list[list[float]]:
+    """``loglikelihoods`` for groups of requests that share one context (an item's three answers): each context
+    runs once, and its KV cache is repeated for the group's continuations.
+
+    The contexts run left-padded; the continuations follow them right-padded, with positions counted on from
+    each row's context, so every real token sees exactly what it sees in the unshared pass."""
+    import warnings
+
+    from transformers import DynamicCache
+
+    warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for g in groups:
+        if len({r.context_ids for r in g}) != 1 or len({len(g) for g in groups}) != 1:
+            raise ValueError("shared-context scoring needs groups of equal size with one context each")
+    k = len(groups[0]) if groups else 0
+    order = sorted(range(len(groups)), key=lambda i: len(groups[i][0].context_ids))
+    out: list[list[float]] = [[] for _ in groups]
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo:lo + batch_size]
+        ctxs = [list(groups[i][0].context_ids) for i in idx]
+        T = max(len(c) for c in ctxs)
+        ids = torch.full((len(idx), T), pad, dtype=torch.long)  # [batch, ctx_pos], left-padded
+        cmask = torch.zeros((len(idx), T), dtype=torch.long)
+        for b, c in enumerate(ctxs):
+            ids[b, T - len(c):] = torch.tensor(c)
+            cmask[b, T - len(c):] = 1
+        cpos = (cmask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        first = model(input_ids=ids.to(device), attention_mask=cmask.to(device), position_ids=cpos.to(device),
+                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
+        first_logp = torch.log_softmax(first.float(), -1).repeat_interleave(k, 0)  # [batch * k, vocab]
+        cache.batch_repeat_interleave(k)
+        reqs = [r for i in idx for r in groups[i]]  # item-major: row b * k + j is answer j of item b
+        conts = [list(r.continuation_ids) for r in reqs]
+        U = max(len(c) for c in conts) - 1  # a continuation's last token is predicted, never fed
+        total = [float(first_logp[b, c[0]]) for b, c in enumerate(conts)]
+        if U > 0:
+            cont = torch.full((len(reqs), U), pad, dtype=torch.long)  # [batch * k, cont_pos], right-padded
+            umask = torch.zeros((len(reqs), U), dtype=torch.long)
+            for b, c in enumerate(conts):
+                cont[b, :len(c) - 1] = torch.tensor(c[:-1])
+                umask[b, :len(c) - 1] = 1
+            lengths = cmask.sum(-1).repeat_interleave(k, 0)  # [batch * k] real context tokens
+            upos = lengths[:, None] + torch.arange(U)[None, :]
+            mask = torch.cat([cmask.repeat_interleave(k, 0), umask], 1)
+            logits = model(input_ids=cont.to(device), attention_mask=mask.to(device), position_ids=upos.to(device),
+                           past_key_values=cache, use_cache=True).logits  # [batch * k, cont_pos, vocab]
+            logp = torch.log_softmax(logits.float(), -1)
+            for b, c in enumerate(conts):
+                n = len(c) - 1
+                if n:
+                    tgt = torch.tensor(c[1:], device=logp.device)
+                    total[b] += float(logp[b, :n].gather(-1, tgt[:, None]).sum())
+        for b, i in enumerate(idx):
+            out[i] = total[b * k:(b + 1) * k]
+    return out
+
+
+def option_scores(model, tokenizer, items: Sequence[BBQItem], batch_size: int = 16,
+                  share_context: bool = True) -> list[list[float]]:
+    """``[n_items][3]`` summed log-likelihoods of each item's answers (ans0, ans1, ans2); with
+    ``share_context`` each item's context runs once for its three answers (``batch_size`` items a batch), else
+    every request runs whole (``batch_size`` requests a batch)."""
+    groups = [option_requests(tokenizer, it) for it in items]
+    if share_context:
+        return shared_context_loglikelihoods(model, tokenizer, groups, batch_size=batch_size)
+    ll = loglikelihoods(model, tokenizer, [r for g in groups for r in g], batch_size=batch_size)
     return [ll[3 * i:3 * i + 3] for i in range(len(items))]
 
 
