@@ -114,8 +114,8 @@ def mention(context: str, item: BBQItem, i: int) -> tuple[int, int] | None:
         if not c:
             continue
         j = low.find(c)
-        if j >= 0 and (best is None or j < best[0] or (j == best[0] and j + len(c) > best[1])):
-            best = (j, j + len(c))
+        if j >= 0 and (best is None or (j + len(c), len(c)) < (best[1], best[1] - best[0])):
+            best = (j, j + len(c))  # the earliest end, then the shortest: "child" rather than "the child"
     return best
 
 
