@@ -350,9 +350,9 @@ def plot_patching(result: PatchResult, path, title: str | None = None) -> Path:
 
     results = [result] + ([result.attribution] if result.attribution is not None else [])
     nh = len(result.hooks)
-    fig, axes = plt.subplots(len(results), nh, figsize=(3.2 + 0.45 * len(result.roles) * nh,
-                                                        1.0 + (0.9 + 0.35 * len(result.layers)) * len(results)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(results), nh + 1, figsize=(3.2 + 0.45 * len(result.roles) * nh,
+                                                            1.0 + (0.9 + 0.35 * len(result.layers)) * len(results)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * nh + [0.04]})
     im = None
     for i, res in enumerate(results):
         for j, h in enumerate(result.hooks):
@@ -368,8 +368,10 @@ def plot_patching(result: PatchResult, path, title: str | None = None) -> Path:
             ax.set_title(f"{h} ({res.method})", fontsize=8)
             if j == 0:
                 ax.set_ylabel("layer")
+    for i in range(1, len(results)):
+        axes[i, nh].axis("off")
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="effect (0 corrupted, 1 clean)")
+        fig.colorbar(im, cax=axes[0, nh], label="effect (0 corrupted, 1 clean)")
     r = result.attribution_r
     sub = f"; attribution vs exact r = {r:.3f}" if np.isfinite(r) else ""
     fig.suptitle(title or f"activation patching, {result.kind} pairs (n={result.n_pairs}){sub}", fontsize=9)
