@@ -282,3 +282,13 @@ def test_attribution_runs_on_the_transformer_lens_backend_and_agrees_with_hf(tin
     b = run_patching(tl, pairs, hooks=["hook_resid_pre", "hook_mlp_out"]).attribution.raw
     np.testing.assert_allclose(a.patched, b.patched, atol=1e-4)
     assert (a.patched - a.corrupted).abs().max() > 0
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_every_backend_gives_the_hf_grid(backend, organism, dev_items):
+    pairs = build_pairs(dev_items, "group_swap", limit=2, seed=1)
+    kw = dict(hooks=["hook_resid_pre", "hook_attn_out"], attribution=False)
+    ref = run_patching(organism, pairs, **kw).raw
+    other = run_patching(load_hooked("organism", backend=backend, device="cpu", dtype="float32"), pairs, **kw).raw
+    assert (ref.patched - ref.corrupted).abs().max() > 0.1  # the hooks do patch
+    np.testing.assert_allclose(other.patched, ref.patched, atol=1e-4)
