@@ -292,3 +292,31 @@ def test_every_backend_gives_the_hf_grid(backend, organism, dev_items):
     other = run_patching(load_hooked("organism", backend=backend, device="cpu", dtype="float32"), pairs, **kw).raw
     assert (ref.patched - ref.corrupted).abs().max() > 0.1  # the hooks do patch
     np.testing.assert_allclose(other.patched, ref.patched, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "opt", "falcon", "falcon_2ln", "llama", "gemma2"])
+def test_ground_truths_on_every_architecture(arch):
+    """On a tiny random model of each layout in the hook table (test_architectures' builders): the last layer's
+    final residual gives the clean logits, what nothing later reads gives the corrupted ones, and the first
+    differing token's embedding (resid_pre 0) carries the whole difference."""
+    from test_architectures import _build, _hooked
+
+    lm = _hooked(_build(arch), "hf")
+    g = torch.Generator().manual_seed(0)
+    T, key = 8, 2
+    clean = torch.randint(2, 400, (T,), generator=g)
+    corrupted = clean.clone()
+    corrupted[key] = 401
+    pp = _per_token_pair(clean, corrupted, (5, 6))
+    res = run_patching(lm, [pp], positions=list(pp.roles), attribution=True)
+    raw = res.raw
+    L = lm.n_layers - 1
+    assert abs(raw.clean.iloc[0] - raw.corrupted.iloc[0]) > 1e-4
+    fin = raw[(raw.hook == "hook_resid_post") & (raw.layer == L) & (raw.role == f"p{T - 1}")]
+    np.testing.assert_allclose(fin.patched, fin.clean, atol=1e-4)
+    unread = raw[(raw.layer == L) & (raw.role != f"p{T - 1}") & (raw.hook != "hook_resid_pre")]
+    before = raw[raw.role.isin([f"p{i}" for i in range(key)])]
+    np.testing.assert_allclose(pd.concat([unread, before]).patched, pd.concat([unread, before]).corrupted, atol=1e-4)
+    emb = raw[(raw.hook == "hook_resid_pre") & (raw.layer == 0) & (raw.role == f"p{key}")]
+    np.testing.assert_allclose(emb.patched, emb.clean, atol=1e-4)
+    assert np.isfinite(res.attribution.raw.patched).all()
