@@ -47,7 +47,8 @@ def test_role_tokens_decode_to_their_text(organism, dev_items):
     s, e = mention(p.clean.context.strip(), p.clean, first)
     assert dec(pp.clean_ids, pp.roles["name1"][0]) == p.clean.context.strip()[s:e]
     cq, kq = pp.roles["question"]
-    assert dec(pp.clean_ids, cq) == p.clean.question.strip() and dec(pp.corrupted_ids, kq) == p.corrupted.question.strip()
+    assert dec(pp.clean_ids, cq) == p.clean.question.strip()
+    assert dec(pp.corrupted_ids, kq) == p.corrupted.question.strip()
     cf, kf = pp.roles["final"]
     assert cf == [len(pp.clean_ids) - 1] and kf == [len(pp.corrupted_ids) - 1]
     assert "Answer:" in dec(pp.corrupted_ids, pp.roles["suffix"][1])

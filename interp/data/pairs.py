@@ -59,10 +59,12 @@ class Pair:
 
     @property
     def uid(self) -> str:
+        """``kind:clean uid>corrupted uid``, unique among the pairs of a selection."""
         return f"{self.kind}:{self.clean.uid}>{self.corrupted.uid}"
 
     @property
     def letter_names(self) -> tuple[str, str]:
+        """The two letters that matter, as 'A'/'B'/'C' (clean answer's, corrupted answer's)."""
         return LETTERS[self.letters[0]], LETTERS[self.letters[1]]
 
     def prompts(self) -> tuple[Prompted, Prompted]:

@@ -294,10 +294,12 @@ class PatchResult:
 
     @property
     def cells(self) -> list[dict]:
+        """The table's rows as dicts (``summarize_rows`` of the per-pair rows)."""
         return summarize_rows(self.rows, self.layers, self.hooks, self.roles)
 
     @property
     def table(self):
+        """One row per cell: layer, hook, position, role, effect, n, and the raw means patched, clean, corrupted."""
         import pandas as pd
 
         return pd.DataFrame(self.cells, columns=["layer", "hook", "position", "role", "effect", "n", "patched",
@@ -305,6 +307,7 @@ class PatchResult:
 
     @property
     def raw(self):
+        """Every pair's values per cell: pair, template, layer, hook, role, position, patched, clean, corrupted."""
         import pandas as pd
 
         return pd.DataFrame(self.rows)
