@@ -422,3 +422,45 @@ def run_patching(lm, pairs: Sequence[Pair] | Sequence[PreparedPair], hooks: Sequ
         res.attribution = PatchResult(arows, ls, hooks, roles, "attribution", mname, res.kind, len(prepared),
                                       time.perf_counter() - t0)
     return res
+
+
+def write_result(result: PatchResult, out_dir: str | os.PathLike, figure: str | os.PathLike | None = None,
+                 title: str | None = None) -> dict[str, Path]:
+    """Write ``patching.csv`` (one row per cell, with the attribution effect when run), ``patching_raw.csv``
+    (every pair's values), ``patching.json`` (settings, timings, attribution r, ``result.meta``) and the heatmap
+    (``figure``, default ``patching.png`` in ``out_dir``). Returns {name: path}."""
+    import json
+
+    od = Path(out_dir)
+    od.mkdir(parents=True, exist_ok=True)
+    table = result.table
+    if result.attribution is not None:
+        table["attribution"] = result.attribution.table["effect"].to_numpy()
+    table.to_csv(od / "patching.csv", index=False)
+    result.raw.to_csv(od / "patching_raw.csv", index=False)
+    fig = result.plot(Path(figure) if figure else od / "patching.png", title=title)
+    r = result.attribution_r
+    meta = dict(result.meta, pairs=result.kind, n_pairs=result.n_pairs, hooks=result.hooks, positions=result.roles,
+                layers=result.layers, metric=result.metric, exact_seconds=round(result.seconds, 2),
+                attribution_seconds=None if result.attribution is None else round(result.attribution.seconds, 2),
+                attribution_r=None if not math.isfinite(r) else round(r, 4))
+    (od / "patching.json").write_text(json.dumps(meta, indent=1))
+    return {"csv": od / "patching.csv", "raw": od / "patching_raw.csv", "json": od / "patching.json", "fig": fig}
+
+
+def layer_differences(a: PatchResult, b: PatchResult, threshold: float = 0.1) -> list[dict]:
+    """Per (hook, layer): the role where two grids of the same cells differ most (``b - a``), both effects there,
+    and whether |difference| exceeds ``threshold`` (e.g. base vs adapter on the same pairs)."""
+    ta, tb = a.table, b.table
+    if list(zip(ta.hook, ta.layer, ta.role)) != list(zip(tb.hook, tb.layer, tb.role)):
+        raise PatchingError("the two grids do not have the same cells")
+    d = (tb.effect - ta.effect).to_numpy()
+    out = []
+    for (h, l), idx in ta.groupby(["hook", "layer"], sort=False).groups.items():
+        idx = [i for i in idx if np.isfinite(d[i])]
+        if not idx:
+            continue
+        i = max(idx, key=lambda j: abs(d[j]))
+        out.append(dict(hook=h, layer=int(l), role=ta.role[i], effect_a=float(ta.effect[i]),
+                        effect_b=float(tb.effect[i]), difference=float(d[i]), differs=bool(abs(d[i]) > threshold)))
+    return out

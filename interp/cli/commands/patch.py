@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,8 +35,10 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     """Patch clean activations into the corrupted run for every (layer, position role) of each hook. --limit
     keeps a seeded subset of this many pairs (pairs are built from the whole split part). --batch-size is the
     number of cells per forward pass."""
+    import pandas as pd
+
     from interp.data.pairs import build_pairs
-    from interp.methods.patching import run_patching
+    from interp.methods.patching import run_patching, write_result
     from interp.models.backends import load_hooked
 
     hook_list = comma_list(hooks)
@@ -50,23 +51,11 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                        batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
     res.meta.update(model=model, adapter=adapter or "", backend=hook_backend, split=part, split_hash=split.hash,
-                    pairs=kind, n_pairs=len(pairs), seed=seed)
-    od = Path(out)
-    od.mkdir(parents=True, exist_ok=True)
-    table = res.table
-    if res.attribution is not None:
-        table["attribution"] = res.attribution.table["effect"].to_numpy()
-    table.to_csv(od / "patching.csv", index=False)
-    res.raw.to_csv(od / "patching_raw.csv", index=False)
-    fig = res.plot(od / "patching.png", title=f"{model}: {kind} pairs on {part} (n={len(pairs)})")
-    meta = dict(res.meta, hooks=hook_list, positions=res.roles, layers=res.layers, metric=res.metric,
-                exact_seconds=round(res.seconds, 2), seconds=round(seconds, 2),
-                attribution_seconds=round(res.attribution.seconds, 2) if res.attribution is not None else None,
-                attribution_r=None if res.attribution is None else round(res.attribution_r, 4))
-    (od / "patching.json").write_text(json.dumps(meta, indent=1))
+                    seed=seed, seconds=round(seconds, 2))
+    files = write_result(res, out, title=f"{model}: {kind} pairs on {part} (n={len(pairs)})")
+    table = pd.read_csv(files["csv"])
     best = table.sort_values("effect", ascending=False).head(5)
     click.echo(best[["layer", "hook", "role", "effect", "n"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if res.attribution is not None:
         click.echo(f"attribution vs exact: Pearson r = {res.attribution_r:.3f} over the grid")
-    click.echo(f"wrote {od / 'patching.csv'}, {fig}, {od / 'patching_raw.csv'}, {od / 'patching.json'} "
-               f"({seconds:.1f} s)")
+    click.echo(f"wrote {', '.join(str(f) for f in files.values())} ({seconds:.1f} s)")
