@@ -321,3 +321,90 @@ def test_ground_truths_on_every_architecture(arch):
     emb = raw[(raw.hook == "hook_resid_pre") & (raw.layer == 0) & (raw.role == f"p{key}")]
     np.testing.assert_allclose(emb.patched, emb.clean, atol=1e-4)
     assert np.isfinite(res.attribution.raw.patched).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# the main job's patch stage
+
+
+@pytest.fixture(scope="module")
+def small_adapter(tmp_path_factory):
+    """A random (non-zero) LoRA adapter on organism-small, standing in for the sweep's lambda-0 run."""
+    from peft import LoraConfig, get_peft_model
+
+    from interp.models.loading import load_model
+
+    lm = load_model("organism-small", device="cpu", dtype="float32")
+    torch.manual_seed(0)
+    pm = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                             init_lora_weights=False))
+    d = tmp_path_factory.mktemp("lam0") / "checkpoint-2"
+    pm.save_pretrained(d)
+    return d
+
+
+def _stage_ctx(tmp_path, bbq_dir, monkeypatch, adapter=None):
+    from interp.pipeline.config import load_config
+    from interp.pipeline.runner import Context
+
+    monkeypatch.setenv("INTERP_BBQ_DIR", str(bbq_dir))
+    cfg = load_config(preset="test", overrides=[f'run.out="{tmp_path}"', "patch.limit=4"])
+    cfg["run"].update(device="cpu", dtype="float32")
+    ctx = Context(cfg, tmp_path, log=lambda m: None)
+    if adapter is not None:
+        f = tmp_path / "rl" / "final_adapters.json"
+        f.parent.mkdir(parents=True)
+        f.write_text(json.dumps({"lam0_lr0.0005": str(adapter), "lam0_lr1e-06_control": str(adapter),
+                                 "lam1.5_lr0.0005": str(adapter)}))
+        ctx.outputs["rl_sweep"] = {"adapters": str(f)}
+    return ctx
+
+
+def test_patch_stage_base_and_adapter_and_report(tmp_path, bbq_dir, monkeypatch, small_adapter):
+    from interp.pipeline.report_build import _patch_section
+    from interp.pipeline.report import render_markdown
+    from interp.pipeline.stages import STAGES, patch_adapter, stage_patch
+
+    ctx = _stage_ctx(tmp_path, bbq_dir, monkeypatch, small_adapter)
+    assert patch_adapter(ctx) == ("lam0_lr0.0005", str(small_adapter))  # lambda 0, not the control
+    assert "patch" in ctx.cfg["run"]["stages"] and "patch" in STAGES["report"].after
+    outs = stage_patch(ctx)
+    for kind in ("evidence", "group_swap"):
+        for tag in ("base", "adapter"):
+            t = pd.read_csv(outs[f"csv_{kind}_{tag}"])
+            fin = t[(t.hook == "hook_resid_post") & (t.layer == t.layer.max()) & (t.role == "final")]
+            assert round(float(fin.effect.iloc[0]), 3) == 1.0 and int(fin.n.iloc[0]) == 4
+            assert outs[f"fig_{kind}_{tag}"].stat().st_size > 5_000
+    base = pd.read_csv(outs["csv_evidence_base"])
+    adapted = pd.read_csv(outs["csv_evidence_adapter"])
+    assert (base.clean - adapted.clean).abs().max() > 1e-3  # the adapter was on for its grid, off for the base's
+    diff = pd.read_csv(outs["diff"])
+    assert set(diff.pairs) == {"evidence", "group_swap"} and len(diff) == 2 * 4 * 3
+    np.testing.assert_allclose(diff.difference, diff.adapter - diff.base, atol=1e-9)
+    assert (diff.differs == (diff.difference.abs() > ctx.cfg["patch"]["diff_threshold"])).all()
+    sec = _patch_section(ctx, {k: str(v) for k, v in outs.items()})
+    md = render_markdown("r", "", [sec], tmp_path)
+    assert "lam0_lr0.0005" in md and "patching_evidence_adapter.png" in md and "Pearson r" in md
+
+
+def test_patch_stage_without_a_sweep_patches_the_base(tmp_path, bbq_dir, monkeypatch):
+    from interp.pipeline.stages import stage_patch
+
+    ctx = _stage_ctx(tmp_path, bbq_dir, monkeypatch)
+    ctx.cfg["patch"]["pairs"] = ["polarity"]
+    outs = stage_patch(ctx)
+    assert set(outs) == {"csv_polarity_base", "fig_polarity_base", "summary"}
+    assert json.loads(outs["summary"].read_text())["adapter"] is None
+
+
+def test_attribution_under_a_frozen_peft_base_equals_the_plain_model(small_adapter, dev_items):
+    """PEFT freezes the base weights, so nothing upstream asks for gradients: the activations are made leaves
+    where the graph would start, and the estimates equal those of the plain (trainable) model."""
+    pairs = build_pairs(dev_items, "evidence", limit=2)
+    kw = dict(hooks=["hook_mlp_out", "hook_resid_post"], positions="question,options,final")
+    plain = run_patching(load_hooked("organism-small", device="cpu", dtype="float32"), pairs, **kw)
+    peft = load_hooked("organism-small", adapter=str(small_adapter), device="cpu", dtype="float32")
+    with peft.adapter_enabled(False):
+        frozen = run_patching(peft, pairs, **kw)
+    np.testing.assert_allclose(frozen.attribution.raw.patched, plain.attribution.raw.patched, atol=1e-4)
+    assert (plain.attribution.raw.patched - plain.attribution.raw.corrupted).abs().max() > 1e-3

@@ -221,6 +221,10 @@ def attribution_rows(lm, prepared: Sequence[PreparedPair], layers: Sequence[int]
 
         def keeper(name):
             def f(x):
+                if not x.requires_grad:  # frozen weights (a PEFT base) upstream: start the graph here
+                    x = x.detach().requires_grad_(True)
+                    store[name] = x
+                    return x
                 store[name] = x
                 return None
 
