@@ -69,6 +69,9 @@ def token_roles(tokenizer, text: str, user_text: str, spans: Mapping[str, Sequen
     """(token ids of ``text``, role -> token positions). ``spans`` are character spans in ``user_text``, which
     ``text`` (the rendered chat prompt) holds once. A token belongs to the role whose span holds its first
     non-space character; ``suffix`` is every token after the options but the last, ``final`` the last token."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise PatchingError(f"position roles need token offsets, which only a fast tokenizer gives; "
+                            f"{type(tokenizer).__name__} is not one (load the model's tokenizer with use_fast=True)")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     base = text.index(user_text)
