@@ -380,6 +380,7 @@ def test_patch_stage_base_and_adapter_and_report(tmp_path, bbq_dir, monkeypatch,
     assert (base.clean - adapted.clean).abs().max() > 1e-3  # the adapter was on for its grid, off for the base's
     diff = pd.read_csv(outs["diff"])
     assert set(diff.pairs) == {"evidence", "group_swap"} and len(diff) == 2 * 4 * 3
+    assert np.isfinite(diff.gap_base).all() and (diff.gap_base != diff.gap_adapter).any()
     np.testing.assert_allclose(diff.difference, diff.adapter - diff.base, atol=1e-9)
     assert (diff.differs == (diff.difference.abs() > ctx.cfg["patch"]["diff_threshold"])).all()
     sec = _patch_section(ctx, {k: str(v) for k, v in outs.items()})

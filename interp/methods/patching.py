@@ -457,7 +457,8 @@ def write_result(result: PatchResult, out_dir: str | os.PathLike, figure: str | 
 
 def layer_differences(a: PatchResult, b: PatchResult, threshold: float = 0.1) -> list[dict]:
     """Per (hook, layer): the role where two grids of the same cells differ most (``b - a``), both effects there,
-    and whether |difference| exceeds ``threshold`` (e.g. base vs adapter on the same pairs)."""
+    whether |difference| exceeds ``threshold`` (e.g. base vs adapter on the same pairs), and each grid's
+    clean - corrupted gap there (an effect over a small gap is mostly noise)."""
     ta, tb = a.table, b.table
     if list(zip(ta.hook, ta.layer, ta.role)) != list(zip(tb.hook, tb.layer, tb.role)):
         raise PatchingError("the two grids do not have the same cells")
@@ -469,5 +470,6 @@ def layer_differences(a: PatchResult, b: PatchResult, threshold: float = 0.1) ->
             continue
         i = max(idx, key=lambda j: abs(d[j]))
         out.append(dict(hook=h, layer=int(l), role=ta.role[i], effect_a=float(ta.effect[i]),
-                        effect_b=float(tb.effect[i]), difference=float(d[i]), differs=bool(abs(d[i]) > threshold)))
+                        effect_b=float(tb.effect[i]), difference=float(d[i]), differs=bool(abs(d[i]) > threshold),
+                        gap_a=float(ta.clean[i] - ta.corrupted[i]), gap_b=float(tb.clean[i] - tb.corrupted[i])))
     return out

@@ -139,15 +139,16 @@ def _patch_section(ctx: Context, outs: dict) -> Section:
         differ = [r for r in rows if r["differs"] == "True"]
         text += (f" The adapter is `{summ['adapter']}`. Per pair kind, hook and layer: the position whose effect the "
                  f"adapter moves most; {len(differ)} of {len(rows)} (hook, layer) cells move by more than "
-                 f"{summ['threshold']} (`differs`).")
+                 f"{summ['threshold']} (`differs`). `gap_*`: mean clean - mean corrupted logit difference, the ratio's "
+                 f"denominator; where it is small the effects are mostly noise.")
         rows = differ or rows
     else:
         text += " No lambda-0 adapter in this run: the base grids only."
     figs = [v for k, v in outs.items() if k.startswith("fig_")]
     return Section("Activation patching: where the answer is computed (base vs adapter)", command=_cmd(ctx, "patch"),
                    text=text, table=rows, figures=figs,
-                   columns=["pairs", "hook", "layer", "role", "base", "adapter", "difference", "differs"] if rows
-                   else None)
+                   columns=["pairs", "hook", "layer", "role", "base", "adapter", "difference", "differs", "gap_base",
+                            "gap_adapter"] if rows else None)
 
 
 def build_report(ctx: Context) -> dict:

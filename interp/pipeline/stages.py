@@ -339,8 +339,9 @@ def stage_patch(ctx: Context) -> dict:
             diffs += [{"pairs": kind, **r} for r in layer_differences(grids["base"], grids["adapter"],
                                                                        p["diff_threshold"])]
     if diffs:
-        outs["diff"] = write_csv([{k.replace("effect_a", "base").replace("effect_b", "adapter"): v
-                                   for k, v in r.items()} for r in diffs], ctx.path("patch", "differences.csv"))
+        names = {"effect_a": "base", "effect_b": "adapter", "gap_a": "gap_base", "gap_b": "gap_adapter"}
+        outs["diff"] = write_csv([{names.get(k, k): v for k, v in r.items()} for r in diffs],
+                                 ctx.path("patch", "differences.csv"))
     f = ctx.path("patch", "summary.json")
     f.write_text(json.dumps(summary, indent=1))
     outs["summary"] = f
