@@ -28,6 +28,7 @@ BENCHMARKS = {
     "steering": ("bench_steering.py", ["--model", "organism", "--n", "1024"]),
     "eval_modes": ("bench_eval_modes.py", ["--model", "organism"]),
     "probes": ("bench_probes.py", []),
+    "patching": ("bench_patching.py", ["--model", "organism"]),
 }
 
 

@@ -9,16 +9,18 @@ The notebook API::
     sweep = interp.probe_layers(acts, label="stereotype")     # .table .best .plot()
     d = interp.diff_means(acts, "stereotype_orth", layer=sweep.best)
     curve = interp.alpha_curve(lm, dev, d, alphas=[-8, -4, 0, 4, 8])
+    grid = interp.patch(lm, interp.pairs.build_pairs(dev, "evidence", limit=64))  # .table .plot()
 """
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first use, so ``import interp`` (and the CLI) start fast
 _API = {
-    "bbq": "interp.data.bbq",
+    "bbq": "interp.data.bbq", "pairs": "interp.data.pairs",
     "load": "interp.api", "collect": "interp.api", "Activations": "interp.api", "probe_layers": "interp.api",
     "ProbeSweep": "interp.api", "diff_means": "interp.api", "alpha_curve": "interp.api", "AlphaCurve": "interp.api",
     "compare": "interp.api", "Comparison": "interp.api", "evaluate_bbq": "interp.api", "EvalResult": "interp.api",
+    "patch": "interp.api", "PatchResult": "interp.methods.patching",
     "ActivationStore": "interp.store.activations",
     "Direction": "interp.methods.directions",
     "run_debias": "interp.rm.evaluate", "DebiasConfig": "interp.rm.evaluate", "DebiasResult": "interp.rm.evaluate",

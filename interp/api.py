@@ -325,3 +325,21 @@ def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size:
     recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=batch_size, seed=seed,
                                                         progress=progress))
     return EvalResult(recs, summarize(recs, n_boot=n_boot, seed=seed, cluster=cluster))
+
+
+# ----------------------------------------------------------------------------------------------
+# activation patching
+
+
+def patch(lm, pairs, hooks: Sequence[str] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"),
+          positions: str | Sequence[str] = "all", metric="logit_diff", layers: str | int | Sequence[int] = "all",
+          attribution: bool = True, batch_size: int = 64, progress: bool = True):
+    """Activation patching, clean into corrupted, of BBQ ``pairs`` (``interp.pairs.build_pairs(items, kind)``:
+    'evidence', 'group_swap' or 'polarity') for every (layer, position role) of each hook, scored by the
+    normalized logit difference of the pair's two letters (0 = corrupted, 1 = clean); with ``attribution``, the
+    gradient approximation of the same grid too. Returns a ``PatchResult`` (``.table``, ``.plot()``,
+    ``.attribution_r``)."""
+    from interp.methods.patching import run_patching
+
+    return run_patching(lm, list(pairs), hooks=hooks, positions=positions, metric=metric, layers=layers,
+                        attribution=attribution, batch_size=batch_size, progress=progress)

@@ -16,11 +16,13 @@ def test_pipeline_on_small_organisms(bbq_dir, tmp_path):
     run_pipeline(build_stages(cfg), ctx)
     report = (tmp_path / "report.md").read_text()
     for title in ("Base model on dev", "Base vs adapters", "Phase 1", "Phase 2", "stereotype probe by layer",
-                  "direction cosines", "alpha-curves", "Base vs adapter representations", "Reward-model debiasing"):
+                  "direction cosines", "alpha-curves", "Activation patching", "Base vs adapter representations",
+                  "Reward-model debiasing"):
         assert title in report, title
     figs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     for f in ("phase1_decomposition.png", "phase2_dose_response.png", "phase3_probe_stereotype.png",
-              "phase4_alpha_curves.png", "phase4_frontier.png", "compare_base_vs_adapters.png"):
+              "phase4_alpha_curves.png", "phase4_frontier.png", "compare_base_vs_adapters.png",
+              "patching_evidence_base.png", "patching_evidence_adapter.png"):
         assert f in figs
     assert any(f.startswith("rm_") for f in figs)
     for f in figs:  # every figure is referenced by the report

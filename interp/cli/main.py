@@ -20,6 +20,7 @@ COMMANDS = {
     "probe": "interp.cli.commands.probe:cmd",
     "directions": "interp.cli.commands.directions:cmd",
     "steer": "interp.cli.commands.steer:cmd",
+    "patch": "interp.cli.commands.patch:cmd",
     "compare": "interp.cli.commands.compare:cmd",
     "rm": "interp.cli.commands.rm:cmd",
     "models": "interp.cli.commands.models:cmd",

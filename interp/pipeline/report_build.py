@@ -126,6 +126,31 @@ def study_checks(o: dict) -> list[dict]:
     return rows
 
 
+def _patch_section(ctx: Context, outs: dict) -> Section:
+    """Activation patching: the grids of the base and the adapter, and the layers where they differ."""
+    summ = json.loads(Path(outs["summary"]).read_text())
+    rs = "; ".join(f"{g['pairs']} {g['model']} r = {g['attribution_r']}" for g in summ["grids"])
+    text = ("Clean activations patched into the corrupted run, per (hook, layer, position role); the effect is the "
+            "normalized logit difference of the pair's two letters (0 = corrupted, 1 = clean; docs/methods.md, "
+            f"\"Activation patching\"). Attribution patching vs exact, Pearson r over the grid: {rs}.")
+    rows: list[dict] = []
+    if summ.get("adapter"):
+        rows = read_csv(outs["diff"]) if "diff" in outs else []
+        differ = [r for r in rows if r["differs"] == "True"]
+        text += (f" The adapter is `{summ['adapter']}`. Per pair kind, hook and layer: the position whose effect the "
+                 f"adapter moves most; {len(differ)} of {len(rows)} (hook, layer) cells move by more than "
+                 f"{summ['threshold']} (`differs`). `gap_*`: mean clean - mean corrupted logit difference, the ratio's "
+                 f"denominator; where it is small the effects are mostly noise.")
+        rows = differ or rows
+    else:
+        text += " No lambda-0 adapter in this run: the base grids only."
+    figs = [v for k, v in outs.items() if k.startswith("fig_")]
+    return Section("Activation patching: where the answer is computed (base vs adapter)", command=_cmd(ctx, "patch"),
+                   text=text, table=rows, figures=figs,
+                   columns=["pairs", "hook", "layer", "role", "base", "adapter", "difference", "differs", "gap_base",
+                            "gap_adapter"] if rows else None)
+
+
 def build_report(ctx: Context) -> dict:
     out = ctx.out
     sections: list[Section] = []
@@ -205,6 +230,8 @@ def build_report(ctx: Context) -> dict:
         sections.append(Section("Phase 4: steering alpha-curves (raw vs orthogonalized)", command=_cmd(ctx, "steer"),
                                 table=with_ci(rows, keep), columns=["direction", "layer", "alpha", *keep],
                                 figures=[o["steer"]["fig_curves"], o["steer"]["fig_frontier"]]))
+    if "patch" in o:
+        sections.append(_patch_section(ctx, o["patch"]))
     if "compare" in o:
         p = Path(o["compare"]["csv"])
         rows = read_csv(p) if p.read_text().count("\n") > 1 else []

@@ -1,5 +1,5 @@
 """The main job's stages, in pipeline order: organism, base evaluation, GRPO sweep, activation caches, probes,
-directions, steering, adapter comparison, the reward-model study and the report. Each composes library
+directions, steering, activation patching, adapter comparison, the reward-model study and the report. Each composes library
 functions only and returns the files it wrote."""
 
 from __future__ import annotations
@@ -280,6 +280,74 @@ def stage_steer(ctx: Context) -> dict:
     return {"csv": csv, "fig_curves": f1, "fig_frontier": f2, "layer": chosen}
 
 
+# ------------------------------------------------------------------------------------------- patching
+
+
+def patch_adapter(ctx: Context) -> tuple[str, str] | None:
+    """(run name, final checkpoint) of the sweep's run at ``patch.adapter_lam`` (not the control, not a
+    replicate; TRL's default reward scaling first), or None without a sweep or such a run."""
+    if "rl_sweep" not in ctx.outputs:
+        return None
+    lam = float(ctx.cfg["patch"]["adapter_lam"])
+    finals = _final_adapters(ctx)
+    runs = [n for n in finals if n.startswith(f"lam{lam:g}_") and "_control" not in n and "_seed" not in n]
+    if not runs:
+        return None
+    name = min(runs, key=lambda n: ("_scale-" in n, n))
+    return name, finals[name]
+
+
+def stage_patch(ctx: Context) -> dict:
+    """Activation patching (and attribution patching) of dev pairs on the base model and on the lambda-0
+    adapter, one weight copy with the adapter switched off and on; per pair kind the layers where the two
+    grids differ."""
+    import contextlib
+
+    from interp.data.pairs import build_pairs
+    from interp.data.split import split_items
+    from interp.eval.score import write_csv
+    from interp.methods.patching import layer_differences, run_patching, write_result
+    from interp.models.backends import load_hooked
+
+    p, run, d = ctx.cfg["patch"], ctx.cfg["run"], ctx.cfg["data"]
+    # the whole dev part (no limit_dev: a random subset of items would break the pairs); pairs are limited instead
+    items, split = split_items("dev", split_file=ctx.path("split.json"), dev_frac=d["dev_frac"],
+                               seed=d["split_seed"], categories=d.get("categories") or None)
+    adapter = patch_adapter(ctx)
+    lm = load_hooked(model_name(ctx), adapter=adapter[1] if adapter else None, device=run["device"],
+                     dtype=run["dtype"])
+    models = [("base", False)] + ([("adapter", True)] if adapter else [])
+    outs: dict[str, Path] = {}
+    diffs, summary = [], {"adapter": adapter[0] if adapter else None, "adapter_path": adapter[1] if adapter else None,
+                          "threshold": p["diff_threshold"], "grids": []}
+    for kind in p["pairs"]:
+        pairs = build_pairs(items, kind, limit=p["limit"] or None, seed=run["seed"])
+        grids = {}
+        for tag, on in models:
+            with (lm.adapter_enabled(on) if adapter else contextlib.nullcontext()):
+                res = run_patching(lm, pairs, hooks=p["hooks"], positions=p["positions"], attribution=p["attribution"],
+                                   batch_size=p["batch_size"])
+            label = "base" if tag == "base" else f"adapter {adapter[0]}"
+            res.meta.update(model=model_name(ctx), model_label=label, split="dev", split_hash=split.hash)
+            files = write_result(res, ctx.out / "patch" / f"{tag}_{kind}", _figs(ctx) / f"patching_{kind}_{tag}.png",
+                                 title=f"{label}: {kind} pairs on dev (n={len(pairs)})")
+            outs[f"csv_{kind}_{tag}"], outs[f"fig_{kind}_{tag}"] = files["csv"], files["fig"]
+            summary["grids"].append({"pairs": kind, "model": tag, "n_pairs": len(pairs),
+                                     "attribution_r": json.loads(files["json"].read_text())["attribution_r"]})
+            grids[tag] = res
+        if adapter:
+            diffs += [{"pairs": kind, **r} for r in layer_differences(grids["base"], grids["adapter"],
+                                                                       p["diff_threshold"])]
+    if diffs:
+        names = {"effect_a": "base", "effect_b": "adapter", "gap_a": "gap_base", "gap_b": "gap_adapter"}
+        outs["diff"] = write_csv([{names.get(k, k): v for k, v in r.items()} for r in diffs],
+                                 ctx.path("patch", "differences.csv"))
+    f = ctx.path("patch", "summary.json")
+    f.write_text(json.dumps(summary, indent=1))
+    outs["summary"] = f
+    return outs
+
+
 # ------------------------------------------------------------------------------------------- compare
 
 
@@ -349,11 +417,13 @@ STAGES = {
                         describe="difference-of-means directions and their cosines"),
     "steer": Stage("steer", stage_steer, sections=("steer", "eval"), after=("probes", "directions"), weight=2,
                    describe="steering alpha-curves, raw and orthogonalized"),
+    "patch": Stage("patch", stage_patch, sections=("patch", "data"), after=("organism", "rl_sweep"), weight=0.5,
+                   describe="activation patching of dev pairs on the base and the lambda-0 adapter"),
     "compare": Stage("compare", stage_compare, after=("cache",), weight=0.5,
                      describe="base vs adapters: CKA, direction cosines, probe transfer"),
     "rm": Stage("rm", stage_rm, sections=("rm",), weight=4, describe="reward-model neuron intervention study"),
     "report": Stage("report", stage_report, after=("base_eval", "rl_sweep", "probes", "directions", "steer",
-                                                   "compare", "rm"), weight=0.1, describe="report.md and report.html"),
+                                                   "patch", "compare", "rm"), weight=0.1, describe="report.md and report.html"),
 }
 
 
