@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("default", "quick", "test", "qwen3b")
+PRESETS = ("default", "quick", "test", "qwen3b", "real")
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from interp.cli.commands.common import comma_list
+from interp.pipeline.config import PRESETS
 
 
 @click.command("run")
-@click.option("--preset", type=click.Choice(["default", "quick", "test", "qwen3b"]), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True,
               help="quick: the organism on a 2-core CPU in about 10 min; default: the seed's settings; "
-                   "qwen3b: Qwen2.5-3B-Instruct on one GPU; test: the small organisms, minutes.")
+                   "qwen3b: Qwen2.5-3B-Instruct on one GPU; real: SmolLM2-135M-Instruct, a real pretrained "
+                   "model, on a CPU; test: the small organisms, minutes.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="A TOML file whose sections override the preset (see interp/pipeline/configs/default.toml).")
 @click.option("--set", "overrides", multiple=True, help="Override one setting: section.key=value (repeatable).")
