@@ -218,7 +218,7 @@ def check_fingerprint(f, want: dict, path: Path) -> None:
 
 def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: dict, n_pos: int, dtype,
             batch_size: int, compression: str | None) -> None:
-    """Create the file's layout under a temporary name, flush, then rename: a file at ``path`` always has one."""
+    """Create the file's layout under a temporary name, sync, then rename: a file at ``path`` always has one."""
     import h5py
 
     tmp = path.with_name(path.name + ".creating")
@@ -227,8 +227,9 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
     if compression == "gzip":
         comp["compression_opts"] = 4
     rows = max(1, min(batch_size, n))
-    f = h5py.File(tmp, "w")
-    try:
+    # the layout is built in memory and written with one plain write: a full disk fails that write cleanly
+    # (HDF5 itself can crash when its own writes fail while objects are being closed)
+    with h5py.File(tmp.name, "w", driver="core", backing_store=False) as f:
         f.attrs["format"] = FORMAT
         f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
         f.attrs["provenance"] = json.dumps(prov, sort_keys=True)
@@ -247,10 +248,11 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
         f.create_dataset("complete_batches", data=np.int64(0))
         f.create_dataset("batch_crc", shape=(-(-n // rows),), dtype=np.int64, fillvalue=-1)
         f.flush()
-        f.close()
-    except (OSError, RuntimeError):
-        _abandon(f)
-        raise
+        image = f.id.get_file_image()
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -403,19 +405,22 @@ def _abandon(*objs) -> None:
     1.14). So its objects are kept alive and the process ends at exit with status 1 before HDF5's cleanup,
     after the named error has been printed. The file on disk is left as the failed run left it, unmarked."""
     import atexit
-    import sys
 
     if not _ABANDONED:
-        def _exit_before_hdf5_cleanup() -> None:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001 - nothing more to say on a closed stream
-                    pass
-            os._exit(1)
-
         atexit.register(_exit_before_hdf5_cleanup)
     _ABANDONED.extend(objs)
+
+
+def _exit_before_hdf5_cleanup() -> None:
+    """At exit after an abandoned file: flush the streams and end with status 1 before HDF5's own cleanup."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - nothing more to say on a closed stream
+            pass
+    os._exit(1)
 
 
 def _why(e: BaseException) -> str:

@@ -1,0 +1,289 @@
+"""Fault injection, as storage libraries test themselves: a full disk, a read-only folder, SIGKILL and SIGINT at
+many points of ``interp cache`` on the shipped organism. In every case the run ends with one named error (or is
+killed), the store is never marked complete unless its contents are right, and the next run either finishes to a
+store equal to an uninterrupted one or refuses by name."""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from interp.store import activations as act
+from interp.store.activations import ActivationStore, CorruptStoreError, StoreWriteError, cache_split, stores_equal
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_BBQ = ROOT / "tests" / "fixtures" / "bbq" / "data"
+# 64 items in 8 batches of 8; organism-small has 3 layers: 3 activation datasets
+CACHE = ["cache", "--model", "organism-small", "--bbq-dir", str(FIXTURE_BBQ), "--split", "all", "--device", "cpu",
+         "--dtype", "float32", "--store-dtype", "float32", "--batch-size", "8"]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+
+
+def run_cache(out: Path, *extra: str, preexec=None, wrapper: str | None = None,
+              wrapper_args: tuple = ()) -> subprocess.CompletedProcess:
+    """``interp cache`` on the organism in a fresh process (optionally under a fault-injecting wrapper)."""
+    head = [sys.executable, "-c", wrapper, *wrapper_args] if wrapper else [sys.executable, "-m", "interp.cli"]
+    return subprocess.run([*head, *CACHE, "--out", str(out), *extra], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(), preexec_fn=preexec, timeout=300)
+
+
+def flag(path: Path) -> bool | None:
+    """The store's complete flag; None when the file is absent or HDF5 cannot open it."""
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs["complete"])
+    except (OSError, FileNotFoundError):
+        return None
+
+
+def assert_one_named_error(res: subprocess.CompletedProcess, name: str) -> None:
+    assert res.returncode == 1, (res.returncode, res.stderr[-3000:])
+    assert f"Error: {name}: " in res.stderr, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+
+
+def rerun_to_the_reference(out: Path, reference: Path) -> None:
+    """The next run finishes to the uninterrupted store, or refuses by name (then --overwrite does)."""
+    res = run_cache(out)
+    if res.returncode != 0:
+        assert_one_named_error(res, "CorruptStoreError")
+        res = run_cache(out, "--overwrite")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert flag(out) is True
+    assert stores_equal(reference, out) == []
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of the same command."""
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    res = run_cache(out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def _file_size_limit(n: int):
+    def pre():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+    return pre
+
+
+@pytest.mark.parametrize("limit", [3_000, 40_000, 70_000])
+def test_a_full_disk_is_a_named_error_and_never_complete(tmp_path, reference, limit):
+    """The file cannot grow past ``limit`` bytes (the store is ~80 kB): at creation, mid-run, near the end."""
+    out = tmp_path / "s.h5"
+    res = run_cache(out, preexec=_file_size_limit(limit))
+    assert_one_named_error(res, "StoreWriteError")
+    assert "it is not marked complete" in res.stderr or "nothing was written" in res.stderr
+    assert flag(out) is not True
+    assert not (tmp_path / "s.h5.creating").exists() or flag(tmp_path / "s.h5.creating") is not True
+    rerun_to_the_reference(out, reference)
+
+
+@pytest.fixture()
+def tiny_tmpfs(tmp_path):
+    """A 60 KiB tmpfs (a real ENOSPC), where this machine lets the tests mount one."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_enospc_on_a_tiny_tmpfs_then_resume_after_space_is_freed(tiny_tmpfs, reference):
+    """The case of the issue: HDF5 loses chunks silently on ENOSPC; the run must not end 'complete'."""
+    out = tiny_tmpfs / "s.h5"
+    res = run_cache(out)
+    assert_one_named_error(res, "StoreWriteError")
+    assert "No space left on device" in res.stderr or "did not reach the disk" in res.stderr
+    assert flag(out) is not True
+    subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_tmpfs)], check=True)
+    rerun_to_the_reference(out, reference)
+
+
+@pytest.fixture()
+def readonly_dir(tmp_path):
+    """A folder nothing can be written to: chmod 555, or (as root, who ignores modes) a read-only tmpfs."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    mounted = False
+    if os.access(d, os.W_OK):
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)],
+                                               capture_output=True).returncode:
+            pytest.skip("cannot make a read-only folder here")
+        mounted = True
+    yield d
+    if mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    d.chmod(0o755)
+
+
+def test_a_read_only_output_folder_is_a_named_error(readonly_dir):
+    res = run_cache(readonly_dir / "s.h5")
+    assert_one_named_error(res, "StoreWriteError")
+    assert "nothing was written" in res.stderr
+    assert list(readonly_dir.iterdir()) == []
+
+
+# SIGKILL / SIGINT at the k-th write event: every h5py dataset write (8 per batch: 3 activation datasets, logits,
+# predictions, letters, checksum, counter; 64 in all) and the write of the complete flag (event 65)
+KILLER = textwrap.dedent("""
+    import os, signal, sys, h5py
+    sig, at = getattr(signal, sys.argv[1]), int(sys.argv[2])
+    seen = [0]
+    def event():
+        seen[0] += 1
+        if seen[0] == at:
+            os.kill(os.getpid(), sig)
+    ds_set, attr_set = h5py.Dataset.__setitem__, h5py.AttributeManager.__setitem__
+    def ds_setitem(self, key, value):
+        event()
+        return ds_set(self, key, value)
+    def attr_setitem(self, name, value):
+        if name == "complete" and value is True:
+            event()
+        return attr_set(self, name, value)
+    h5py.Dataset.__setitem__, h5py.AttributeManager.__setitem__ = ds_setitem, attr_setitem
+    from interp.cli.main import main
+    main(sys.argv[3:])
+""")
+
+
+@pytest.mark.parametrize("sig, at", [("SIGKILL", 1), ("SIGKILL", 8), ("SIGKILL", 30),
+                                     ("SIGKILL", 65), ("SIGINT", 13), ("SIGINT", 65)])
+def test_killed_or_interrupted_cache_resumes_to_the_uninterrupted_store(tmp_path, reference, sig, at):
+    out = tmp_path / "s.h5"
+    res = run_cache(out, wrapper=KILLER, wrapper_args=(sig, str(at)))
+    if sig == "SIGKILL":
+        assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    else:
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert flag(out) is not True  # killed before the flag: never marked complete
+    rerun_to_the_reference(out, reference)
+
+
+# ---- in-process: the checks behind the flag ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def organism(tmp_path_factory):
+    from interp.models.backends import expand_names, load_hooked
+
+    h = load_hooked("organism-small", backend="hf", device="cpu", dtype="float32")
+    return h, expand_names(["hook_resid_post"], list(range(h.n_layers)), h.n_layers)
+
+
+@pytest.fixture(scope="module")
+def inproc_reference(tmp_path_factory, organism, fixture_items):
+    h, names = organism
+    out = tmp_path_factory.mktemp("inproc") / "ref.h5"
+    return cache_split(h, fixture_items, out, names, batch_size=8, dtype="float32", progress=False)
+
+
+def _cache(organism, items, out, **kw):
+    h, names = organism
+    return cache_split(h, items, out, names, batch_size=8, dtype="float32", progress=False, **kw)
+
+
+@pytest.mark.parametrize("damage", ["nan", "zeros", "logits", "no-checksums-nan"])
+def test_a_store_marked_complete_is_verified_before_it_is_trusted(tmp_path, organism, fixture_items,
+                                                                 inproc_reference, damage):
+    """Rows that never reached the disk under a set flag (what a full disk did before) are found on resume and
+    recomputed from the first bad batch, with a warning; the result equals the uninterrupted store."""
+    out = tmp_path / "s.h5"
+    shutil.copy(inproc_reference, out)
+    name = organism[1][1]
+    with h5py.File(out, "r+") as f:
+        assert f.attrs["complete"]
+        if damage == "nan":
+            f[f"acts/{name}"][40:64] = np.nan
+        elif damage == "zeros":  # finite but wrong: only the checksum sees it
+            f[f"acts/{name}"][41] = 0.0
+        elif damage == "logits":
+            f["meta/letter_logits"][44] = [1.0, 2.0, 3.0]
+        else:  # a store written before the checksums: NaN rows are the sign of lost writes
+            del f["batch_crc"]
+            f[f"acts/{name}"][40:64] = np.nan
+    seen = []
+    with pytest.warns(UserWarning, match=r"was marked complete but .*batch 5 of 8.*recomputing from item 40"):
+        _cache(organism, fixture_items, out, on_batch=seen.append)
+    assert seen == [6, 7, 8]
+    assert flag(out) is True
+    assert stores_equal(inproc_reference, out) == []
+
+
+def test_a_complete_store_is_left_as_is_when_it_verifies(tmp_path, organism, fixture_items, inproc_reference):
+    out = tmp_path / "s.h5"
+    shutil.copy(inproc_reference, out)
+    before = out.read_bytes()
+    seen = []
+    _cache(organism, fixture_items, out, on_batch=seen.append)
+    assert seen == [] and out.read_bytes() == before
+
+
+def test_a_store_with_the_wrong_row_count_is_refused_by_name(tmp_path, organism, fixture_items, inproc_reference):
+    out = tmp_path / "s.h5"
+    shutil.copy(inproc_reference, out)
+    name = organism[1][0]
+    with h5py.File(out, "r+") as f:
+        data = f[f"acts/{name}"][:60]
+        del f[f"acts/{name}"]
+        f[f"acts/{name}"] = data
+    before = out.read_bytes()
+    with pytest.raises(CorruptStoreError, match=rf"s\.h5 does not hold 64 rows in acts/{name}"):
+        _cache(organism, fixture_items, out)
+    assert out.read_bytes() == before
+
+
+def test_a_write_error_mid_run_is_one_store_write_error_and_no_flag(tmp_path, organism, fixture_items,
+                                                                   inproc_reference, monkeypatch):
+    """An h5py-level failure (ENOSPC raised by the 20th dataset write) ends the run with StoreWriteError; the
+    rerun resumes after the last batch that was committed and ends equal to the uninterrupted store."""
+    import atexit
+
+    out = tmp_path / "s.h5"
+    real = h5py.Dataset.__setitem__
+    calls = [0]
+
+    def failing(self, key, value):
+        calls[0] += 1
+        if calls[0] >= 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", failing)
+    try:
+        with pytest.raises(StoreWriteError, match=r"s\.h5 failed \(\[Errno 28\] No space left on device\); it is "
+                                                  "not marked complete"):
+            _cache(organism, fixture_items, out)
+    finally:  # the failure here was injected, the file is healthy: close it rather than end the process at exit
+        atexit.unregister(act._exit_before_hdf5_cleanup)
+        for obj in act._ABANDONED:
+            obj.close() if isinstance(obj, h5py.File) else None
+        act._ABANDONED.clear()
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", real)
+    with ActivationStore(out, allow_partial=True) as s:
+        assert not s.complete and s.n_items == 16  # batches 0 and 1 committed; batch 2 failed mid-write
+    seen = []
+    _cache(organism, fixture_items, out, on_batch=seen.append)
+    assert seen == [3, 4, 5, 6, 7, 8]
+    assert stores_equal(inproc_reference, out) == []
