@@ -87,7 +87,9 @@ def load_predictions(
     report = LoadReport(n_items=len(items))
     for it in items:
         report.per_category[it.category] = report.per_category.get(it.category, 0) + 1
-    known = load_known_groups(Path(templates_dir)) if templates_dir else None
+    from interp.data.bbq import resolve_templates_dir
+
+    known = load_known_groups(resolve_templates_dir(Path("."), templates_dir)) if templates_dir else None
     assign_targets(items, known, report, multi_match)
     recs = [prediction_record(it, parse_prediction(p, it)) for it, p in zip(items, preds)]
     report.unmatched = sum(r["pred"] is None for r in recs)
