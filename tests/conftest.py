@@ -99,3 +99,23 @@ def tiny_lm(tiny_lm_dir):
     from interp.models.loading import load_model
 
     return load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture()
+def readonly_dir(tmp_path):
+    """A folder nothing can be written to: chmod 555, or (as root, who ignores modes) a read-only tmpfs."""
+    import subprocess
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    mounted = False
+    if os.access(d, os.W_OK):
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)],
+                                               capture_output=True).returncode:
+            pytest.skip("cannot make a read-only folder here")
+        mounted = True
+    yield d
+    if mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    d.chmod(0o755)

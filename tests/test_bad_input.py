@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -257,3 +258,113 @@ def test_a_budget_that_selects_no_neuron_warns():
     with pytest.warns(UserWarning, match="no neuron selected"):
         sel = select_neurons(corr, ["length", "bold"], budget_frac=0.01)
     assert sel.neurons == []
+
+
+def test_a_read_only_eval_out_is_named_before_the_model_runs(readonly_dir, tiny_lm_dir, fixture_bbq_dir, monkeypatch):
+    from interp.cli import main
+
+    monkeypatch.delenv("INTERP_DEBUG", raising=False)
+    res = CliRunner().invoke(main, ["eval", "--model", str(tiny_lm_dir), "--bbq-dir", str(fixture_bbq_dir),
+                                    "--device", "cpu", "--n-boot", "10", "--out", str(readonly_dir / "ev")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"Error: OutputDirError: --out {readonly_dir / 'ev'} cannot be written" in res.output
+    assert list(readonly_dir.iterdir()) == []
+
+
+def test_an_empty_template_csv_warns_in_one_line_and_says_what_was_done(tmp_path, fixture_bbq_dir, monkeypatch):
+    """Legal but suspicious: Age's items lose their template target (and are counted without one); Religion's
+    keep theirs."""
+    import os
+    import subprocess
+    import sys
+
+    from interp.data.bbq import load_bbq
+
+    monkeypatch.delenv("INTERP_DEBUG", raising=False)
+    tpl = tmp_path / "tpl"
+    shutil.copytree(fixture_bbq_dir.parent / "templates", tpl)
+    (tpl / "Age.csv").write_text("")
+    # a real process: pytest records warnings instead of printing them
+    res = subprocess.run([sys.executable, "-m", "interp.cli", "data", "info", "--bbq-dir", str(fixture_bbq_dir),
+                          "--templates-dir", str(tpl)], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Warning: UserWarning: ") and "Age.csv has no template rows" in \
+        lines[0] and "count as without one" in lines[0], res.stderr
+    with pytest.warns(UserWarning, match="Age.csv has no template rows"):
+        items, report = load_bbq(fixture_bbq_dir, templates_dir=tpl)
+    n_age = sum(it.category == "Age" for it in items)
+    assert report.no_target.get("Age") == n_age > 0
+    _, full = load_bbq(fixture_bbq_dir, templates_dir=fixture_bbq_dir.parent / "templates")
+    assert report.no_target.get("Religion", 0) == full.no_target.get("Religion", 0)
+
+
+def test_from_pos_past_the_prompt_warns_and_steers_nothing(tiny_lm, fixture_items):
+    """--from-pos 99999: no prompt position is steered (alpha 2 equals alpha 0), and a warning says so."""
+    import torch
+
+    from interp.eval.evaluate import encode_batch, render_prompts
+    from interp.data.prompts import make_prompt
+    from interp.methods.steering import steer
+
+    tok = tiny_lm.tokenizer
+    tok.padding_side = "left"
+    enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in fixture_items[:4]]), "cpu",
+                       tiny_lm.model)
+    v = torch.ones(tiny_lm.model.config.hidden_size)
+    with torch.no_grad():
+        plain = tiny_lm.model(**enc).logits
+        with pytest.warns(UserWarning, match="from_pos 99999 is past the end of the .*-position prompt batch"):
+            with steer(tiny_lm, v, 0, 2.0, from_pos=99999, normalize=False):
+                far = tiny_lm.model(**enc).logits
+        with steer(tiny_lm, v, 0, 2.0, from_pos=-1, normalize=False):
+            last = tiny_lm.model(**enc).logits
+    assert torch.equal(far, plain)
+    assert not torch.allclose(last[:, -1], plain[:, -1])  # the check can fail: a real position is steered
+
+
+def test_directions_are_matched_to_their_base_by_weights_fingerprint(tmp_path, tiny_lm_dir):
+    """A directions file built on other weights is refused even when the model folder has the same name; the
+    same weights under another folder name are accepted."""
+    import torch
+
+    from interp.methods.directions import (Direction, DirectionError, DirectionSet, check_directions_base,
+                                           load_directions, model_weights_hash)
+
+    d = Direction("stereotype", "blocks.0.hook_resid_post", 0, torch.ones(4))
+    other = tmp_path / "other" / tiny_lm_dir.name
+    shutil.copytree(tiny_lm_dir, other)
+    w = other / "model.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-1] ^= 1
+    w.write_bytes(bytes(raw))
+    p = DirectionSet({("stereotype", d.hook): d}, {"model": str(other), "weights_hash": model_weights_hash(str(other))}
+                     ).save(tmp_path / "dirs.safetensors")
+    with pytest.raises(DirectionError, match=r"dirs\.safetensors was built on a model with weights sha256:"):
+        check_directions_base(load_directions(p), str(tiny_lm_dir), p)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_lm_dir, renamed)
+    q = DirectionSet({("stereotype", d.hook): d}, {"model": str(renamed),
+                                                   "weights_hash": model_weights_hash(str(renamed))}
+                     ).save(tmp_path / "same.safetensors")
+    check_directions_base(load_directions(q), str(tiny_lm_dir), q)  # same weights: accepted
+
+
+def test_a_plain_adapter_is_matched_by_its_base_weights_not_its_name(tmp_path, tiny_lm):
+    """check_adapter_base: the same weights under another folder name pass; other weights under the same name
+    fail (the folder-name rule had it backwards)."""
+    from interp.models.loading import check_adapter_base
+
+    src = Path(tiny_lm.model.config._name_or_path)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(src, renamed)
+    ad = tmp_path / "ad"
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(renamed)}))
+    check_adapter_base(ad, str(src), tiny_lm.model)
+    raw = bytearray((renamed / "model.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (renamed / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="was trained on a base with weights hash"):
+        check_adapter_base(ad, str(src), tiny_lm.model)

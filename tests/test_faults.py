@@ -119,24 +119,6 @@ def test_enospc_on_a_tiny_tmpfs_then_resume_after_space_is_freed(tiny_tmpfs, ref
     rerun_to_the_reference(out, reference)
 
 
-@pytest.fixture()
-def readonly_dir(tmp_path):
-    """A folder nothing can be written to: chmod 555, or (as root, who ignores modes) a read-only tmpfs."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    mounted = False
-    if os.access(d, os.W_OK):
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)],
-                                               capture_output=True).returncode:
-            pytest.skip("cannot make a read-only folder here")
-        mounted = True
-    yield d
-    if mounted:
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
-    d.chmod(0o755)
-
-
 def test_a_read_only_output_folder_is_a_named_error(readonly_dir):
     res = run_cache(readonly_dir / "s.h5")
     assert_one_named_error(res, "StoreWriteError")
@@ -287,3 +269,25 @@ def test_a_write_error_mid_run_is_one_store_write_error_and_no_flag(tmp_path, or
     _cache(organism, fixture_items, out, on_batch=seen.append)
     assert seen == [3, 4, 5, 6, 7, 8]
     assert stores_equal(inproc_reference, out) == []
+
+
+def test_a_store_open_in_another_process_is_named_locked_not_corrupt(tmp_path, inproc_reference):
+    out = tmp_path / "s.h5"
+    shutil.copy(inproc_reference, out)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, h5py
+        f = h5py.File({str(out)!r}, "r+")
+        print("open", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(act.StoreLockedError, match=r"s\.h5 is open in another process"):
+            ActivationStore(out)
+        with pytest.raises(act.StoreLockedError, match=r"s\.h5 is open in another process"):
+            act._open_existing(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    with ActivationStore(out) as s:
+        assert s.complete
