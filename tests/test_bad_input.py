@@ -78,6 +78,10 @@ def bad(tmp_path_factory, tiny_lm_dir, fixture_bbq_dir):
     foreign_adapter.mkdir()
     (foreign_adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(other_base),
                                                                      "peft_type": "LORA"}))
+    no_weights = root / "adapter_no_weights"  # a well-formed adapter folder without its weights
+    no_weights.mkdir()
+    (no_weights / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_lm_dir),
+                                                                "peft_type": "LORA"}))
     pairs = root / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"})
                              + "\n" for i in range(6)))
@@ -90,7 +94,7 @@ def bad(tmp_path_factory, tiny_lm_dir, fixture_bbq_dir):
                 adapter=str(adapter), data=str(data), latin=str(latin), empty=str(empty), nullctx=str(nullctx),
                 empty_preds=str(empty_preds), dup_preds=str(dup_preds), good_preds=str(good_preds), adir=str(adir),
                 afile=str(afile), tpl_latin=str(tpl_latin), other_split=str(other_split), base_empty=str(base_empty),
-                foreign_adapter=str(foreign_adapter), pairs=str(pairs), same_pairs=str(same_pairs))
+                foreign_adapter=str(foreign_adapter), no_weights=str(no_weights), pairs=str(pairs), same_pairs=str(same_pairs))
 
 
 EVAL = ["eval", "--bbq-dir", "{data}", "--device", "cpu", "--n-boot", "10", "--out", "{root}/ev"]
@@ -151,6 +155,8 @@ CASES = [
      "ModelLoadError: adapter {base_empty}: interp_base.json is not a base record"),
     ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{foreign_adapter}"],
      "ValueError: adapter {foreign_adapter} was trained on a base with weights hash sha256:"),
+    ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{no_weights}"],
+     "ModelLoadError: adapter {no_weights} has no weights (adapter_model.safetensors or adapter_model.bin)"),
     # interp score
     ("interp", ["score", "--predictions", "{good_preds}", "--out", "{adir}"], "IsADirectoryError: {adir} is a folder"),
     ("interp", ["score", "--predictions", "{good_preds}", "--templates-dir", "/no/such/templates", "--out",
@@ -362,6 +368,7 @@ def test_a_plain_adapter_is_matched_by_its_base_weights_not_its_name(tmp_path, t
     ad = tmp_path / "ad"
     ad.mkdir()
     (ad / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(renamed)}))
+    (ad / "adapter_model.safetensors").write_bytes(b"")  # only its presence is checked here
     check_adapter_base(ad, str(src), tiny_lm.model)
     raw = bytearray((renamed / "model.safetensors").read_bytes())
     raw[-1] ^= 1

@@ -139,6 +139,9 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
             )
     elif base and model_path and Path(str(base)).name != Path(str(model_path)).name:
         raise ValueError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
+    if not any((Path(adapter) / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelLoadError(f"adapter {adapter} has no weights (adapter_model.safetensors or adapter_model.bin); "
+                             "the folder is incomplete")
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
