@@ -34,10 +34,12 @@ def _publish(path: str | os.PathLike, write) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         tmp.replace(p)
-    except OSError as e:
+    except BaseException as e:  # an I/O error, or an interrupt: no temporary file is left behind
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise OSError(e.errno, f"cannot write {p}: {e.strerror or e}") from e
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"cannot write {p}: {e.strerror or e}") from e
+        raise
     return p

@@ -291,3 +291,65 @@ def test_a_store_open_in_another_process_is_named_locked_not_corrupt(tmp_path, i
         holder.wait()
     with ActivationStore(out) as s:
         assert s.complete
+
+
+# ---- interp eval: every output file is published by write-then-rename, summary.json last ---------------------
+
+EVAL = ["eval", "--model", "organism-small", "--bbq-dir", str(FIXTURE_BBQ), "--split", "all", "--device", "cpu",
+        "--dtype", "float32", "--n-boot", "20"]
+EVAL_KILLER = textwrap.dedent("""
+    import os, signal, sys, pathlib
+    sig, at = getattr(signal, sys.argv[1]), int(sys.argv[2])
+    seen = [0]
+    real = pathlib.Path.replace
+    def replace(self, target):
+        seen[0] += 1
+        if seen[0] == at:
+            os.kill(os.getpid(), sig)
+        return real(self, target)
+    pathlib.Path.replace = replace
+    from interp.cli.main import main
+    main(sys.argv[3:])
+""")
+
+
+def run_eval(out: Path, wrapper: str | None = None, wrapper_args: tuple = ()) -> subprocess.CompletedProcess:
+    head = [sys.executable, "-c", wrapper, *wrapper_args] if wrapper else [sys.executable, "-m", "interp.cli"]
+    return subprocess.run([*head, *EVAL, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=_env(),
+                          timeout=300)
+
+
+def eval_outputs(out: Path) -> dict:
+    """What an eval run publishes, without its timing."""
+    import json
+
+    got = {n: (out / n).read_bytes() for n in ("predictions.jsonl", "summary.csv", "split.json") if (out / n).exists()}
+    if (out / "summary.json").exists():
+        s = json.loads((out / "summary.json").read_text())
+        s["meta"].pop("seconds")
+        got["summary.json"] = s
+    return got
+
+
+@pytest.fixture(scope="module")
+def eval_reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("evref") / "ev"
+    res = run_eval(out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return eval_outputs(out)
+
+
+@pytest.mark.parametrize("sig, at", [("SIGKILL", 3), ("SIGINT", 2)])
+def test_killed_eval_publishes_no_partial_file_and_reruns_to_the_same_outputs(tmp_path, eval_reference, sig, at):
+    """Killed at the k-th rename (split.json, predictions.jsonl, summary.csv, summary.json): every file present
+    is whole (equal to the uninterrupted run's), summary.json only once the rest is there; the rerun equals it."""
+    out = tmp_path / "ev"
+    res = run_eval(out, EVAL_KILLER, (sig, str(at)))
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    got = eval_outputs(out)
+    assert "summary.json" not in got
+    assert all(got[k] == eval_reference[k] for k in got), sorted(got)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")] or sig == "SIGKILL"  # no temp left on SIGINT
+    res = run_eval(out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert eval_outputs(out) == eval_reference
