@@ -528,6 +528,20 @@ def _seal(path: Path, names: Sequence[str], n: int, batch_size: int) -> None:
                               "the same command.") from e
 
 
+def _shard_verifies(path: Path) -> bool:
+    """Whether a shard file is complete and every batch reads back equal to its checksum."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            fp = json.loads(f.attrs["fingerprint"])
+            names, n, bs = fp["names"], fp["n_items"], fp["batch_size"]
+            _check_shapes(f, path, names, n, bs)
+            return bool(f.attrs["complete"]) and _first_bad_batch(f, names, n, bs, -(-n // bs)) is None
+    except (OSError, KeyError, ValueError, StoreError):
+        return False
+
+
 def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]], fp: dict, prov: dict) -> None:
     """One file presenting the shards' datasets as whole datasets (h5py virtual datasets, relative paths)."""
     import h5py
@@ -616,7 +630,17 @@ def _cache_distributed(hooked, items, path, names, pos, dtype, batch_size, split
                                             "rerun with --overwrite to replace it.") from e
                 with f:
                     check_fingerprint(f, fp, path)
-                decision = ["done"]
+                    shards = [path.parent / s for s in json.loads(f.attrs.get("shards", "[]"))]
+                bad = [sp.name for sp in shards if not _shard_verifies(sp)]
+                if bad:  # the view is derived: drop it, let the ranks verify and finish their shards
+                    import warnings
+
+                    warnings.warn(f"{path}: shard(s) {bad} do not verify; recomputing what did not reach the disk",
+                                  stacklevel=2)
+                    path.unlink()
+                    decision = ["run"]
+                else:
+                    decision = ["done"]
             else:
                 decision = ["run"]
         except StoreError as e:
