@@ -94,7 +94,8 @@ def bad(tmp_path_factory, tiny_lm_dir, fixture_bbq_dir):
                 adapter=str(adapter), data=str(data), latin=str(latin), empty=str(empty), nullctx=str(nullctx),
                 empty_preds=str(empty_preds), dup_preds=str(dup_preds), good_preds=str(good_preds), adir=str(adir),
                 afile=str(afile), tpl_latin=str(tpl_latin), other_split=str(other_split), base_empty=str(base_empty),
-                foreign_adapter=str(foreign_adapter), no_weights=str(no_weights), pairs=str(pairs), same_pairs=str(same_pairs))
+                foreign_adapter=str(foreign_adapter), no_weights=str(no_weights), pairs=str(pairs),
+                same_pairs=str(same_pairs))
 
 
 EVAL = ["eval", "--bbq-dir", "{data}", "--device", "cpu", "--n-boot", "10", "--out", "{root}/ev"]

@@ -17,8 +17,9 @@ counter, so a killed run resumes after its last complete batch and finishes with
 uninterrupted run. The ``complete`` flag is honest: it is set only after every dataset is flushed, the file
 synced, reopened and every batch read back equal to its checksum; a write error (a full disk, a read-only
 folder) is a ``StoreWriteError`` and leaves the flag unset. On resume the batches the counter (or the flag)
-claims are verified the same way, and the first one that did not reach the disk is recomputed. A file that HDF5 cannot open (truncated, corrupt) or whose fingerprint differs (another
-model, adapter, split, hooks...) is named in an error and never overwritten unless ``overwrite=True``.
+claims are verified the same way, and the first one that did not reach the disk is recomputed. A file that
+HDF5 cannot open (truncated, corrupt) or whose fingerprint differs (another model, adapter, split, hooks...) is
+named in an error and never overwritten unless ``overwrite=True``; one open in another process is named as such.
 
 Under ``torchrun`` each rank writes a contiguous shard (``<name>.shard{r}-of-{w}.h5``) and rank 0 writes the
 requested path as an HDF5 virtual-dataset view over the shards.
@@ -788,7 +789,8 @@ class ActivationStore:
 
 def stores_equal(a: str | os.PathLike, b: str | os.PathLike, atol: float = 0.0) -> list[str]:
     """Differences between two stores' contents: every dataset, and the fingerprint (the world size, the
-    progress counter, the batch checksums and provenance such as the creation time are ignored). Empty when equal. ``atol``
+    progress counter, the batch checksums and provenance such as the creation time are ignored). Empty when equal.
+    ``atol``
     allows float rounding (e.g. between runs with different thread counts); 0 means bit-identical."""
     import h5py
 

@@ -82,7 +82,8 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
                    "or at the scored position (the paper's rule; also reported as intervention_scored).")
 @click.option("--control-label/--no-control-label", default=True, show_default=True,
               help="Partial correlation given chosen/rejected (ignore neurons that only track quality).")
-@click.option("--n-sensitivity", type=click.IntRange(min=1), default=200, show_default=True, help="Responses edited for sensitivity.")
+@click.option("--n-sensitivity", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Responses edited for sensitivity.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Keep only the first N test pairs.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
