@@ -83,10 +83,11 @@ def _file_size_limit(n: int):
     return pre
 
 
-@pytest.mark.parametrize("limit", [3_000, 40_000, 70_000])
-def test_a_full_disk_is_a_named_error_and_never_complete(tmp_path, reference, limit):
-    """The file cannot grow past ``limit`` bytes (the store is ~80 kB): at creation, mid-run, near the end."""
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.9])
+def test_a_full_disk_is_a_named_error_and_never_complete(tmp_path, reference, share):
+    """The file cannot grow past a share of the finished store's size: at creation, mid-run, near the end."""
     out = tmp_path / "s.h5"
+    limit = max(3_000, int(share * reference.stat().st_size))
     res = run_cache(out, preexec=_file_size_limit(limit))
     assert_one_named_error(res, "StoreWriteError")
     assert "it is not marked complete" in res.stderr or "nothing was written" in res.stderr
@@ -96,13 +97,14 @@ def test_a_full_disk_is_a_named_error_and_never_complete(tmp_path, reference, li
 
 
 @pytest.fixture()
-def tiny_tmpfs(tmp_path):
-    """A 60 KiB tmpfs (a real ENOSPC), where this machine lets the tests mount one."""
+def tiny_tmpfs(tmp_path, reference):
+    """A tmpfs three quarters the size of the finished store (a real ENOSPC), where the tests may mount one."""
     d = tmp_path / "tmpfs"
     d.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(d)], capture_output=True).returncode:
+    size = f"size={max(16, int(0.75 * reference.stat().st_size) // 1024)}k"
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(d)], capture_output=True).returncode:
         pytest.skip("this machine does not allow mounting a tmpfs")
     yield d
     subprocess.run(["umount", "-l", str(d)], capture_output=True)
@@ -115,7 +117,8 @@ def test_enospc_on_a_tiny_tmpfs_then_resume_after_space_is_freed(tiny_tmpfs, ref
     assert_one_named_error(res, "StoreWriteError")
     assert "No space left on device" in res.stderr or "did not reach the disk" in res.stderr
     assert flag(out) is not True
-    subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_tmpfs)], check=True)
+    subprocess.run(["mount", "-o", f"remount,size={4 * reference.stat().st_size // 1024 + 64}k", str(tiny_tmpfs)],
+                   check=True)
     rerun_to_the_reference(out, reference)
 
 
