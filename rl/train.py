@@ -146,8 +146,9 @@ def check_target_modules(model, target_modules: str) -> None:
     if target_modules == "all-linear":
         return
     wanted = [t.strip() for t in str(target_modules).split(",") if t.strip()]
-    have = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
-    missing = [t for t in wanted if t not in have]
+    names = [name for name, _ in model.named_modules() if name]
+    # PEFT's rule for a list of names: the module's full name, or a dotted suffix of it
+    missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
     if missing or not wanted:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
         raise ValueError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"

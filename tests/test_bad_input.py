@@ -376,3 +376,16 @@ def test_a_plain_adapter_is_matched_by_its_base_weights_not_its_name(tmp_path, t
     (renamed / "model.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="was trained on a base with weights hash"):
         check_adapter_base(ad, str(src), tiny_lm.model)
+
+
+def test_rl_settings_checked_up_front_accept_what_trl_and_peft_accept(tiny_lm):
+    """The up-front checks refuse 'foo' (rows above) but keep every value the libraries take."""
+    from rl.train import TrainConfig, check_target_modules, trl_loss_types
+
+    assert {"grpo", "dapo", "dr_grpo"} <= set(trl_loss_types())  # read from TRL: the check is not switched off
+    for lt in ("grpo", "dr_grpo"):
+        TrainConfig(model="m", out_dir="o", loss_type=lt, lr_scheduler="cosine").validate()
+    for ok in ("all-linear", "q_proj,v_proj", "self_attn.q_proj"):
+        check_target_modules(tiny_lm.model, ok)
+    with pytest.raises(ValueError, match=r"\['foo'\] match no module.*'q_proj'"):
+        check_target_modules(tiny_lm.model, "q_proj,foo")
