@@ -356,3 +356,47 @@ def test_killed_eval_publishes_no_partial_file_and_reruns_to_the_same_outputs(tm
     res = run_eval(out)
     assert res.returncode == 0, res.stderr[-3000:]
     assert eval_outputs(out) == eval_reference
+
+
+@pytest.fixture()
+def read_only_copies(tmp_path):
+    """read_only_copies({name: source}) -> a folder holding those copies where nothing can be written (file and
+    folder modes, or as root a tmpfs remounted read-only)."""
+    d = tmp_path / "ro_store"
+    d.mkdir()
+    mounted = []
+
+    def make(files: dict) -> Path:
+        for name, src in files.items():
+            shutil.copy(src, d / name)
+            (d / name).chmod(0o444)
+        d.chmod(0o555)
+        if os.access(d / next(iter(files)), os.W_OK):
+            if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)],
+                                                   capture_output=True).returncode:
+                pytest.skip("cannot make a read-only folder here")
+            mounted.append(d)
+            for name, src in files.items():
+                shutil.copy(src, d / name)
+            subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
+        return d
+
+    yield make
+    for m in mounted:
+        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+    d.chmod(0o755)
+
+
+def test_a_store_on_a_read_only_folder_is_used_when_complete_and_refused_when_not(tmp_path, organism, fixture_items,
+                                                                                 inproc_reference, read_only_copies):
+    partial = tmp_path / "partial.h5"
+    shutil.copy(inproc_reference, partial)
+    with h5py.File(partial, "r+") as f:
+        f.attrs["complete"] = False
+        f["complete_batches"][()] = 3
+    ro = read_only_copies({"done.h5": inproc_reference, "partial.h5": partial})
+    seen = []
+    assert _cache(organism, fixture_items, ro / "done.h5", on_batch=seen.append) == ro / "done.h5"
+    assert seen == []
+    with pytest.raises(StoreWriteError, match=r"partial\.h5 is read-only and not a complete, verified store"):
+        _cache(organism, fixture_items, ro / "partial.h5")

@@ -290,7 +290,8 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
         path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
             path.unlink(missing_ok=True)
-        creating.unlink(missing_ok=True)  # a creation killed before its rename
+        if creating.exists():
+            creating.unlink()  # a creation killed before its rename
         if not path.exists():
             d_of = {n: (hooked.d_mlp if n.endswith("mlp.hook_post") else hooked.d_model) for n in names}
             _create(path, fp, _provenance(hooked, tok, split_hash),
@@ -300,7 +301,8 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
         if isinstance(e, StoreError):
             raise
         try:
-            creating.unlink(missing_ok=True)
+            if creating.exists():
+                creating.unlink()
         except OSError:
             pass
         raise StoreWriteError(f"cannot create {path} ({_why(e)}); nothing was written.") from e
@@ -308,6 +310,8 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     n_batches = (n + batch_size - 1) // batch_size
     letter_ids = letter_token_ids(tok)
     pos_idx = positions[0] if len(positions) == 1 else positions
+    if not os.access(path, os.W_OK):
+        return _reuse_read_only(path, fp, names, n, batch_size)
     f = _open_existing(path)
     ds: dict = {}  # the open datasets, by path in the file
     try:
@@ -387,6 +391,27 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
         raise
     _seal(path, names, n, batch_size)
     return path
+
+
+def _reuse_read_only(path: Path, fp: dict, names: Sequence[str], n: int, batch_size: int) -> Path:
+    """A store in a folder (or file) that cannot be written: usable as is when it is this run's, complete and
+    verified; anything else is a StoreWriteError (nothing can be finished there)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        _raise_if_locked(path, e)
+        raise CorruptStoreError(f"{path} exists but HDF5 cannot open it (truncated or corrupt: {e}); it was left "
+                                "untouched.") from e
+    with f:
+        check_fingerprint(f, fp, path)
+        _check_shapes(f, path, names, n, batch_size)
+        n_batches = (n + batch_size - 1) // batch_size
+        if bool(f.attrs["complete"]) and _first_bad_batch(f, names, n, batch_size, n_batches) is None:
+            return path
+    raise StoreWriteError(f"{path} is read-only and not a complete, verified store; it cannot be finished there. "
+                          "Choose a writable --out.")
 
 
 def _crc(arrays: Sequence[np.ndarray]) -> int:
