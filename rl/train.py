@@ -118,6 +118,41 @@ class TrainConfig:
             raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         if self.save_steps < 1:
             raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
+        from transformers import SchedulerType
+
+        schedulers = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in schedulers:
+            raise ValueError(f"lr_scheduler must be one of {schedulers}, got {self.lr_scheduler!r}")
+        losses = trl_loss_types()
+        if losses and self.loss_type not in losses:
+            raise ValueError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
+
+
+def trl_loss_types() -> list[str]:
+    """The loss types the installed TRL's GRPOConfig accepts (read from its field help; [] if it cannot say)."""
+    import dataclasses
+    import re
+
+    from trl import GRPOConfig
+
+    helps = [f.metadata.get("help", "") for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type"]
+    m = re.search(r"Supported values are (.*?)\.", helps[0] if helps else "")
+    return re.findall(r"'(\w+)'", m.group(1)) if m else []
+
+
+def check_target_modules(model, target_modules: str) -> None:
+    """Refuse LoRA target module names that match no module of ``model`` ('all-linear' always matches): PEFT
+    would raise only once training is set up."""
+    if target_modules == "all-linear":
+        return
+    wanted = [t.strip() for t in str(target_modules).split(",") if t.strip()]
+    names = [name for name, _ in model.named_modules() if name]
+    # PEFT's rule for a list of names: the module's full name, or a dotted suffix of it
+    missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing or not wanted:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise ValueError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"
+                         f"; its linear modules are {linear}, or use 'all-linear'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,6 +309,7 @@ def build_trainer(cfg: TrainConfig, items=None):
     model = attach_fingerprint(AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, dev)),
                                base_path)
     whash = weights_hash(model)  # of the plain base, before LoRA layers are injected
+    check_target_modules(model, cfg.target_modules)
     conversational = bool(getattr(tok, "chat_template", None))
     dataset = build_dataset(items, conversational=conversational, shuffle=cfg.shuffle_options, seed=cfg.seed)
 
@@ -314,7 +350,8 @@ def build_trainer(cfg: TrainConfig, items=None):
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
+        target_modules=cfg.target_modules if cfg.target_modules == "all-linear" else
+        [t.strip() for t in cfg.target_modules.split(",") if t.strip()],
         task_type="CAUSAL_LM",
     )
     meta = {
@@ -408,7 +445,20 @@ def _drop_incomplete(out_dir: Path) -> list[Path]:
 def train_config(cfg: TrainConfig, items=None) -> list[Path]:
     """Run (or resume) one GRPO run; return its complete checkpoint folders by step."""
     out_dir = Path(cfg.out_dir)
+    cfg.validate()  # before anything is written
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file, not a run folder; choose another --out")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_in(cfg, out_dir, items)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _train_in(cfg: TrainConfig, out_dir: Path, items) -> list[Path]:
     resume = cfg.resume
     if resume:
         if items is None and (out_dir / RUN_CONFIG).exists():

@@ -14,7 +14,8 @@ FIXTURE_BBQ = Path(__file__).parent / "fixtures" / "bbq" / "data"
 # slow tests carry @pytest.mark.slow themselves
 INTEGRATION = {"test_activations.py", "test_bad_input.py", "test_compare.py", "test_eval.py", "test_organism.py",
                "test_pipeline_e2e.py", "test_readme.py", "test_rl_train.py", "test_rm_organism.py", "test_score.py",
-               "test_steering.py", "test_patching.py", "test_architectures.py", "test_download.py", "test_bbq.py", "test_split.py"}
+               "test_steering.py", "test_patching.py", "test_architectures.py", "test_download.py", "test_bbq.py",
+               "test_split.py", "test_faults.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -138,3 +139,23 @@ def smollm2_dir() -> Path:
 def qwen_coder_dir() -> Path:
     """Qwen2.5-Coder-0.5B-Instruct, only where it is installed already (491 MB: installed on request)."""
     return real_model_dir("qwen2.5-coder-0.5b", install=False)
+
+
+@pytest.fixture()
+def readonly_dir(tmp_path):
+    """A folder nothing can be written to: chmod 555, or (as root, who ignores modes) a read-only tmpfs."""
+    import subprocess
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    mounted = False
+    if os.access(d, os.W_OK):
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)],
+                                               capture_output=True).returncode:
+            pytest.skip("cannot make a read-only folder here")
+        mounted = True
+    yield d
+    if mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    d.chmod(0o755)

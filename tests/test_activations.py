@@ -234,6 +234,15 @@ def test_torchrun_two_cpu_ranks_give_one_virtual_file(tmp_path, tiny_lm_dir, fix
     assert {p.name for p in multi.parent.iterdir()} == {"view.h5", "view.shard0-of-2.h5", "view.shard1-of-2.h5"}
     with h5py.File(multi) as f:
         assert f["acts/blocks.0.hook_resid_post"].is_virtual
+    # rows of a shard lost under its complete flag: the rerun verifies the shards and recomputes them
+    shard1 = multi.parent / "view.shard1-of-2.h5"
+    with h5py.File(shard1, "r+") as f:
+        assert f.attrs["complete"]
+        f["acts/blocks.1.hook_resid_post"][20:] = np.nan
+    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "interp.cli", *common,
+                          "--out", str(multi)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "view.shard1-of-2.h5'] do not verify" in res.stderr and "recomputing from item 16" in res.stderr
     moved = tmp_path / "elsewhere"
     shutil.move(str(multi.parent), moved)  # relative shard paths: the folder can move
     cwd = os.getcwd()

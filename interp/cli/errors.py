@@ -23,10 +23,19 @@ def raised_by_us(exc: BaseException) -> bool:
     return bool(frames) and str(Path(frames[-1].filename).resolve()).startswith(_OURS)
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, ``Warning: <Category>: message`` (``warnings.formatwarning``'s signature)."""
+    return f"Warning: {category.__name__}: {message}\n"
+
+
 class FriendlyErrors(click.Group):
-    """A click group whose commands report the toolkit's input errors in one line."""
+    """A click group whose commands report the toolkit's input errors, and its warnings, in one line."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
+        if not os.environ.get("INTERP_DEBUG"):
+            warnings.formatwarning = one_line_warning
         try:
             return super().invoke(ctx)
         except _FRIENDLY as e:

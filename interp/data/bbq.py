@@ -160,15 +160,25 @@ def load_known_groups(templates_dir: Path) -> dict[tuple[str, str, str], str]:
         cat = path.stem
         if cat not in CATEGORIES or "_x_" in cat:
             continue  # vocabulary, fillers, intersectional templates (other rules; not supported)
-        with open(path, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                qid = (row.get("Q_id") or "").strip()
-                ksg = row.get("Known_stereotyped_groups")
-                if not qid or ksg is None:
-                    continue
-                ver = (row.get("version") or "").strip()
-                out.setdefault((cat, qid, ver), ksg)
-                out.setdefault((cat, qid, ""), ksg)
+        n_rows = 0
+        try:
+            with open(path, encoding="utf-8", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    qid = (row.get("Q_id") or "").strip()
+                    ksg = row.get("Known_stereotyped_groups")
+                    if not qid or ksg is None:
+                        continue
+                    n_rows += 1
+                    ver = (row.get("version") or "").strip()
+                    out.setdefault((cat, qid, ver), ksg)
+                    out.setdefault((cat, qid, ""), ksg)
+        except UnicodeDecodeError as e:
+            raise BBQDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        if not n_rows:
+            import warnings
+
+            warnings.warn(f"{path} has no template rows (Q_id, Known_stereotyped_groups): {cat} items get no bias "
+                          "target from it and count as without one", stacklevel=2)
     return out
 
 

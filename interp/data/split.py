@@ -53,10 +53,10 @@ class Split:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.to_json())
-        return p
+        """Write the split file (write-then-rename); a folder at ``path`` is an error."""
+        from interp.tables import write_text_atomic
+
+        return write_text_atomic(path, self.to_json())
 
     @property
     def hash(self) -> str:
@@ -65,6 +65,8 @@ class Split:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Split":
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"split file {path} is a folder, not a split JSON file")
         try:
             d = json.loads(Path(path).read_text())
             s = cls(
@@ -73,7 +75,7 @@ class Split:
                 train_templates=[tuple(t) for t in d["train_templates"]],
                 dev_templates=[tuple(t) for t in d["dev_templates"]],
             )
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a split file: {e}") from None
         s.check()
         return s
@@ -127,6 +129,10 @@ def split_items(
         if split_file is not None:
             split.save(split_file)
     chosen = split.select(items, part)
+    if split_file is not None and part != "all" and items and not chosen:
+        theirs = sorted({c for c, _ in split.train_templates + split.dev_templates})
+        raise ValueError(f"split file {split_file} selects no {part} item: it names templates of {theirs}, the data "
+                         f"hold {sorted({it.category for it in items})}; use a split made on these data")
     if wanted is not None:
         chosen = [it for it in chosen if it.category in wanted]
     if limit is not None and limit < len(chosen):

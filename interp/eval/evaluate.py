@@ -105,6 +105,33 @@ class EvalConfig:
     progress: bool = True
     sort_by_length: bool = True  # batch prompts of similar length (records come back in item order)
 
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if int(self.max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Check an output folder before any work, writing nothing: a file there, or a folder (or, for a new one, its
+    nearest existing parent) that cannot be written, is a named error (``OutputDirError``)."""
+    from interp.paths import OutputDirError
+
+    od = Path(out_dir)
+    if od.exists() and not od.is_dir():
+        raise OutputDirError(f"--out {od} is a file, not a folder")
+    anchor = od
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise OutputDirError(f"--out {od} cannot be made: {anchor} is a file")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise OutputDirError(f"--out {od} cannot be written ({anchor} is read-only)")
+    return od
+
 
 @torch.no_grad()
 def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig | None = None) -> list[dict]:
@@ -220,14 +247,15 @@ def write_results(records: Sequence[dict], out_dir: str | os.PathLike, n_boot: i
     fmts = sorted({r["prompt_format"] for r in records if r.get("prompt_format")})
     if fmts and "prompt_format" not in meta:
         meta["prompt_format"] = fmts[0] if len(fmts) == 1 else "mixed"
-    od = Path(out_dir)
+    from interp.tables import write_text_atomic
+
+    od = prepare_out_dir(out_dir)
     od.mkdir(parents=True, exist_ok=True)
-    with open(od / "predictions.jsonl", "w") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
     rows = summarize(records, n_boot=n_boot, seed=seed, cluster=cluster)
+    # each file by write-then-rename; summary.json, the record that the run finished, last
+    write_text_atomic(od / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     write_csv(rows, od / "summary.csv")
-    (od / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_text_atomic(od / "summary.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     return rows
 
 

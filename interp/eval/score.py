@@ -272,7 +272,9 @@ def load_predictions(
     report = ScoreReport(n_items=len(items), rules=rules)
     for it in items:
         report.per_category[it.category] = report.per_category.get(it.category, 0) + 1
-    known = load_known_groups(Path(templates_dir)) if templates_dir else None
+    from interp.data.bbq import resolve_templates_dir
+
+    known = load_known_groups(resolve_templates_dir(Path("."), templates_dir)) if templates_dir else None
     assign_targets(items, known, report, multi_match)
     recs = score_records(items, preds, rules, report, load_proper_nouns(templates_dir))
     report.unmatched = sum(r["pred"] is None for r in recs)

@@ -158,6 +158,27 @@ class DirectionSet:
         return p
 
 
+def model_weights_hash(model: str) -> str:
+    """The weights fingerprint of a model by name or folder (``interp.models.loading.fingerprint``); '' when its
+    files are not here (a hub model not in the cache)."""
+    from interp.models.loading import fingerprint, resolve_model_path
+
+    try:
+        return fingerprint(resolve_model_path(model))
+    except FileNotFoundError:
+        return ""
+
+
+def check_directions_base(ds: DirectionSet, model: str, path: str | os.PathLike) -> None:
+    """Refuse directions built on other weights than ``model``'s, matched by the weights fingerprint recorded when
+    they were built (never by name); a file without the record (older files) is not checked."""
+    want = ds.meta.get("weights_hash") or ""
+    have = model_weights_hash(model) if want else ""
+    if want and have and want != have:
+        raise DirectionError(f"{path} was built on a model with weights {want} ({ds.meta.get('model')}), not {model} "
+                             f"({have}); build directions on this model with `interp directions --model {model}`")
+
+
 def load_directions(path: str | os.PathLike) -> DirectionSet:
     """Read a file written by ``DirectionSet.save`` (safetensors: no pickle)."""
     from safetensors import safe_open

@@ -109,6 +109,12 @@ def steering_fn(vector: torch.Tensor, from_pos: int | None = None):
         elif T > 1 or state["offset"] == 0:  # a new sequence (prompt pass)
             state["offset"] = 0
             state["start"] = from_pos if from_pos >= 0 else T + from_pos
+        if T > 1 and state["start"] >= state["offset"] + T and not state.get("warned"):
+            import warnings
+
+            state["warned"] = True
+            warnings.warn(f"from_pos {from_pos} is past the end of the {T}-position prompt batch: no prompt position "
+                          "is steered (only generated tokens past it would be)", stacklevel=2)
         pos = torch.arange(state["offset"], state["offset"] + T, device=x.device)
         state["offset"] += T
         mask = (pos >= state["start"]).to(x.dtype)[None, :, None]  # [1, pos, 1]

@@ -164,15 +164,30 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
         raise ModelLoadError(f"adapter {adapter}: adapter_config.json is not valid JSON ({e})") from None
     base = cfg.get("base_model_name_or_path")
     rec = Path(adapter) / "interp_base.json"
+    want = None
     if rec.exists():
-        want = json.loads(rec.read_text()).get("weights_hash")
-        if model is not None and want and want != weights_hash(model):
+        try:
+            want = json.loads(rec.read_text()).get("weights_hash")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise ModelLoadError(f"adapter {adapter}: interp_base.json is not a base record (JSON with "
+                                 f"weights_hash): {e}") from None
+    elif base and model is not None and Path(str(base)).is_dir():
+        try:  # a plain PEFT adapter whose base folder is here: match by the weights fingerprint, not the name
+            want = fingerprint(base)
+        except FileNotFoundError:
+            want = None
+    have = weights_hash(model) if model is not None and want else None
+    if want and (rec.exists() or want.split(":")[0] == have.split(":")[0]):  # comparable fingerprints
+        if model is not None and want != have:
             raise ValueError(
                 f"adapter {adapter} was trained on a base with weights hash {want}, "
-                f"but {model_path} has {weights_hash(model)}"
+                f"but {model_path} has {have}"
             )
     elif base and model_path and Path(str(base)).name != Path(str(model_path)).name:
         raise ValueError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
+    if not any((Path(adapter) / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelLoadError(f"adapter {adapter} has no weights (adapter_model.safetensors or adapter_model.bin); "
+                             "the folder is incomplete")
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")

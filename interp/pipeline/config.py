@@ -44,7 +44,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 class ConfigError(ValueError):
-    """An unknown section or key in a config file or a ``--set`` override."""
+    """An unknown section or key, or a value of the wrong type, in a config file or a ``--set`` override."""
 
 
 # [rl] keys the sweep sets per run itself; every other rl.train.TrainConfig field may be set in [rl]
@@ -86,6 +86,61 @@ def check_config(cfg: dict, where: str = "config") -> None:
                 raise _unknown(where, f"key in [{sec}]:", k, keys[sec])
 
 
+# settings whose type may differ from the default's; and the smallest value of numeric settings with a bound
+_ALSO_ALLOWED = {("cache", "layers"): (int, list)}
+_MINIMUM = {("data", "limit_dev"): 0, ("data", "limit_train"): 0, ("eval", "n_boot"): 0, ("probe", "n_boot"): 0,
+            ("eval", "batch_size"): 1, ("cache", "batch_size"): 1, ("probe", "folds"): 2, ("probe", "fold_seeds"): 1,
+            ("rl", "steps"): 1, ("rl", "save_steps"): 1, ("rl", "batch_size"): 1, ("rl", "num_generations"): 2,
+            ("rl", "lora_r"): 1, ("rl", "lora_alpha"): 1, ("run", "seed"): 0, ("data", "split_seed"): 0}
+
+
+@functools.lru_cache(maxsize=1)
+def default_values() -> dict[tuple[str, str], Any]:
+    """(section, key) -> its default value: the default config's, and TrainConfig's for the other [rl] keys."""
+    from dataclasses import MISSING, fields
+
+    from rl.train import TrainConfig
+
+    out = {(sec, k): v for sec, vals in _read_toml("default").items() for k, v in vals.items()}
+    for f in fields(TrainConfig):
+        if ("rl", f.name) not in out and f.name not in _RL_SET_BY_SWEEP and f.default is not MISSING:
+            out[("rl", f.name)] = f.default
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def check_types(cfg: dict, where: str = "config") -> None:
+    """Refuse a value whose type differs from its default's (an integer where a number is expected is fine; a
+    list's items are checked against the default list's items), or below its bound, naming the key."""
+    defaults = default_values()
+    for sec, vals in cfg.items():
+        for k, v in vals.items():
+            want = defaults.get((sec, k))
+            if want is None:
+                continue
+            ok_types = (type(want),) + _ALSO_ALLOWED.get((sec, k), ())
+            ok = isinstance(v, ok_types) and not (isinstance(v, bool) and not isinstance(want, bool))
+            if isinstance(want, float) and isinstance(v, int) and not isinstance(v, bool):
+                ok = True
+            if ok and isinstance(want, list) and want and isinstance(v, list):
+                item = want[0]
+                ok = all((isinstance(x, type(item)) or (isinstance(item, float) and isinstance(x, int)))
+                         and not (isinstance(x, bool) and not isinstance(item, bool)) for x in v)
+                if not ok:
+                    raise ConfigError(f"{where}: {sec}.{k} must be a list of {_type_name(item).split()[-1]}s "
+                                      f"like {want!r}, got {v!r}")
+            if not ok:
+                raise ConfigError(f"{where}: {sec}.{k} must be {_type_name(want)} like {want!r}, got {v!r} "
+                                  f"({_type_name(v)})")
+            low = _MINIMUM.get((sec, k))
+            if low is not None and v < low:
+                raise ConfigError(f"{where}: {sec}.{k} must be >= {low}, got {v!r}")
+
+
 def load_config(path: str | Path | None = None, preset: str = "default", overrides: list[str] | None = None) -> dict:
     """Preset, then a user TOML file, then ``section.key=value`` overrides (values parsed as TOML). An unknown
     section or key anywhere is a :class:`ConfigError` naming the closest valid one."""
@@ -94,11 +149,16 @@ def load_config(path: str | Path | None = None, preset: str = "default", overrid
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file {p} not found")
+        if p.is_dir():
+            raise IsADirectoryError(f"config file {p} is a folder, not a TOML file")
         try:
-            user = tomllib.loads(p.read_text())
+            user = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{p}: not a TOML file (not UTF-8 text)") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{p}: not valid TOML ({e})") from None
         check_config(user, str(p))
+        check_types(user, str(p))
         cfg = _merge(cfg, user)
     for ov in overrides or []:
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
@@ -110,8 +170,10 @@ def load_config(path: str | Path | None = None, preset: str = "default", overrid
             parsed = tomllib.loads(f"v = {val}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = val
+        check_types({sec: {k: parsed}}, f"override {ov!r}")
         cfg.setdefault(sec, {})[k] = parsed
     check_config(cfg, f"preset {preset!r}")
+    check_types(cfg, f"preset {preset!r}")
     return cfg
 
 

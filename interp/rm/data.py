@@ -76,6 +76,8 @@ def parse_preference_record(rec: dict, path: Path, lineno: int) -> list[Preferen
         raise _fail(path, lineno, "field 'meta' must be an object")
     ch, rj = rec["chosen"], rec["rejected"]
     if isinstance(ch, str) and isinstance(rj, str):
+        if ch == rj:
+            raise _fail(path, lineno, "chosen and rejected are the same text: the pair cannot be ranked")
         return [PreferencePair(prompt, _check_text(ch, "chosen", path, lineno),
                                _check_text(rj, "rejected", path, lineno), rid, split, dict(meta))]
     if isinstance(ch, list) and isinstance(rj, list):
@@ -87,6 +89,9 @@ def parse_preference_record(rec: dict, path: Path, lineno: int) -> list[Preferen
         out = []
         for i, c in enumerate(ch):
             for j, r in enumerate(rj):
+                if c == r:
+                    raise _fail(path, lineno, f"chosen[{i}] and rejected[{j}] are the same text: the pair cannot "
+                                              "be ranked")
                 s = "hard" if i < j else ("normal" if i == j else "easy")
                 out.append(PreferencePair(prompt, c, r, f"{rid}:{i}:{j}", s,
                                           {**meta, "chosen_style": i, "rejected_style": j}))

@@ -64,6 +64,18 @@ class DebiasConfig:
     seed: int = 0
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse unknown attributes and empty sensitivity samples when the settings are made."""
+        from interp.rm.attributes import list_attributes
+
+        unknown = [a for a in self.attributes if a not in list_attributes()]
+        if unknown or not self.attributes:
+            raise ValueError(f"unknown attribute(s) {unknown or list(self.attributes)}; known: "
+                             f"{', '.join(list_attributes())}")
+        for name in ("n_sensitivity", "n_val_sensitivity", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
 
 class Scorer:
     """Rewards under each method, with plain and intervened rewards cached by (prompt, response)."""

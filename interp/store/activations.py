@@ -7,14 +7,19 @@ Layout of a store (``cache_split`` writes it, ``ActivationStore`` reads it)::
                              (gold index), gold/target/biased/unknown letters and indices, option order, and
                              from the same forward pass: pred, pred_letter, letter_logits [n_items, 3]
     complete_batches         scalar counter, written (and flushed) after each batch's data is flushed
+    batch_crc                [n_batches] CRC-32 of each batch's rows as computed (all datasets), -1 until written
     attrs                    format, fingerprint (JSON; checked on resume), provenance, complete
 
 Streaming: items are prompted and run one batch at a time and written straight to disk, so memory does not
 grow with the number of items; readers slice single datasets. Crash safety: the file is created under a
 temporary name and renamed once its layout is flushed; after each batch the data are flushed before the
 counter, so a killed run resumes after its last complete batch and finishes with the same contents as an
-uninterrupted run. A file that HDF5 cannot open (truncated, corrupt) or whose fingerprint differs (another
-model, adapter, split, hooks...) is named in an error and never overwritten unless ``overwrite=True``.
+uninterrupted run. The ``complete`` flag is honest: it is set only after every dataset is flushed, the file
+synced, reopened and every batch read back equal to its checksum; a write error (a full disk, a read-only
+folder) is a ``StoreWriteError`` and leaves the flag unset. On resume the batches the counter (or the flag)
+claims are verified the same way, and the first one that did not reach the disk is recomputed. A file that
+HDF5 cannot open (truncated, corrupt) or whose fingerprint differs (another model, adapter, split, hooks...) is
+named in an error and never overwritten unless ``overwrite=True``; one open in another process is named as such.
 
 Under ``torchrun`` each rank writes a contiguous shard (``<name>.shard{r}-of-{w}.h5``) and rank 0 writes the
 requested path as an HDF5 virtual-dataset view over the shards.
@@ -26,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,6 +46,7 @@ STORE_DTYPES = {"float16": np.float16, "fp16": np.float16, "float32": np.float32
 _STR_COLS = ("uid", "category", "question_index", "context_condition", "question_polarity", "gold_letter",
              "target_letter", "biased_letter", "unknown_letter")
 _INT_COLS = ("example_id", "label", "target_loc", "biased_loc", "unknown_loc")
+_BOOKKEEPING = ("complete_batches", "batch_crc")  # per-batch progress and checksums, not per-item data
 
 
 class StoreError(RuntimeError):
@@ -56,6 +63,14 @@ class ForeignStoreError(StoreError):
 
 class IncompleteStoreError(StoreError):
     """A store whose run has not finished."""
+
+
+class StoreWriteError(StoreError):
+    """The store could not be written (a full disk, a read-only folder, an I/O error); never marked complete."""
+
+
+class StoreLockedError(StoreError):
+    """The store is open for writing in another process (HDF5's file lock)."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -173,10 +188,20 @@ def _open_existing(path: Path):
     try:
         return h5py.File(path, "r+")
     except OSError as e:
+        _raise_if_locked(path, e)
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            raise StoreWriteError(f"{path} cannot be opened for writing ({e}); it was left untouched.") from e
         raise CorruptStoreError(
             f"{path} exists but HDF5 cannot open it (truncated or corrupt: {e}); it was left untouched. "
             f"Rerun with --overwrite (overwrite=True) to replace it."
         ) from e
+
+
+def _raise_if_locked(path: Path, e: OSError) -> None:
+    """A file HDF5 refuses because another process holds its lock is in use, not corrupt."""
+    if "unable to lock file" in str(e).lower():
+        raise StoreLockedError(f"{path} is open in another process (HDF5 file lock: {e}); wait for that run to "
+                               "finish or stop it, then rerun.") from e
 
 
 def check_fingerprint(f, want: dict, path: Path) -> None:
@@ -194,7 +219,7 @@ def check_fingerprint(f, want: dict, path: Path) -> None:
 
 def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: dict, n_pos: int, dtype,
             batch_size: int, compression: str | None) -> None:
-    """Create the file's layout under a temporary name, flush, then rename: a file at ``path`` always has one."""
+    """Create the file's layout under a temporary name, sync, then rename: a file at ``path`` always has one."""
     import h5py
 
     tmp = path.with_name(path.name + ".creating")
@@ -203,7 +228,9 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
     if compression == "gzip":
         comp["compression_opts"] = 4
     rows = max(1, min(batch_size, n))
-    with h5py.File(tmp, "w") as f:
+    # the layout is built in memory and written with one plain write: a full disk fails that write cleanly
+    # (HDF5 itself can crash when its own writes fail while objects are being closed)
+    with h5py.File(tmp.name, "w", driver="core", backing_store=False) as f:
         f.attrs["format"] = FORMAT
         f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
         f.attrs["provenance"] = json.dumps(prov, sort_keys=True)
@@ -220,7 +247,13 @@ def _create(path: Path, fp: dict, prov: dict, static: dict, names, n_layers_d: d
         f.create_dataset("meta/pred_letter", shape=(n,), dtype="S1", fillvalue=b"")
         f.create_dataset("meta/letter_logits", shape=(n, 3), dtype=np.float32, fillvalue=np.nan)
         f.create_dataset("complete_batches", data=np.int64(0))
+        f.create_dataset("batch_crc", shape=(-(-n // rows),), dtype=np.int64, fillvalue=-1)
         f.flush()
+        image = f.id.get_file_image()
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -252,73 +285,287 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     tok.padding_side = "left"  # the last prompt token is at position -1 in every row
     fp = _fingerprint(hooked, items, names, positions, dtype, batch_size, split_hash, shuffle, seed, tok)
     fp.update(fp_extra or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        path.unlink(missing_ok=True)
-    path.with_name(path.name + ".creating").unlink(missing_ok=True)  # a creation killed before its rename
-    if not path.exists():
-        d_of = {n: (hooked.d_mlp if n.endswith("mlp.hook_post") else hooked.d_model) for n in names}
-        _create(path, fp, _provenance(hooked, tok, split_hash),
-                static if static is not None else _static_meta(items, shuffle, seed), names, d_of,
-                len(positions), STORE_DTYPES[dtype], batch_size, compression)
+    creating = path.with_name(path.name + ".creating")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            path.unlink(missing_ok=True)
+        if creating.exists():
+            creating.unlink()  # a creation killed before its rename
+        if not path.exists():
+            d_of = {n: (hooked.d_mlp if n.endswith("mlp.hook_post") else hooked.d_model) for n in names}
+            _create(path, fp, _provenance(hooked, tok, split_hash),
+                    static if static is not None else _static_meta(items, shuffle, seed), names, d_of,
+                    len(positions), STORE_DTYPES[dtype], batch_size, compression)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, StoreError):
+            raise
+        try:
+            if creating.exists():
+                creating.unlink()
+        except OSError:
+            pass
+        raise StoreWriteError(f"cannot create {path} ({_why(e)}); nothing was written.") from e
     n = len(items)
     n_batches = (n + batch_size - 1) // batch_size
     letter_ids = letter_token_ids(tok)
     pos_idx = positions[0] if len(positions) == 1 else positions
-    with _open_existing(path) as f, ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+    if not os.access(path, os.W_OK):
+        return _reuse_read_only(path, fp, names, n, batch_size)
+    f = _open_existing(path)
+    ds: dict = {}  # the open datasets, by path in the file
+    try:
         check_fingerprint(f, fp, path)
-        done = int(f["complete_batches"][()])
+        done, sealed = _resume_point(f, path, names, n, batch_size)
+        if sealed:
+            f.close()
+            return path
         bar = tqdm(total=n, initial=min(n, done * batch_size), desc=desc, unit="item", disable=not progress)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
 
-        def commit(b: int, lo: int, hi: int, host: list, ll: np.ndarray, pred: np.ndarray, letters: np.ndarray):
-            # runs on the writer thread (h5py releases the GIL in H5Dwrite, compression included), so batch
-            # b is written while the main thread runs batch b + 1's forward pass
-            for name, a in zip(names, host):
-                f[f"acts/{name}"][lo:hi] = a
-            f["meta/letter_logits"][lo:hi] = ll
-            f["meta/pred"][lo:hi] = pred
-            f["meta/pred_letter"][lo:hi] = letters
-            f.flush()  # the batch's data are on disk before the counter says so
-            f["complete_batches"][()] = b + 1
-            f.flush()
+            # the datasets stay open for the whole run: a chunk that fails to reach the disk then fails f.flush()
+            # (HDF5 only prints the error when a dataset is closed with unwritten chunks)
+            ds.update({k: f[k] for k in [*(f"acts/{m}" for m in names), "meta/letter_logits", "meta/pred",
+                                         "meta/pred_letter", "complete_batches", "batch_crc"] if k in f})
 
-        pending = None  # (future, batch index, size) of the write in flight: at most one
+            def commit(b: int, lo: int, hi: int, host: list, ll: np.ndarray, pred: np.ndarray,
+                       letters: np.ndarray):
+                # runs on the writer thread (h5py releases the GIL in H5Dwrite, compression included), so batch
+                # b is written while the main thread runs batch b + 1's forward pass
+                for name, a in zip(names, host):
+                    ds[f"acts/{name}"][lo:hi] = a
+                ds["meta/letter_logits"][lo:hi] = ll
+                ds["meta/pred"][lo:hi] = pred
+                ds["meta/pred_letter"][lo:hi] = letters
+                if "batch_crc" in ds:  # absent in stores written before the checksums
+                    ds["batch_crc"][b] = _crc([*host, ll, pred, letters])
+                f.flush()  # the batch's data are on disk before the counter says so
+                ds["complete_batches"][()] = b + 1
+                f.flush()
 
-        def settle():
-            nonlocal pending
-            if pending is not None:
-                fut, b, size = pending
-                pending = None
-                fut.result()  # a failed write raises here, in the caller's thread
-                bar.update(size)
-                if on_batch is not None:
-                    on_batch(b + 1)
+            pending = None  # (future, batch index, size) of the write in flight: at most one
 
-        try:
-            for b in range(done, n_batches):
-                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
-                enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
-                shortest = int(enc["attention_mask"].sum(1).min())
-                if max(-p for p in positions) > shortest:
-                    raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token prompt")
-                logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # acts: [batch, d] or [batch, n_pos, d]
-                ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
-                host = _to_host(acts, names, STORE_DTYPES[dtype])
-                pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
-                pred = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
-                letters = np.array([s.encode() for s in pred_letter], dtype="S1")
-                settle()  # batch b - 1 is committed before batch b's write starts (batches land in order)
-                pending = (writer.submit(commit, b, lo, hi, host, ll, pred, letters), b, hi - lo)
-            settle()
-        finally:
-            if pending is not None:  # an error upstream: let the write in flight finish, lose nothing written
-                pending[0].exception()
+            def settle():
+                nonlocal pending
+                if pending is not None:
+                    fut, b, size = pending
+                    pending = None
+                    fut.result()  # a failed write raises here, in the caller's thread
+                    bar.update(size)
+                    if on_batch is not None:
+                        on_batch(b + 1)
+
+            try:
+                for b in range(done, n_batches):
+                    lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                    prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
+                    enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
+                    shortest = int(enc["attention_mask"].sum(1).min())
+                    if max(-p for p in positions) > shortest:
+                        raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token "
+                                         "prompt")
+                    logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # [batch, (n_pos,) d]
+                    ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
+                    host = _to_host(acts, names, STORE_DTYPES[dtype])
+                    pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
+                    pred = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
+                    letters = np.array([s.encode() for s in pred_letter], dtype="S1")
+                    settle()  # batch b - 1 is committed before batch b's write starts (batches land in order)
+                    pending = (writer.submit(commit, b, lo, hi, host, ll, pred, letters), b, hi - lo)
+                settle()
+            finally:
+                if pending is not None:  # an error upstream: let the write in flight finish, lose nothing written
+                    pending[0].exception()
         bar.close()
-        if not f.attrs["complete"]:
+        f.flush()
+        ds.clear()
+        f.close()
+    except BaseException as e:
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, StoreError):
+            _abandon(f, *ds.values())
+            raise StoreWriteError(f"writing {path} failed ({_why(e)}); it is not marked complete. Free space (or fix "
+                                  "the folder) and rerun the same command: it resumes after the last batch "
+                                  "that reached the disk.") from e
+        ds.clear()
+        f.close()  # an error that is not an I/O error: everything written is flushed and kept
+        raise
+    _seal(path, names, n, batch_size)
+    return path
+
+
+def _reuse_read_only(path: Path, fp: dict, names: Sequence[str], n: int, batch_size: int) -> Path:
+    """A store in a folder (or file) that cannot be written: usable as is when it is this run's, complete and
+    verified; anything else is a StoreWriteError (nothing can be finished there)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        _raise_if_locked(path, e)
+        raise CorruptStoreError(f"{path} exists but HDF5 cannot open it (truncated or corrupt: {e}); it was left "
+                                "untouched.") from e
+    with f:
+        check_fingerprint(f, fp, path)
+        _check_shapes(f, path, names, n, batch_size)
+        n_batches = (n + batch_size - 1) // batch_size
+        if bool(f.attrs["complete"]) and _first_bad_batch(f, names, n, batch_size, n_batches) is None:
+            return path
+    raise StoreWriteError(f"{path} is read-only and not a complete, verified store; it cannot be finished there. "
+                          "Choose a writable --out.")
+
+
+def _crc(arrays: Sequence[np.ndarray]) -> int:
+    """CRC-32 of the arrays' bytes, in order (a batch's rows as computed, or as read back)."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
+    return crc
+
+
+_ABANDONED: list = []  # h5py objects of a file whose writes failed: never closed (see _abandon)
+
+
+def _abandon(*objs) -> None:
+    """Give up on an h5py file whose writes failed (a full disk). HDF5 cannot close such a file: closing it, or
+    letting Python collect it, retries the failed writes and crashes the process (a segfault, h5py 3 / HDF5
+    1.14). So its objects are kept alive and the process ends at exit with status 1 before HDF5's cleanup,
+    after the named error has been printed. The file on disk is left as the failed run left it, unmarked."""
+    import atexit
+
+    if not _ABANDONED:
+        atexit.register(_exit_before_hdf5_cleanup)
+    _ABANDONED.extend(objs)
+
+
+def _exit_before_hdf5_cleanup() -> None:
+    """At exit after an abandoned file: flush the streams and end with status 1 before HDF5's own cleanup."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - nothing more to say on a closed stream
+            pass
+    os._exit(1)
+
+
+def _why(e: BaseException) -> str:
+    """An HDF5 I/O error in one line: '[Errno 28] No space left on device' when HDF5 names the errno."""
+    import re
+
+    m = re.search(r"errno = (\d+), error message = '([^']*)'", str(e))
+    return f"[Errno {m.group(1)}] {m.group(2)}" if m else " ".join(str(e).split())
+
+
+def _first_bad_batch(f, names: Sequence[str], n: int, batch_size: int, upto: int) -> int | None:
+    """The first of batches [0, upto) whose rows on disk differ from what was computed (its checksum), or, in a
+    store without checksums, that holds an unwritten row (a fill value where the model's outputs were finite)."""
+    crcs = f["batch_crc"][()] if "batch_crc" in f else None
+    for b in range(upto):
+        lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+        acts = [f[f"acts/{name}"][lo:hi] for name in names]
+        ll, pred = f["meta/letter_logits"][lo:hi], f["meta/pred"][lo:hi]
+        if crcs is not None:
+            if int(crcs[b]) != _crc([*acts, ll, pred, f["meta/pred_letter"][lo:hi]]):
+                return b
+            continue
+        finite = np.isfinite(ll).all(1)
+        unwritten = pred < 0
+        for a in acts:
+            unwritten |= finite & np.isnan(a.reshape(len(a), -1)).all(1)
+        if unwritten.any():
+            return b
+    return None
+
+
+def _check_shapes(f, path: Path, names: Sequence[str], n: int, batch_size: int) -> None:
+    """Every dataset has one row per item (the fingerprint's count); else the file is refused by name."""
+    wrong = [k for k in [*(f"acts/{m}" for m in names), *(f"meta/{c}" for c in f["meta"])]
+             if k not in f or f[k].shape[0] != n]
+    if "batch_crc" in f and f["batch_crc"].shape[0] != (n + batch_size - 1) // batch_size:
+        wrong.append("batch_crc")
+    if wrong:
+        raise CorruptStoreError(f"{path} does not hold {n} rows in {', '.join(wrong[:4])}; it was left untouched. "
+                                "Rerun with --overwrite (overwrite=True) to replace it.")
+
+
+def _resume_point(f, path: Path, names: Sequence[str], n: int, batch_size: int) -> tuple[int, bool]:
+    """(first batch to compute, whether the store is complete and verified). The batches the counter or the
+    ``complete`` flag claim are read back and checked; the first that did not reach the disk, and all after
+    it, are computed again (a warning names them)."""
+    import warnings
+
+    _check_shapes(f, path, names, n, batch_size)
+    n_batches = (n + batch_size - 1) // batch_size
+    complete = bool(f.attrs["complete"])
+    claimed = n_batches if complete else min(n_batches, int(f["complete_batches"][()]))
+    bad = _first_bad_batch(f, names, n, batch_size, claimed)
+    if bad is None:
+        return claimed, complete
+    warnings.warn(f"{path} {'was marked complete but ' if complete else ''}holds rows that did not reach the disk "
+                  f"(batch {bad} of {n_batches}, items {bad * batch_size}-{min(n, (bad + 1) * batch_size) - 1}); "
+                  f"recomputing from item {bad * batch_size}", stacklevel=3)
+    f.attrs["complete"] = False
+    f["complete_batches"][()] = bad
+    f.flush()
+    return bad, False
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _seal(path: Path, names: Sequence[str], n: int, batch_size: int) -> None:
+    """Mark a written store complete, honestly: sync it, reopen it, read every batch back against its checksum,
+    and only then set the flag (and sync again). A batch that did not reach the disk is a StoreWriteError and
+    the counter is moved back to it, so a rerun recomputes it."""
+    import h5py
+
+    try:
+        _fsync(path)
+        with h5py.File(path, "r") as f:
+            _check_shapes(f, path, names, n, batch_size)
+            counted = int(f["complete_batches"][()])
+            bad = _first_bad_batch(f, names, n, batch_size, counted)
+        n_batches = (n + batch_size - 1) // batch_size
+        if bad is None and counted < n_batches:
+            bad = counted
+        if bad is not None:
+            try:
+                with h5py.File(path, "r+") as f:
+                    f["complete_batches"][()] = min(counted, bad)
+            except Exception:  # noqa: BLE001 - the resume check finds the bad batch anyway
+                pass
+            raise StoreWriteError(f"{path}: batch {bad} of {n_batches} (items from {bad * batch_size}) did not "
+                                  "reach the disk as written (a full disk?); it is not marked complete. Free space "
+                                  "and rerun the same command: it recomputes from there.")
+        with h5py.File(path, "r+") as f:
             f.attrs["complete"] = True
             f.flush()
-    return path
+        _fsync(path)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, StoreError):
+            raise
+        raise StoreWriteError(f"finishing {path} failed ({_why(e)}); it is not marked complete. Free space and rerun "
+                              "the same command.") from e
+
+
+def _shard_verifies(path: Path) -> bool:
+    """Whether a shard file is complete and every batch reads back equal to its checksum."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            fp = json.loads(f.attrs["fingerprint"])
+            names, n, bs = fp["names"], fp["n_items"], fp["batch_size"]
+            _check_shapes(f, path, names, n, bs)
+            return bool(f.attrs["complete"]) and _first_bad_batch(f, names, n, bs, -(-n // bs)) is None
+    except (OSError, KeyError, ValueError, StoreError):
+        return False
 
 
 def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]], fp: dict, prov: dict) -> None:
@@ -329,7 +576,7 @@ def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]]
     n = bounds[-1][1]
     with h5py.File(shards[0], "r") as s0, h5py.File(tmp, "w") as f:
         dsets: list[str] = []
-        s0.visititems(lambda k, v: dsets.append(k) if isinstance(v, h5py.Dataset) and k != "complete_batches" else None)
+        s0.visititems(lambda k, v: dsets.append(k) if isinstance(v, h5py.Dataset) and k not in _BOOKKEEPING else None)
         for name in dsets:
             src = s0[name]
             layout = h5py.VirtualLayout(shape=(n,) + src.shape[1:], dtype=src.dtype)
@@ -409,7 +656,17 @@ def _cache_distributed(hooked, items, path, names, pos, dtype, batch_size, split
                                             "rerun with --overwrite to replace it.") from e
                 with f:
                     check_fingerprint(f, fp, path)
-                decision = ["done"]
+                    shards = [path.parent / s for s in json.loads(f.attrs.get("shards", "[]"))]
+                bad = [sp.name for sp in shards if not _shard_verifies(sp)]
+                if bad:  # the view is derived: drop it, let the ranks verify and finish their shards
+                    import warnings
+
+                    warnings.warn(f"{path}: shard(s) {bad} do not verify; recomputing what did not reach the disk",
+                                  stacklevel=2)
+                    path.unlink()
+                    decision = ["run"]
+                else:
+                    decision = ["done"]
             else:
                 decision = ["run"]
         except StoreError as e:
@@ -459,6 +716,7 @@ class ActivationStore:
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as e:
+            _raise_if_locked(self.path, e)
             raise CorruptStoreError(f"{self.path} cannot be opened by HDF5 (truncated or corrupt: {e})") from e
         if self._f.attrs.get("format") != FORMAT:
             self._f.close()
@@ -556,7 +814,8 @@ class ActivationStore:
 
 def stores_equal(a: str | os.PathLike, b: str | os.PathLike, atol: float = 0.0) -> list[str]:
     """Differences between two stores' contents: every dataset, and the fingerprint (the world size, the
-    progress counter and provenance such as the creation time are ignored). Empty when equal. ``atol``
+    progress counter, the batch checksums and provenance such as the creation time are ignored). Empty when equal.
+    ``atol``
     allows float rounding (e.g. between runs with different thread counts); 0 means bit-identical."""
     import h5py
 
@@ -565,7 +824,7 @@ def stores_equal(a: str | os.PathLike, b: str | os.PathLike, atol: float = 0.0) 
 
     def dsets(f):
         out: list[str] = []
-        f.visititems(lambda k, v: out.append(k) if isinstance(v, h5py.Dataset) and k != "complete_batches" else None)
+        f.visititems(lambda k, v: out.append(k) if isinstance(v, h5py.Dataset) and k not in _BOOKKEEPING else None)
         return out
 
     diffs = []

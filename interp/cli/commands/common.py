@@ -11,10 +11,13 @@ T = TypeVar("T")
 
 
 def comma_list(spec: str | None, kind: Callable[[str], T] = str, param: str | None = None) -> list[T]:
-    """A comma-separated option as a list of ``kind`` (blanks dropped; None or '' is []). A part ``kind``
-    refuses is a ``click.BadParameter`` naming the option (``param``), not a bare traceback."""
+    """A comma-separated option as a list of ``kind`` (None or '' is []). A part ``kind`` refuses, or an empty
+    part ('1,,2': a typo, not a value), is a ``click.BadParameter`` naming the option (``param``)."""
     out = []
-    for part in (spec or "").split(","):
+    parts = (spec or "").split(",")
+    if any(p.strip() for p in parts) and not all(p.strip() for p in parts):
+        raise click.BadParameter(f"{spec!r} has an empty item", param_hint=param)
+    for part in parts:
         if part.strip():
             try:
                 out.append(kind(part.strip()))

@@ -26,7 +26,8 @@ from interp.cli.commands.probe import acts_and_records, parse_layers
 def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
         categories, limit, hook, layers, condition, store, out, fig_dir):
     """Build the directions on a split (default: --split train) and save them with metadata; print cosines."""
-    from interp.methods.directions import DirectionError, compute_directions, default_directions_path, plot_cosines
+    from interp.methods.directions import (DirectionError, compute_directions, default_directions_path,
+                                           model_weights_hash, plot_cosines)
     from interp.figures import figures_dir
     from interp.eval.score import write_csv
 
@@ -37,7 +38,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                                            categories, limit)
     acts, recs = acts_and_records(model, adapter, device, dtype, batch_size, items, hook, parse_layers(layers), store,
                                   part if limit is None and categories is None else None)
-    meta = {"model": model, "adapter": adapter or "", "split": part,
+    meta = {"model": model, "adapter": adapter or "", "weights_hash": model_weights_hash(model), "split": part,
             "split_hash": getattr(split, "hash", "") or "", "position": "last prompt token",
             "labels_from": "logits-mode predictions"}
     try:

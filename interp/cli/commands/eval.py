@@ -26,25 +26,28 @@ from interp.eval.metrics import CLUSTERS
 @click.option("--cluster", type=click.Choice(CLUSTERS), default="item", show_default=True,
               help="Bootstrap unit for the intervals: items, or whole templates (for claims about unseen "
                    "templates; wider).")
-@click.option("--max-new-tokens", type=int, default=4, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--out", type=click.Path(), default="results/eval", show_default=True, help="Output folder.")
 def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
         categories, limit, mode, shuffle_options, seed, n_boot, cluster, max_new_tokens, out):
     """Evaluate a causal LM on BBQ: per-item JSONL, summary CSV/JSON, printed table."""
-    from interp.eval.evaluate import EvalConfig, evaluate_items, print_summary, write_results
+    from interp.eval.evaluate import EvalConfig, evaluate_items, prepare_out_dir, print_summary, write_results
     from interp.models.loading import load_model
+    from interp.tables import write_text_atomic
 
+    cfg = EvalConfig(mode=mode, batch_size=batch_size, shuffle_options=shuffle_options, seed=seed,
+                     max_new_tokens=max_new_tokens)
+    prepare_out_dir(out)
     items, split = load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
                                            categories, limit)
     lm = load_model(model, adapter=adapter, device=device, dtype=dtype)
     t0 = time.time()
-    recs = evaluate_items(lm.model, lm.tokenizer, items,
-                          EvalConfig(mode=mode, batch_size=batch_size, shuffle_options=shuffle_options,
-                                     seed=seed, max_new_tokens=max_new_tokens))
-    meta = dict(model=model, adapter=adapter, mode=mode, dtype=str(lm.model.dtype).removeprefix("torch."), split=part, split_hash=split.hash, n_items=len(items),
+    recs = evaluate_items(lm.model, lm.tokenizer, items, cfg)
+    meta = dict(model=model, adapter=adapter, mode=mode, dtype=str(lm.model.dtype).removeprefix("torch."),
+                split=part, split_hash=split.hash, n_items=len(items),
                 seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed,
                 cluster=cluster)
+    write_text_atomic(Path(out, "split.json"), split.to_json())
     rows = write_results(recs, out, n_boot=n_boot, seed=seed, meta=meta, cluster=cluster)
-    Path(out, "split.json").write_text(split.to_json())
     print_summary(rows)
     click.echo(f"wrote {out}/predictions.jsonl, summary.csv, summary.json ({meta['seconds']} s)")

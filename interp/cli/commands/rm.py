@@ -82,8 +82,9 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
                    "or at the scored position (the paper's rule; also reported as intervention_scored).")
 @click.option("--control-label/--no-control-label", default=True, show_default=True,
               help="Partial correlation given chosen/rejected (ignore neurons that only track quality).")
-@click.option("--n-sensitivity", type=int, default=200, show_default=True, help="Responses edited for sensitivity.")
-@click.option("--limit", type=int, default=None, help="Keep only the first N test pairs.")
+@click.option("--n-sensitivity", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Responses edited for sensitivity.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Keep only the first N test pairs.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -120,7 +121,7 @@ def debias(rm, data, val, val_frac, attributes, budget, min_corr, positions, poo
         keep = set(idx[:k])
         val_pairs = [p for i, p in enumerate(test) if i in keep]
         test = [p for i, p in enumerate(test) if i not in keep]
-    if limit:
+    if limit is not None:
         test = test[:limit]
     attrs = tuple(comma_list(attributes)) or None
     cfg = DebiasConfig(budget_frac=budget, min_abs_corr=min_corr, positions=positions, pool=pool,

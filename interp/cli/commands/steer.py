@@ -44,7 +44,8 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
         max_new_tokens, n_boot, seed, out, fig_dir):
     """Alpha curve: acc_ambig, acc_disambig, abstain rates, s_AMB, amb_commit_bias (with intervals) per alpha;
     CSV, curve figure and s_AMB frontier figure. Several --direction names are plotted together."""
-    from interp.methods.directions import DirectionError, default_directions_path, load_directions
+    from interp.methods.directions import (DirectionError, check_directions_base, default_directions_path,
+                                           load_directions)
     from interp.eval.evaluate import EvalConfig
     from interp.figures import figures_dir
     from interp.eval.score import write_csv
@@ -54,6 +55,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     path = Path(directions_file) if directions_file else default_directions_path(model)
     try:
         ds = load_directions(path)
+        check_directions_base(ds, model, path)
         dirs = {n: ds.get(n, layer=layer, kind=hook) for n in comma_list(direction)}
     except (DirectionError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
