@@ -158,6 +158,11 @@ CASES = [
      "ValueError: adapter {foreign_adapter} was trained on a base with weights hash sha256:"),
     ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{no_weights}"],
      "ModelLoadError: adapter {no_weights} has no weights (adapter_model.safetensors or adapter_model.bin)"),
+    ("interp", [*EVAL, "--model", "{tiny}/model.safetensors"],
+     "ModelLoadError: {tiny}/model.safetensors is a file, not a model: give the folder"),
+    ("interp", [*EVAL, "--model", "{afile}.gguf"], "GGUFError: no GGUF file at {afile}.gguf"),
+    ("interp", [*EVAL, "--model", "{tiny}/config.json", "--mode", "options"],
+     "ModelLoadError: {tiny}/config.json is a file, not a model"),
     # interp score
     ("interp", ["score", "--predictions", "{good_preds}", "--out", "{adir}"], "IsADirectoryError: {adir} is a folder"),
     ("interp", ["score", "--predictions", "{good_preds}", "--templates-dir", "/no/such/templates", "--out",

@@ -130,6 +130,9 @@ def check_model_path(path: str) -> None:
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or p.exists()
     if looks_local and not p.exists():
         raise ModelLoadError(f"no model at {path}: the folder does not exist")
+    if p.is_file():
+        raise ModelLoadError(f"{path} is a file, not a model: give the folder that holds its config.json, "
+                             f"or a .gguf file")
     if p.is_dir():
         cfg = p / "config.json"
         if not cfg.is_file():
