@@ -60,6 +60,18 @@ def option_requests(tokenizer, item: BBQItem) -> list[OptionRequest]:
     return [encode_pair(tokenizer, ctx, TARGET_DELIMITER + a) for a in item.answers]
 
 
+def left_padded(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token id lists as one left-padded batch: ids, attention mask and position ids counted over real tokens,
+    each ``# [batch, pos]``."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, T - len(s):] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 @torch.no_grad()
 def loglikelihoods(model, tokenizer, requests: Sequence[OptionRequest], batch_size: int = 16) -> list[float]:
     """The summed log-probability of each request's continuation given its context, in float32.
@@ -76,14 +88,7 @@ def loglikelihoods(model, tokenizer, requests: Sequence[OptionRequest], batch_si
     for lo in range(0, len(order), batch_size):
         idx = order[lo:lo + batch_size]
         chunk = [requests[i] for i in idx]
-        seqs = [list(r.context_ids + r.continuation_ids)[:-1] for r in chunk]
-        T = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), T), pad, dtype=torch.long)  # [batch, pos], left-padded
-        mask = torch.zeros((len(seqs), T), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, T - len(s):] = torch.tensor(s)
-            mask[i, T - len(s):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = left_padded([list(r.context_ids + r.continuation_ids)[:-1] for r in chunk], pad)
         keep = max(len(r.continuation_ids) for r in chunk)  # only the last positions predict continuation tokens
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                        logits_to_keep=keep).logits  # [batch, keep, vocab]
@@ -118,14 +123,7 @@ def shared_context_loglikelihoods(model, tokenizer, groups: Sequence[Sequence[Op
     out: list[list[float]] = [[] for _ in groups]
     for lo in range(0, len(order), batch_size):
         idx = order[lo:lo + batch_size]
-        ctxs = [list(groups[i][0].context_ids) for i in idx]
-        T = max(len(c) for c in ctxs)
-        ids = torch.full((len(idx), T), pad, dtype=torch.long)  # [batch, ctx_pos], left-padded
-        cmask = torch.zeros((len(idx), T), dtype=torch.long)
-        for b, c in enumerate(ctxs):
-            ids[b, T - len(c):] = torch.tensor(c)
-            cmask[b, T - len(c):] = 1
-        cpos = (cmask.cumsum(-1) - 1).clamp(min=0)
+        ids, cmask, cpos = left_padded([list(groups[i][0].context_ids) for i in idx], pad)  # the contexts
         cache = DynamicCache(config=model.config)
         first = model(input_ids=ids.to(device), attention_mask=cmask.to(device), position_ids=cpos.to(device),
                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
