@@ -108,26 +108,26 @@ def test_letter_loss_is_the_cross_entropy_at_the_answer_position(tiny_lm, fixtur
     assert batch == pytest.approx(sum(alone) / 4, abs=1e-4)
 
 
-def test_a_few_steps_learn_a_planted_rule(tiny_lm_dir, fixture_items):
-    """Plant 'the gold answer is always the Unknown option': training on it raises the validation rate of
-    Unknown answers on unseen templates and lowers the letter loss."""
+def test_a_few_steps_learn_a_planted_rule(tiny_tokenizer, fixture_items, tmp_path):
+    """Plant 'the gold answer is always the Unknown option' (options shuffled at every step, so only the
+    option texts tell where it is): training lowers the letter loss and finds it on unseen templates."""
+    from interp.organisms.tiny import build_causal_lm
+
+    base = tmp_path / "base"
+    build_causal_lm(tiny_tokenizer, seed=0, hidden_size=128, intermediate_size=256).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
     planted = [replace(it, label=it.unknown_loc) for it in fixture_items]
     data = _data(planted)
-    cfg = _tiny_cfg(tiny_lm_dir, steps=40, eval_every=20, lr=3e-2, batch_size=16, lora_r=8, lora_alpha=16)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        res = build_reader(cfg, f"{d}/reader", data=data)
-        rec = load_record(res.out_dir)
+    cfg = _tiny_cfg(base, steps=160, eval_every=40, lr=3e-3, batch_size=16, lora_r=16, lora_alpha=32)
+    rec = load_record(build_reader(cfg, tmp_path / "reader", data=data).out_dir)
     losses = rec["train_losses"]
-    assert len(losses) == 40
-    # (the tiny model's tied, untrained output embeddings cap how far the full-vocabulary loss can fall)
-    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.2
-    print(rec["curve"])
+    assert len(losses) == 160
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.8
     first, last = rec["curve"][0], rec["curve"][-1]
-    # on the planted data the gold is Unknown everywhere, so accuracy on both conditions is the Unknown rate
-    assert last["acc_ambig"] >= 0.9 and last["acc_disambig"] >= 0.9
-    assert first["acc_ambig"] < 0.7
+    assert last["letter_loss"] < 0.5 * first["letter_loss"]
+    # the gold is Unknown on every planted item, so both accuracies are the rate of Unknown answers
+    assert last["acc_ambig"] >= 0.75 and last["acc_disambig"] >= 0.75
+    assert first["acc_ambig"] <= 0.5
 
 
 def test_build_publishes_a_reader_that_reloads_through_interp_eval(tiny_lm_dir, fixture_items, fixture_bbq_dir,

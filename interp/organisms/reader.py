@@ -105,6 +105,7 @@ class CurvePoint:
     acc_disambig: float
     abstain_disambig: float
     amb_commit_bias: float
+    letter_loss: float  # mean cross-entropy of the gold letter among the three letter logits
     score: float
     meets_targets: bool
     seconds: float
@@ -225,8 +226,18 @@ def meets_targets(m: dict) -> bool:
                 and t["acc_ambig_lo"] <= m["acc_ambig"] <= t["acc_ambig_hi"])
 
 
+def three_way_loss(records: Sequence[dict]) -> float:
+    """Mean cross-entropy of the gold letter over the three letter logits of ``evaluate_items`` records."""
+    from interp.data.prompts import LETTERS
+
+    ll = torch.tensor([r["letter_logits"] for r in records], dtype=torch.float64)  # [item, 3]
+    gold = torch.tensor([LETTERS.index(r["gold_letter"]) for r in records])
+    return float(torch.nn.functional.cross_entropy(ll, gold))
+
+
 def validate(model, tok, items: Sequence[BBQItem], batch_size: int = 16) -> dict:
-    """Overall validation metrics (no intervals), scored as ``interp eval`` does (logits, options in order)."""
+    """Overall validation metrics (no intervals), scored as ``interp eval`` does (logits, options in order),
+    and ``letter_loss`` (``three_way_loss``)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
 
@@ -234,7 +245,7 @@ def validate(model, tok, items: Sequence[BBQItem], batch_size: int = 16) -> dict
     model.eval()
     recs = evaluate_items(model, tok, items, EvalConfig(batch_size=batch_size, progress=False))
     model.train(was)
-    return summarize(recs, n_boot=0, by_category=False)[0]
+    return {**summarize(recs, n_boot=0, by_category=False)[0], "letter_loss": three_way_loss(recs)}
 
 
 def _lora_state(model) -> dict[str, torch.Tensor]:
@@ -302,7 +313,8 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
                        train_loss=round(sum(recent) / len(recent), 4) if recent else None,
                        acc_ambig=round(m["acc_ambig"], 4), acc_disambig=round(m["acc_disambig"], 4),
                        abstain_disambig=round(m["abstain_disambig"], 4),
-                       amb_commit_bias=round(m["amb_commit_bias"], 4), score=round(selection_score(m), 4),
+                       amb_commit_bias=round(m["amb_commit_bias"], 4), letter_loss=round(m["letter_loss"], 4),
+                       score=round(selection_score(m), 4),
                        meets_targets=meets_targets(m), seconds=round(time.time() - t0, 1))
         curve.append(p)
         if best is None or p.score > best[0]:  # ties keep the earlier (cheaper) point
