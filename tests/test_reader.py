@@ -214,3 +214,27 @@ def test_cli_builds_on_the_fixture(tiny_lm_dir, fixture_bbq_dir, tmp_path):
     assert r.output.count("val acc_ambig") == 3 and "chosen step" in r.output
     rec = load_record(tmp_path / "r")
     assert rec["config"]["steps"] == 2 and rec["n_val_items"] == 8
+
+
+@pytest.mark.slow
+def test_a_reader_step_on_smollm2_in_bf16_reloads_with_its_fingerprint(smollm2_dir, fixture_items, tmp_path):
+    """On real weights: bfloat16 base, float32 LoRA; the published adapter reloads on the base it names and
+    scores validation as its record says."""
+    from interp.models.loading import fingerprint, load_model
+    from interp.organisms.reader import validate
+
+    d = _data(fixture_items)
+    data = replace(d, train=d.train[:8], val=balanced_subset(d.val, 4))
+    cfg = ReaderConfig(model=str(smollm2_dir), steps=1, eval_every=1, batch_size=2, lr=1e-3, dtype="bfloat16")
+    res = build_reader(cfg, tmp_path / "r", data=data)
+    rec = load_record(res.out_dir)
+    assert rec["weights_hash"] == fingerprint(smollm2_dir)
+    assert len(rec["train_losses"]) == 1 and 0 < rec["train_losses"][0] < 20
+    from safetensors import safe_open
+
+    with safe_open(str(res.out_dir / "adapter_model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    lm = load_model(str(smollm2_dir), adapter=str(res.out_dir), device="cpu", dtype="bfloat16")
+    m = validate(lm.model, lm.tokenizer, data.val, 4)
+    assert m["letter_loss"] == pytest.approx(rec["chosen"]["letter_loss"], abs=0.05)
+    assert m["acc_disambig"] == rec["chosen"]["acc_disambig"]
