@@ -49,7 +49,8 @@ def build(model, out, seed, steps, lr, batch_size, balance, eval_every, val_item
                        categories=comma_list(categories) or None)
 
     def show(p):
-        click.echo(f"step {p.step:5d}  items {p.items_seen:6d}  loss {p.train_loss if p.train_loss is not None else '-'}"
+        loss = "-" if p.train_loss is None else p.train_loss
+        click.echo(f"step {p.step:5d}  items {p.items_seen:6d}  loss {loss}  letter_loss {p.letter_loss:.3f}"
                    f"  val acc_ambig {p.acc_ambig:.3f}  acc_disambig {p.acc_disambig:.3f}  abstain_disambig "
                    f"{p.abstain_disambig:.3f}  score {p.score:.3f}{'  meets targets' if p.meets_targets else ''}")
 
