@@ -25,6 +25,7 @@ COMMANDS = {
     "rm": "interp.cli.commands.rm:cmd",
     "models": "interp.cli.commands.models:cmd",
     "run": "interp.cli.commands.run:cmd",
+    "reader": "interp.cli.commands.reader:cmd",
 }
 
 
