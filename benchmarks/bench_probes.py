@@ -1,10 +1,13 @@
 """Full probe sweep: batched torch logistic regression vs a per-layer scikit-learn loop, equal accuracy.
 
     python benchmarks/bench_probes.py [--layers 24] [--n 2000] [--d 256] [--store PATH]
+    python benchmarks/bench_probes.py --model smollm2 --n 400 [--acts /tmp/acts.npz]
 
 Synthetic data by default: ``--layers`` layers of ``[n, d]`` Gaussian activations, with a label signal planted
 along one direction in the later half of the layers and template offsets everywhere; or a real activation
-store (``--store``, labels from its predictions). Both backends run the same grouped 5-fold CV with the true
+store (``--store``, labels from its predictions); or a real model's last-token ``hook_resid_post`` on ``--n``
+dev items collected here in float32 (``--model``; ``--acts`` keeps them in an .npz for the next run), with the
+stereotype label, or the abstention label when fewer than 100 items commit (``--target``). Both backends run the same grouped 5-fold CV with the true
 labels plus ``--n-shuffles`` shuffled controls; prints wall time, the speed-up and the largest per-layer
 accuracy difference."""
 
@@ -30,6 +33,37 @@ def synthetic(L: int, n: int, d: int, seed: int = 0):
     return {f"blocks.{l}.hook_resid_post": X[l] for l in range(L)}, y, groups
 
 
+def model_activations(model: str, n: int, target: str, cache: str | None):
+    """Last-token resid_post of every layer on ``n`` dev items, float32, and (labels, groups) for ``target``."""
+    import os
+
+    import interp
+    from interp.methods.probes import abstain_labels, stereotype_labels, template_groups
+
+    if cache and os.path.isfile(cache):
+        z = np.load(cache, allow_pickle=False)
+        acts = {k: z[k] for k in z.files if k.startswith("blocks.")}
+        recs = [dict(pred=None if p < 0 else int(p), biased_loc=None if b < 0 else int(b), unknown_loc=int(u),
+                     context_condition="", category=g.split(":")[0], question_index=g.split(":", 1)[1])
+                for p, b, u, g in zip(z["pred"], z["biased"], z["unknown"], z["groups"])]  # condition "all"
+    else:
+        lm = interp.load(model, dtype="float32", device="cpu")
+        a = interp.collect(lm, interp.bbq.load("dev", limit=n), layers="all", progress=False)
+        acts, recs = a.acts, a.records
+        if cache:
+            np.savez(cache, **acts, pred=np.array([-1 if r["pred"] is None else r["pred"] for r in recs]),
+                     biased=np.array([-1 if r.get("biased_loc") is None else r["biased_loc"] for r in recs]),
+                     unknown=np.array([r["unknown_loc"] for r in recs]),
+                     groups=template_groups(recs))
+    idx, y = stereotype_labels(recs)
+    if target == "abstain" or (target == "auto" and len(idx) < 100):
+        idx, y = abstain_labels(recs)
+        target = "abstain"
+    print(f"{model}: {len(recs)} items, label {target if target != 'auto' else 'stereotype'}: {len(idx)} labelled, "
+          f"{int(y.sum())} positive")
+    return {k: v[idx] for k, v in acts.items()}, y, template_groups(recs)[idx]
+
+
 def main() -> None:
     from common import result
 
@@ -38,6 +72,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--store", default=None)
+    ap.add_argument("--model", default=None, help="collect a real model's activations (e.g. smollm2)")
+    ap.add_argument("--acts", default=None, help="with --model: an .npz of the collected activations, reused")
+    ap.add_argument("--target", default="auto", choices=["auto", "stereotype", "abstain"])
     ap.add_argument("--n-shuffles", type=int, default=1)
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
@@ -48,7 +85,9 @@ def main() -> None:
 
     from interp.methods.probes import ProbeConfig, probe_sweep, stereotype_labels, store_activations, template_groups
 
-    if args.store:
+    if args.model:
+        acts, y, groups = model_activations(args.model, args.n, args.target, args.acts)
+    elif args.store:
         acts, recs = store_activations(args.store)
         idx, y = stereotype_labels(recs)
         groups = template_groups(recs)[idx]
