@@ -29,6 +29,7 @@ BENCHMARKS = {
     "eval_modes": ("bench_eval_modes.py", ["--model", "organism"]),
     "probes": ("bench_probes.py", []),
     "patching": ("bench_patching.py", ["--model", "organism"]),
+    "grpo": ("bench_grpo.py", ["--model", "organism", "--steps", "4", "--repeats", "4"]),
 }
 
 
