@@ -321,13 +321,11 @@ def skip_unhooked(hf_model: torch.nn.Module, enabled: bool = True) -> Iterator[N
     its input or output only (resid_pre, resid_post) is replaced too, its two hook points fired by torch hooks on
     the HF layer where ``BlockBridge.forward`` fires them. Any other component with a hook set in it stays, and so
     does one carrying its block's capture hooks (hook_mlp_in, the split-qkv fork) inside a block that stays. Call
-    inside ``bridge.hooks(...)``, which sets the hooks this looks for; the
-    bridge is put back on exit."""
+    inside ``bridge.hooks(...)``, which sets the hooks this looks for; the bridge is put back on exit."""
     if not enabled:
         yield
         return
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
-
     from transformer_lens.model_bridge.generalized_components.block import BlockBridge
 
     swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
