@@ -7,8 +7,8 @@ Wall time and process CPU time are both reported (CPU time is less disturbed by 
 ``random-3B`` (and the other ``random-*`` names of bench_cache.py) are random weights of the real config.
 
 Without --model (or when the organism cannot be built) a random Qwen2 with hidden size 256 and 4 layers is
-used on the fixture prompts. Timings are interleaved (unsteered, steered, unsteered, ...) and the best of
-``--repeats`` is kept per arm. Goal: overhead <= 3 % in both modes. In generate mode alpha is 1e-6, so both
+used on the fixture prompts. Timings are interleaved in ABBA order (unsteered, steered, steered, unsteered,
+...) and the best of ``--repeats`` is kept per arm. Goal: overhead <= 3 % in both modes. In generate mode alpha is 1e-6, so both
 arms generate the same replies (checked) and the difference is the hook's cost, not a change in reply length."""
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def main() -> None:
                 raise SystemExit("the tiny-alpha steered replies differ from the unsteered ones; lower the alpha")
         best = {"unsteered": float("inf"), "steered": float("inf")}
         cpu = {"unsteered": float("inf"), "steered": float("inf")}
-        for _ in range(args.repeats):
-            for arm in best:
+        for rep in range(args.repeats):
+            # ABBA order: an effect of running first or second does not land on one arm only
+            for arm in (("unsteered", "steered") if rep % 2 == 0 else ("steered", "unsteered")):
                 t0, c0 = time.perf_counter(), time.process_time()
                 if arm == "steered":
                     with steer(model, v, args.layer, alpha):
@@ -104,6 +105,7 @@ def main() -> None:
               f"overhead {100 * over:+.2f} %;  process CPU: {cpu['unsteered']:.3f} s vs {cpu['steered']:.3f} s  "
               f"overhead {100 * over_cpu:+.2f} %  ({'ok' if max(over, over_cpu) <= 0.03 else 'ABOVE'} goal <= 3 %)")
         result(f"steered/unsteered eval time, {mode} mode", best["steered"] / best["unsteered"], "<= 1.03")
+        result(f"steered/unsteered eval process CPU time, {mode} mode", cpu["steered"] / cpu["unsteered"], "<= 1.03")
 
 
 if __name__ == "__main__":

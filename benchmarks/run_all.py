@@ -27,8 +27,9 @@ BENCHMARKS = {
                                  "--rss-n", "256"]),
     "steering": ("bench_steering.py", ["--model", "organism", "--n", "1024"]),
     "eval_modes": ("bench_eval_modes.py", ["--model", "organism"]),
-    "probes": ("bench_probes.py", []),
+    "probes": ("bench_probes.py", ["--seeds", "2"]),
     "patching": ("bench_patching.py", ["--model", "organism"]),
+    "grpo": ("bench_grpo.py", ["--model", "organism", "--steps", "4", "--repeats", "4"]),
 }
 
 

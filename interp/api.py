@@ -147,7 +147,7 @@ def _figure(draw, path):
 
 
 def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_splits: int = 5, n_shuffles: int = 3,
-                 n_boot: int = 1000, seed: int = 0, backend: str = "torch") -> ProbeSweep:
+                 n_boot: int = 1000, seed: int = 0, backend: str = "sklearn") -> ProbeSweep:
     """Probe every layer of ``acts`` (Activations, an ActivationStore or its path) for ``label``: 'stereotype'
     (did the model pick the biased answer, among its commits) or 'abstain' (did it answer Unknown), with folds
     grouped by template so no template is in both train and test."""

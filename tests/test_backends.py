@@ -124,6 +124,35 @@ def test_transformer_lens_cache_runs_hf_attention_and_restores_the_bridge(get_ho
     assert not [n for n, m in h.model.named_modules() if "forward" in vars(m)]
 
 
+def test_transformer_lens_cache_skips_unhooked_bridge_components(get_hooked, fixture_items, monkeypatch):
+    """With skip_unhooked (the default) a cache pass runs the HF layer itself wherever no hook is set: a block
+    hooked only at resid_pre/resid_post runs no BlockBridge.forward, a block with a hook inside it does; the values
+    equal the all-bridge pass, and the bridge is back in place afterwards."""
+    from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+
+    h = get_hooked("transformer_lens", True)
+    enc = _enc(h.tokenizer, fixture_items[:3])
+    calls = []
+    real = BlockBridge.forward
+    monkeypatch.setattr(BlockBridge, "forward", lambda self, *a, **k: calls.append(self.name) or real(self, *a, **k))
+    layers_before = [id(m) for m in h.model.modules()]
+    names = ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(L)], "blocks.1.hook_mlp_out"]
+    v = torch.randn(h.d_model, generator=torch.Generator().manual_seed(5))
+    out = {}
+    for skip in (True, False):
+        h.skip_unhooked = skip
+        calls.clear()
+        with h.hooks({"blocks.0.hook_resid_post": lambda x: x + v}):
+            out[skip] = h.cache(enc, names, positions=-1)
+        out[skip] = (*out[skip], list(calls))
+    h.skip_unhooked = True
+    assert len(out[False][2]) == L and len(out[True][2]) == 1  # only block 1 (a hook inside it) ran as a bridge
+    torch.testing.assert_close(out[True][0], out[False][0], atol=1e-6, rtol=1e-6)
+    for n in names:
+        torch.testing.assert_close(out[True][1][n], out[False][1][n], atol=1e-6, rtol=1e-6, msg=n)
+    assert [id(m) for m in h.model.modules()] == layers_before
+
+
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
 def test_all_hook_kinds_match_hf_backend(get_hooked, fixture_items, backend):
     kinds = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",

@@ -9,10 +9,10 @@ Labels (``stereotype_labels``): an item counts when its answer is committed (par
 has a bias target; y = 1 when the answer is the stereotype-congruent one (pred == biased_loc, the BBQ
 definition), else 0. The abstention label (``abstain_labels``) is pred == unknown_loc among parsed answers.
 
-Probe: L2 logistic regression on standardized features (the training fold's mean and std), the same
-objective as scikit-learn's ``LogisticRegression(C)`` after a ``StandardScaler``. The default ``torch``
-backend fits every (shuffle, fold, layer) problem at once with one L-BFGS run on the summed, separable
-objective; ``sklearn`` is the per-layer loop it is checked and benchmarked against.
+Probe: scikit-learn's ``LogisticRegression(C)`` (L2, lbfgs) after a ``StandardScaler`` fitted on the training
+fold, one fit per (label set, layer, fold). (A hand-written batched torch solver was removed in session 10: on
+SmolLM2's activations it was not the 2x faster than scikit-learn that would have paid for keeping it;
+docs/results.md has the measurement.)
 
 Cross validation is grouped by template (category, question_index): no template is in a train and a test
 fold. Out-of-fold accuracy per layer gets a percentile bootstrap interval over templates (clusters), seeded.
@@ -24,13 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import einops
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 CONDITIONS = ("ambig", "disambig", "all")
-BACKENDS = ("torch", "sklearn")
+BACKENDS = ("sklearn",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 # fitting
 
 
-def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], torch.Tensor]:
+def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], np.ndarray]:
     names = list(acts)
     if not names:
         raise ValueError("no activations given")
@@ -112,79 +111,14 @@ def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list
         if a.ndim != 2:
             raise ValueError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
         arrs.append(a if idx is None else a[idx])
-    return names, torch.from_numpy(np.stack(arrs))  # [L, n, d]
-
-
-@torch.no_grad()
-def _fold_stats(X: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per fold and layer mean and std of the training items: [F, L, d] each (std 1 where constant)."""
-    F, (L, _, d) = train.shape[0], X.shape
-    mu = torch.empty(F, L, d, device=X.device)
-    sd = torch.empty(F, L, d, device=X.device)
-    for f in range(F):
-        for l in range(L):  # one layer at a time in float64: residuals can be large, keep memory small
-            Xt = X[l, train[f]].double()  # [n_train, d]
-            mu[f, l] = Xt.mean(0).float()
-            s = Xt.std(0, unbiased=False)
-            sd[f, l] = torch.where(s > 1e-10, s, torch.ones_like(s)).float()  # constant feature: scale 1
-    return mu, sd
-
-
-def cv_decision_torch(
-    X: torch.Tensor, Y: torch.Tensor, folds: np.ndarray, C: float = 1.0, max_iter: int = 500,
-    tol: float = 1e-6, device: str | torch.device | None = None,
-) -> torch.Tensor:
-    """Out-of-fold decision values of L2 logistic regression for every (label set, layer), fitted jointly.
-
-    X [L, n, d], Y [S, n] in {0, 1} (several label sets, e.g. true plus shuffled), folds [n].
-    Returns z [S, L, n]: item i's score from the model trained without its fold."""
-    device = torch.device(device) if device else X.device
-    X = X.to(device)
-    L, n, d = X.shape
-    S = Y.shape[0]
-    fo = torch.as_tensor(folds, device=device)
-    F = int(fo.max()) + 1
-    train = torch.stack([fo != f for f in range(F)])  # [F, n] bool
-    mu, sd = _fold_stats(X, train)  # [F, L, d]
-    Mt = train.float()  # [F, n]
-    n_tr = Mt.sum(1).clamp(min=1)  # [F]
-    Yf = Y.to(device).float()  # [S, n]
-    W = torch.zeros(S, F, L, d, device=device, requires_grad=True)
-    b = torch.zeros(S, F, L, device=device, requires_grad=True)
-    lam = 1.0 / (2.0 * C * n_tr)  # [F]: mean loss + ||w||^2 / (2 C n_train), sklearn's minimizer
-
-    def scores() -> torch.Tensor:
-        Wx = W / sd  # [S, F, L, d] weights in raw feature space
-        off = (Wx * mu).sum(-1)  # [S, F, L]
-        logit = einops.einsum(X, Wx, "layer item d, shuffle fold layer d -> shuffle fold layer item")
-        return logit - off[..., None] + b[..., None]  # [S, F, L, n]
-
-    def closure():
-        opt.zero_grad()
-        z = scores()
-        yy = Yf[:, None, None, :]
-        ll = torch.nn.functional.binary_cross_entropy_with_logits(z, yy.expand_as(z), reduction="none")
-        loss_each = (ll * Mt[None, :, None, :]).sum(-1) / n_tr[None, :, None]  # [S, F, L]
-        loss = loss_each.sum() + (lam[None, :, None] * (W**2).sum(-1)).sum()
-        loss.backward()
-        return loss
-
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-10,
-                            history_size=20, line_search_fn="strong_wolfe")
-    opt.step(closure)
-    with torch.no_grad():
-        z = scores()  # [S, F, L, n]
-        out = torch.empty(S, L, n, device=device)
-        for f in range(F):
-            te = ~train[f]
-            out[:, :, te] = z[:, f][:, :, te]
-    return out.cpu()
+    return names, np.stack(arrs)  # [L, n, d]
 
 
 def cv_decision_sklearn(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, C: float = 1.0, max_iter: int = 1000,
                         progress: bool = False) -> np.ndarray:
-    """The reference per-layer loop: StandardScaler + LogisticRegression(C) per label set, layer, fold.
-    X [L, n, d], Y [S, n]; returns out-of-fold decision values [S, L, n]."""
+    """Out-of-fold decision values of StandardScaler + LogisticRegression(C), one fit per label set, layer and
+    fold. X [L, n, d], Y [S, n] in {0, 1} (several label sets, e.g. true plus shuffled), folds [n]; returns
+    z [S, L, n]: item i's score from the model trained without its fold."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -215,15 +149,16 @@ def cv_decision_sklearn(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, C: floa
 
 @dataclass
 class ProbeConfig:
+    """Settings of one probe sweep: folds, shuffled-label controls, the L2 strength C and the bootstrap."""
+
     n_splits: int = 5
     n_shuffles: int = 3
     C: float = 1.0
-    backend: str = "torch"
+    backend: str = "sklearn"  # the only one; kept as the tables' column
     n_boot: int = 1000
     ci: float = 0.95
     seed: int = 0
-    max_iter: int = 500
-    device: str | None = None
+    max_iter: int = 1000
     progress: bool = False
 
 
@@ -249,7 +184,8 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
     for the labelled items only (same order as y and groups). One row per name, in the given order."""
     cfg = cfg or ProbeConfig()
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r}")
+        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
+                         "scikit-learn was as fast on real activations)")
     y = np.asarray(y).astype(np.int64)
     groups = np.asarray(groups)
     names, X = _stack(acts, None)  # [L, m, d]
@@ -260,10 +196,7 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
     folds = group_folds(groups, cfg.n_splits, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     Y = np.stack([y] + [rng.permutation(y) for _ in range(cfg.n_shuffles)])  # [S, m]
-    if cfg.backend == "torch":
-        z = cv_decision_torch(X, torch.from_numpy(Y), folds, cfg.C, cfg.max_iter, device=cfg.device).numpy()
-    else:
-        z = cv_decision_sklearn(X.numpy(), Y, folds, cfg.C, progress=cfg.progress)
+    z = cv_decision_sklearn(X, Y, folds, cfg.C, cfg.max_iter, progress=cfg.progress)
     correct = (z > 0) == Y[:, None, :].astype(bool)  # [S, L, m]
     acc = correct.mean(-1)  # [S, L]
     lo, hi = cluster_bootstrap_acc(correct[0], groups, cfg.n_boot, cfg.seed, cfg.ci)

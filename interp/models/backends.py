@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -260,6 +261,7 @@ class TLHooked(Hooked):
     bridge: object = None
     hf_attn_implementation: str | None = None  # what HF chose at load ("sdpa", or "eager" where it prefers that)
     attn_targets: tuple = ((), ())  # what hf_attention switches: (attention bridges, HF configs), found once at load
+    skip_unhooked: bool = True  # run the HF module itself wherever no hook is set in a pass (``skip_unhooked``)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
@@ -271,10 +273,113 @@ class TLHooked(Hooked):
     def _run(self, inputs, names, positions, fwd):
         todo, store = hook_core.cache_hooks(names, positions, fwd)
         pairs = [(n, (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
-        with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.attn_targets, self.hf_attn_implementation):
+        with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.attn_targets, self.hf_attn_implementation), \
+                skip_unhooked(self.model, self.skip_unhooked):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
             logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
         return logits, store
+
+
+def _torch_hooked(m: torch.nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+_HOOK_POINTS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+def _hooked_subtrees(root: torch.nn.Module) -> set[int]:
+    """ids of the modules under ``root`` (itself included) with a TransformerLens HookPoint below them that has a
+    hook (TL's hooks are torch hooks on the HookPoint). Each HookPoint's chain of ancestors is found once per model."""
+    from transformer_lens.hook_points import HookPoint
+
+    chains = _HOOK_POINTS.get(root)
+    if chains is None:
+        chains = []
+
+        def walk(m: torch.nn.Module, above: tuple[int, ...]) -> None:
+            here = above + (id(m),)
+            if isinstance(m, HookPoint):
+                chains.append((m, here))
+            for c in m._modules.values():
+                if c is not None:
+                    walk(c, here)
+
+        walk(root, ())
+        _HOOK_POINTS[root] = chains
+    out: set[int] = set()
+    for hp, ids in chains:
+        if _torch_hooked(hp):
+            out.update(ids)
+    return out
+
+
+@contextlib.contextmanager
+def skip_unhooked(hf_model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """For the block, every bridge component of the booted HF model whose subtree has no hook set is replaced, in its
+    parent, by the HF module it wraps, so that the pass does none of the bridge's per-component Python work there
+    (its hook points, kwargs filtering, re-dispatch): the unhooked parts run as plain HF. A block whose hooks are on
+    its input or output only (resid_pre, resid_post) is replaced too, its two hook points fired by torch hooks on
+    the HF layer where ``BlockBridge.forward`` fires them. Any other component with a hook set in it stays, and so
+    does one carrying its block's capture hooks (hook_mlp_in, the split-qkv fork) inside a block that stays. Call
+    inside ``bridge.hooks(...)``, which sets the hooks this looks for; the bridge is put back on exit."""
+    if not enabled:
+        yield
+        return
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+    from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+
+    swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    handles: list = []
+    hooked = _hooked_subtrees(hf_model)
+
+    def ends_only(block: torch.nn.Module) -> bool:
+        """A block whose hooks sit on its input and output hook points only (resid_pre, resid_post)."""
+        return id(block.original_component) not in hooked and all(
+            id(m) not in hooked for n, m in block._modules.items() if n not in ("hook_in", "hook_out"))
+
+    def block_ends(block: torch.nn.Module, orig: torch.nn.Module) -> None:
+        """The block's hook_in / hook_out as torch hooks on the HF layer, where BlockBridge.forward fires them."""
+        if id(block.hook_in) in hooked:
+            def pre(module, args, kwargs, hp=block.hook_in):
+                if args and isinstance(args[0], torch.Tensor):
+                    return (hp(args[0]),) + tuple(args[1:]), kwargs
+                if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+                    return args, {**kwargs, "hidden_states": hp(kwargs["hidden_states"])}
+                return None
+            handles.append(orig.register_forward_pre_hook(pre, with_kwargs=True))
+        if id(block.hook_out) in hooked:
+            def post(module, args, output, hp=block.hook_out):
+                if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                    return (hp(output[0]),) + tuple(output[1:])
+                return hp(output) if isinstance(output, torch.Tensor) else None
+            handles.append(orig.register_forward_hook(post))
+
+    def visit(parent: torch.nn.Module, free: bool) -> None:
+        # free: an ancestor bridge was replaced, so capture hooks found below fire only hook-free hook points
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            orig = child.original_component if isinstance(child, GeneralizedComponent) else None
+            if orig is None:
+                visit(child, free)
+            elif (free or not _torch_hooked(child)) and (
+                    id(child) not in hooked or (type(child) is BlockBridge and ends_only(child))):
+                parent._modules[name] = orig
+                swaps.append((parent, name, child))
+                if id(child) in hooked:
+                    block_ends(child, orig)
+                visit(orig, True)
+            else:
+                visit(orig, free)
+
+    try:
+        visit(hf_model, False)
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for parent, name, child in reversed(swaps):
+            parent._modules[name] = child
 
 
 def attention_targets(bridge, hf_model) -> tuple[list, list]:

@@ -64,8 +64,8 @@ def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str
 @click.option("--n-splits", type=int, default=5, show_default=True, help="Folds, grouped by template.")
 @click.option("--n-shuffles", type=int, default=3, show_default=True, help="Shuffled-label control runs.")
 @click.option("--C", "C", type=float, default=1.0, show_default=True, help="Inverse L2 strength (as sklearn).")
-@click.option("--backend", "probe_backend", type=click.Choice(["torch", "sklearn"]), default="torch",
-              show_default=True)
+@click.option("--backend", "probe_backend", type=click.Choice(["sklearn"]), default="sklearn", show_default=True,
+              help="The probe fitter: scikit-learn (the only one; the torch solver was removed).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--store", type=click.Path(), default=None,
