@@ -30,7 +30,29 @@ BENCHMARKS = {
     "probes": ("bench_probes.py", ["--seeds", "2"]),
     "patching": ("bench_patching.py", ["--model", "organism"]),
     "grpo": ("bench_grpo.py", ["--model", "organism", "--steps", "4", "--repeats", "4"]),
+    # real weights: letter and option eval, the defaults against float32 unsorted unshared eval
+    "real_eval": ("bench_real_eval.py", ["--model", "smollm2", "--n", "128"]),
 }
+
+
+def model_of(name: str, model: str | None = None) -> str:
+    """The model a benchmark runs on: ``model`` where it takes one, else its own (``synthetic``: none)."""
+    args = with_model(BENCHMARKS[name][1], model)
+    return args[args.index("--model") + 1] if "--model" in args else "synthetic"
+
+
+def default_model(stem: str) -> str:
+    """The default model of the benchmark whose script is ``stem`` (rows written before models were recorded)."""
+    return next((model_of(n) for n, (script, _) in BENCHMARKS.items() if Path(script).stem == stem), "synthetic")
+
+
+def with_model(args: list[str], model: str | None) -> list[str]:
+    """A benchmark's arguments with its ``--model`` replaced by ``model`` (when given and the benchmark has one)."""
+    if not model or "--model" not in args:
+        return list(args)
+    out = list(args)
+    out[out.index("--model") + 1] = model
+    return out
 
 
 def machine() -> dict:
@@ -45,8 +67,9 @@ def machine() -> dict:
     return info
 
 
-def run(name: str, device: str | None) -> list[dict]:
+def run(name: str, device: str | None, model: str | None = None) -> list[dict]:
     script, extra = BENCHMARKS[name]
+    extra = with_model(extra, model)
     cmd = [sys.executable, str(HERE / script), *extra] + (["--device", device] if device else [])
     t0 = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
@@ -55,6 +78,7 @@ def run(name: str, device: str | None) -> list[dict]:
     rows = [json.loads(line[len("RESULT "):]) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
     for r in rows:
         r["seconds"] = round(time.time() - t0, 1)
+        r["model"] = model_of(name, model)
     print(res.stdout, end="")
     return rows
 
@@ -71,6 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
     ap.add_argument("--device", default=None, help="passed to each benchmark (default: its own)")
+    ap.add_argument("--model", default=None,
+                    help="run every benchmark that loads a model on this one (e.g. smollm2; default: each its own)")
     ap.add_argument("--out", default=str(HERE / "results"), help="writes OUT.md and OUT.csv")
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",") if n.strip()]
@@ -78,24 +104,26 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
     info = machine()
-    new = [{**r, "date": info["date"]} for n in names for r in run(n, a.device)]
+    new = [{**r, "date": info["date"]} for n in names for r in run(n, a.device, a.model)]
     out = Path(a.out)
     # --only replaces the rows of the benchmarks it ran and keeps every other row of the table (with its date)
     order = {Path(script).stem: i for i, (script, _) in enumerate(BENCHMARKS.values())}  # a row's "benchmark"
-    ran = {Path(BENCHMARKS[n][0]).stem for n in names}
-    kept = [r for r in read_rows(out.with_suffix(".csv")) if r["benchmark"] not in ran]
+    ran = {(Path(BENCHMARKS[n][0]).stem, model_of(n, a.model)) for n in names}  # (benchmark, model) replaced
+    kept = [{**r, "model": r.get("model") or default_model(r["benchmark"])} for r in read_rows(out.with_suffix(".csv"))]
+    kept = [r for r in kept if (r["benchmark"], r["model"]) not in ran]
     rows = sorted(kept + new, key=lambda r: order.get(r["benchmark"], len(order)))
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["benchmark", "name", "ratio", "goal", "seconds", "date"])
+        w = csv.DictWriter(fh, fieldnames=["benchmark", "model", "name", "ratio", "goal", "seconds", "date"],
+                           restval="")
         w.writeheader()
         w.writerows(rows)
     md = [f"# Benchmark ratios ({info['date']})", "",
           "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date") + ".", "",
-          "| benchmark | ratio | value | goal | measured |", "|---|---|---|---|---|"]
-    md += [f"| {r['benchmark']} | {r['name']} | {float(r['ratio']):.3f} | {r['goal']} | {r.get('date') or 'earlier'} |"
-           for r in rows]
+          "| benchmark | model | ratio | value | goal | measured |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['benchmark']} | {r['model']} | {r['name']} | {float(r['ratio']):.3f} | {r['goal']} | "
+           f"{r.get('date') or 'earlier'} |" for r in rows]
     md += ["", f"Command: `python benchmarks/run_all.py --only {','.join(names)}"
-               + (f" --device {a.device}" if a.device else "") + "`"
+               + (f" --device {a.device}" if a.device else "") + (f" --model {a.model}" if a.model else "") + "`"
            + (" (rows measured earlier were kept)" if kept else "")]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
