@@ -68,3 +68,21 @@ def test_sorted_batches_give_the_same_records_in_item_order(tiny_lm, fixture_ite
     for ra, rb in zip(a, b):
         assert ra["pred"] == rb["pred"] and ra["reply"] == rb["reply"]
         assert ra["letter_logits"] == pytest.approx(rb["letter_logits"], abs=1e-4)
+
+
+def test_a_builtin_model_that_failed_the_guard_stays_float32(tmp_path, monkeypatch):
+    """Found by the GGUF sha256 its folder records, not by the folder's name."""
+    import json
+    import shutil
+
+    from interp.models.builtin import BUILTIN
+    from interp.models.gguf import RECORD
+
+    monkeypatch.setenv("INTERP_CPU_BF16", "1")
+    failed = next(m for m in BUILTIN.values() if not m.cpu_bf16)
+    passed = next(m for m in BUILTIN.values() if m.cpu_bf16)
+    for m, want in ((failed, torch.float32), (passed, torch.bfloat16)):
+        d = _folder(tmp_path, CPU_BF16_MIN_BYTES)  # one folder name for both: only the record differs
+        (tmp_path / f"m{CPU_BF16_MIN_BYTES}" / RECORD).write_text(json.dumps({"gguf_sha256": m.gguf_sha256}))
+        assert pick_dtype("auto", CPU, d) == want, m.name
+        shutil.rmtree(d)

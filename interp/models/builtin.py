@@ -10,6 +10,7 @@ no partial folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,9 @@ class BuiltinModel:
     n_layers: int
     d_model: int
     license: str
+    # the bf16 guard (analyses/dtype_guard.py: letters agree with float32 on >= 99% of dev items, every metric
+    # inside float32's interval); False keeps `--dtype auto` at float32 on the CPU (docs/models.md)
+    cpu_bf16: bool = True
 
     @property
     def download_bytes(self) -> int:
@@ -81,7 +85,7 @@ BUILTIN: dict[str, BuiltinModel] = {
                              "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1)),
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             gguf_bytes=491_400_064, architecture="Qwen2ForCausalLM", n_layers=24, d_model=896,
-            license="Apache-2.0"),
+            license="Apache-2.0", cpu_bf16=False),
     )
 }
 
@@ -102,6 +106,12 @@ def installed(name: str) -> Path | None:
     """The installed folder of a built-in model, or None when it is not installed (or is another file's)."""
     d = model_dir(name)
     return d if has_record(d) and read_record(d).get("gguf_sha256") == spec(name).gguf_sha256 else None
+
+
+def spec_of_folder(folder: str | os.PathLike) -> BuiltinModel | None:
+    """The built-in model a folder was installed from, found by the GGUF sha256 in its record (not by name)."""
+    digest = read_record(folder).get("gguf_sha256")
+    return next((m for m in BUILTIN.values() if m.gguf_sha256 == digest), None) if digest else None
 
 
 def _stderr(msg: str) -> None:

@@ -74,14 +74,18 @@ def _weight_bytes(path: str | None) -> int | None:
 
 def pick_dtype(dtype: str | None, device: torch.device, model_path: str | None = None) -> torch.dtype:
     """'auto' means bf16 on a GPU that supports it; on a CPU, bf16 where it pays: the CPU multiplies bf16
-    natively (``cpu_has_native_bf16``) and the model is not tiny (a local folder with at least
-    ``CPU_BF16_MIN_BYTES`` of weights, or a hub id); float32 otherwise."""
+    natively (``cpu_has_native_bf16``), the model is not tiny (a local folder with at least
+    ``CPU_BF16_MIN_BYTES`` of weights, or a hub id) and, for a built-in model, it passed the bf16 guard
+    (``BuiltinModel.cpu_bf16``); float32 otherwise."""
     if dtype in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         if device.type == "cpu" and model_path is not None and cpu_has_native_bf16():
+            from interp.models.builtin import spec_of_folder
+
             size = _weight_bytes(model_path)
-            if size is None or size >= CPU_BF16_MIN_BYTES:
+            known = spec_of_folder(model_path) if size is not None else None
+            if (size is None or size >= CPU_BF16_MIN_BYTES) and (known is None or known.cpu_bf16):
                 return torch.bfloat16
         return torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
