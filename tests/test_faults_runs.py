@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_faults import FIXTURE_BBQ, ROOT, _env
+from test_faults import FIXTURE_BBQ, ROOT, _env, flag
 
 # ---- rl train ---------------------------------------------------------------------------------------------
 
@@ -135,6 +135,20 @@ def test_killed_rl_train_resumes_to_the_uninterrupted_adapter(tmp_path, rl_refer
     assert run_rl(out).returncode == 0 and {checkpoint_step(c) for c in list_checkpoints(out)} == {1, 2, 3, 4}
 
 
+def test_a_torn_run_config_is_refused_by_name(tmp_path):
+    """A run folder whose run_config.json was cut off (by a version that wrote it in place) is one named error
+    that leaves the folder as it was, not a JSON traceback."""
+    from test_faults import assert_one_named_error
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_config.json").write_text('{"config": {"model": "organ')
+    res = run_rl(out)
+    assert_one_named_error(res, "ValueError")
+    assert "run_config.json is not valid JSON" in res.stderr and "--no-resume" in res.stderr
+    assert [p.name for p in out.iterdir()] == ["run_config.json"]
+
+
 # ---- interp run -------------------------------------------------------------------------------------------
 
 STAGES = ("organism", "base_eval", "cache")
@@ -166,11 +180,12 @@ RUN_KILLER = textwrap.dedent("""
 """)
 
 
-def run_run(out: Path, killer: tuple = ()) -> subprocess.CompletedProcess:
+def run_run(out: Path, killer: tuple = (), *extra: str) -> subprocess.CompletedProcess:
     """``interp run --preset test`` on three stages, on the fixture's BBQ items, in a fresh process."""
     head = [sys.executable, "-c", RUN_KILLER, *killer] if killer else [sys.executable, "-m", "interp.cli"]
     env = dict(_env(), INTERP_BBQ_DIR=str(FIXTURE_BBQ))
-    return subprocess.run([*head, "run", "--preset", "test", "--stages", ",".join(STAGES), "--out", str(out)],
+    return subprocess.run([*head, "run", "--preset", "test", "--stages", ",".join(STAGES), "--out", str(out),
+                           *extra],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
@@ -222,6 +237,9 @@ def test_killed_run_skips_finished_stages_and_reruns_the_killed_one(tmp_path, ru
         assert res.returncode == 1 and "Aborted!" in res.stderr and "Traceback" not in res.stderr, res.stderr[-3000:]
     before = records(out)
     finished = list(STAGES[:STAGES.index(killed)])
+    if event == "h5":  # the second store is begun only once the first is complete
+        assert [flag(out / "activations" / f"base_{p}.h5") for p in ("train", "dev")] == \
+            ([False, None] if at < 20 else [True, False])  # 2 batches of base_train, then base_dev
     assert sorted(before) == sorted(finished)  # no record for the stage the signal cut off
     assert_equal_to_reference(before, run_reference)
     res = run_run(out)
@@ -234,15 +252,18 @@ def test_killed_run_skips_finished_stages_and_reruns_the_killed_one(tmp_path, ru
     assert_equal_to_reference(after, run_reference)
 
 
-def test_a_torn_run_config_is_refused_by_name(tmp_path):
-    """A run folder whose run_config.json was cut off (by a version that wrote it in place) is one named error
-    that leaves the folder as it was, not a JSON traceback."""
-    from test_faults import assert_one_named_error
+def test_a_forced_rerun_cut_off_midway_is_not_taken_as_done(tmp_path, run_reference):
+    """Killed while ``--force cache`` rewrites a finished stage: the old record stays but no longer matches the
+    files, so the next run (without --force) reruns the stage rather than trusting the record."""
+    from interp.pipeline.runner import _outputs_hash
 
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "run_config.json").write_text('{"config": {"model": "organ')
-    res = run_rl(out)
-    assert_one_named_error(res, "ValueError")
-    assert "run_config.json is not valid JSON" in res.stderr and "--no-resume" in res.stderr
-    assert [p.name for p in out.iterdir()] == ["run_config.json"]
+    assert run_run(out).returncode == 0
+    res = run_run(out, ("SIGKILL", "h5", "3"), "--force", "cache")
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    old = records(out)["cache"]
+    assert _outputs_hash(old["outputs"]) != old["output_hash"]  # the stores it points at were cut off
+    res = run_run(out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "cache: up to date" not in res.stdout and "base_eval: up to date, skipped" in res.stdout
+    assert_equal_to_reference(records(out), run_reference)
