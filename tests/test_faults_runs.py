@@ -154,7 +154,8 @@ def test_a_torn_run_config_is_refused_by_name(tmp_path):
 
 STAGES = ("organism", "base_eval", "cache")
 # events: h5 (every HDF5 dataset write: inside the cache stage), eval (every rename that publishes an eval
-# file: inside base_eval), record (the rename that publishes a stage's record, just before it)
+# file: inside base_eval), record (the rename that publishes a stage's record, just before it), ckpt (the rename
+# that publishes an rl checkpoint's run_config.json, just before it: inside rl_sweep)
 RUN_KILLER = textwrap.dedent("""
     import os, pathlib, signal, sys, h5py
     sig, event, at = getattr(signal, sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -172,6 +173,8 @@ RUN_KILLER = textwrap.dedent("""
         t = pathlib.Path(target)
         if t.parent.name == "stages":
             maybe("record")
+        elif t.name == "run_config.json" and t.parent.name.startswith("checkpoint-"):
+            maybe("ckpt")
         elif "evals" in t.parts:
             maybe("eval")
         return real_replace(self, target)
@@ -181,11 +184,11 @@ RUN_KILLER = textwrap.dedent("""
 """)
 
 
-def run_run(out: Path, killer: tuple = (), *extra: str) -> subprocess.CompletedProcess:
+def run_run(out: Path, killer: tuple = (), *extra: str, stages: tuple = STAGES) -> subprocess.CompletedProcess:
     """``interp run --preset test`` on three stages, on the fixture's BBQ items, in a fresh process."""
     head = [sys.executable, "-c", RUN_KILLER, *killer] if killer else [sys.executable, "-m", "interp.cli"]
     env = dict(_env(), INTERP_BBQ_DIR=str(FIXTURE_BBQ))
-    return subprocess.run([*head, "run", "--preset", "test", "--stages", ",".join(STAGES), "--out", str(out),
+    return subprocess.run([*head, "run", "--preset", "test", "--stages", ",".join(stages), "--out", str(out),
                            *extra],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
@@ -268,3 +271,36 @@ def test_a_forced_rerun_cut_off_midway_is_not_taken_as_done(tmp_path, run_refere
     assert res.returncode == 0, res.stderr[-3000:]
     assert "cache: up to date" not in res.stdout and "base_eval: up to date, skipped" in res.stdout
     assert_equal_to_reference(records(out), run_reference)
+
+
+def sweep_results(out: Path):
+    """The sweep's results_all.csv without its timings, adapter paths relative to the run folder, by row id."""
+    import pandas as pd
+
+    df = pd.read_csv(out / "rl" / "results_all.csv").drop(columns=["eval_seconds", "train_minutes"])
+    df["adapter"] = df["adapter"].fillna("").astype(str).str.replace(str(out), "<out>", regex=False)
+    return df.sort_values(["run", "step", "group"]).reset_index(drop=True)
+
+
+def test_killed_rl_sweep_stage_resumes_to_the_uninterrupted_results(tmp_path):
+    """``interp run`` killed inside rl_sweep while the lambda 1.5 unscaled run saves its last checkpoint (after its steps 3
+    and 4 were logged): the rerun resumes that run from checkpoint-2, and results_all.csv (lambda_active
+    included: the resumed steps are logged twice) and every adapter equal an uninterrupted run's."""
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    stages, log_every_step = ("organism", "rl_sweep"), ("--set", "rl.logging_steps=1")
+    res = run_run(ref, (), *log_every_step, stages=stages)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_run(out, ("SIGKILL", "ckpt", "8"), *log_every_step, stages=stages)  # 4th run, 2nd checkpoint
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert sorted(records(out)) == ["organism"]
+    res = run_run(out, (), *log_every_step, stages=stages)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "organism: up to date, skipped" in res.stdout
+    assert list((out / "rl" / "lam1.5_lr0.0005_scale-none").glob("incomplete-checkpoint-4-*"))
+    a, b = sweep_results(ref), sweep_results(out)
+    active = a.loc[a["run"] == "lam1.5_lr0.0005_scale-none", "lambda_active"]
+    assert active.notna().all() and (active > 0).any()  # the column the duplicated log lines would shift
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(a, b)
+    for ck in sorted((ref / "rl").glob("*/checkpoint-*")):
+        assert_same_adapter(adapter(ck), adapter(out / ck.relative_to(ref)))
