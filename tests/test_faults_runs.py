@@ -304,3 +304,15 @@ def test_killed_rl_sweep_stage_resumes_to_the_uninterrupted_results(tmp_path):
     pd_testing.assert_frame_equal(a, b)
     for ck in sorted((ref / "rl").glob("*/checkpoint-*")):
         assert_same_adapter(adapter(ck), adapter(out / ck.relative_to(ref)))
+
+
+def test_lambda_active_counts_each_step_once(tmp_path):
+    """A run resumed from checkpoint-2 after steps 3 and 4 were logged logs them again: the mean is over steps."""
+    from rl.sweep import lambda_active_mean
+
+    lines = [{"step": 1, "lambda_active": 0.0}, {"step": 2, "lambda_active": 0.0}, {"step": 3, "lambda_active": 0.5},
+             {"step": 4, "lambda_active": 0.5}, {"step": 3, "lambda_active": 0.5}, {"step": 4, "lambda_active": 0.5},
+             {"event": "finished", "step": 4, "minutes": 0.1}]
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    assert lambda_active_mean(tmp_path, 4) == 0.25
+    assert lambda_active_mean(tmp_path, 3) == pytest.approx(1 / 6)
