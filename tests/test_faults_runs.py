@@ -1,8 +1,9 @@
 """Fault injection for the two long commands, as test_faults.py does for ``interp cache`` and ``interp eval``:
 SIGKILL and SIGINT at chosen points of ``rl train`` (mid-step, mid-checkpoint, at the checkpoint's publish, in the
-run's own config file) and of ``interp run`` (inside a stage, before a stage's record). The command runs in a
-fresh process under a wrapper that sends the signal to itself at the k-th event; the next run of the same
-command must end equal to an uninterrupted one (or refuse by name), and nothing partial is ever taken as done."""
+run's own config file) and of ``interp run`` (inside base_eval, cache and rl_sweep, before a stage's record). The
+command runs in a fresh process under a wrapper that sends the signal to itself at the k-th event; the next run of
+the same command must end equal to an uninterrupted one (or refuse by name), and nothing partial is ever taken as
+done."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from test_faults import FIXTURE_BBQ, ROOT, _env, flag
 
 # ---- rl train ---------------------------------------------------------------------------------------------
 
-# the small organism on the fixture's train templates: 4 steps, a checkpoint at every step (about 15 s)
+# the small organism on the fixture's train templates: 4 steps, a checkpoint at every step
 RL = ["train", "--model", "organism-small", "--bbq-dir", str(FIXTURE_BBQ), "--steps", "4", "--save-steps", "1",
       "--num-generations", "2", "--batch-size", "4", "--max-completion-length", "1", "--threads", "1",
       "--device", "cpu", "--lr", "3e-3", "--logging-steps", "1"]
@@ -283,9 +284,9 @@ def sweep_results(out: Path):
 
 
 def test_killed_rl_sweep_stage_resumes_to_the_uninterrupted_results(tmp_path):
-    """``interp run`` killed inside rl_sweep while the lambda 1.5 unscaled run saves its last checkpoint (after its steps 3
-    and 4 were logged): the rerun resumes that run from checkpoint-2, and results_all.csv (lambda_active
-    included: the resumed steps are logged twice) and every adapter equal an uninterrupted run's."""
+    """``interp run`` killed inside rl_sweep while the lambda 1.5 unscaled run saves its last checkpoint (after
+    its steps 3 and 4 were logged): the rerun resumes that run from checkpoint-2, and results_all.csv
+    (lambda_active included: the resumed steps are logged twice) and every adapter equal an uninterrupted run's."""
     ref, out = tmp_path / "ref", tmp_path / "run"
     stages, log_every_step = ("organism", "rl_sweep"), ("--set", "rl.logging_steps=1")
     res = run_run(ref, (), *log_every_step, stages=stages)
@@ -297,11 +298,12 @@ def test_killed_rl_sweep_stage_resumes_to_the_uninterrupted_results(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "organism: up to date, skipped" in res.stdout
     assert list((out / "rl" / "lam1.5_lr0.0005_scale-none").glob("incomplete-checkpoint-4-*"))
+    import pandas as pd
+
     a, b = sweep_results(ref), sweep_results(out)
     active = a.loc[a["run"] == "lam1.5_lr0.0005_scale-none", "lambda_active"]
     assert active.notna().all() and (active > 0).any()  # the column the duplicated log lines would shift
-    pd_testing = pytest.importorskip("pandas.testing")
-    pd_testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, b)
     for ck in sorted((ref / "rl").glob("*/checkpoint-*")):
         assert_same_adapter(adapter(ck), adapter(out / ck.relative_to(ref)))
 
