@@ -148,11 +148,14 @@ def lambda_active_mean(run_dir: str | os.PathLike, step: int) -> float | None:
     f = Path(run_dir) / "train_log.jsonl"
     if not f.exists():
         return None
-    vals = []
+    by_step: dict[int, list[float]] = {}
     for line in f.read_text().splitlines():
         d = json.loads(line)
-        if d.get("step", 0) <= step:
-            vals += [float(v) for k, v in d.items() if k.endswith("lambda_active")]
+        got = [float(v) for k, v in d.items() if k.endswith("lambda_active")]
+        if got and d.get("step", 0) <= step:
+            # a run resumed after a kill logs again the steps after its checkpoint: the last log of a step counts
+            by_step[d.get("step", 0)] = got
+    vals = [v for got in by_step.values() for v in got]
     return sum(vals) / len(vals) if vals else None
 
 

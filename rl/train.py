@@ -218,7 +218,11 @@ def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
     f = out_dir / RUN_CONFIG
     if not f.exists():
         return
-    saved = json.loads(f.read_text())
+    try:
+        saved = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f} is not valid JSON ({e}); it was cut off while saving: use another --out or "
+                         f"--no-resume") from None
     old = saved.get("config", {})
     what = [f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in RESUME_KEYS
             if k in old and old[k] != getattr(cfg, k)]
@@ -459,6 +463,8 @@ def train_config(cfg: TrainConfig, items=None) -> list[Path]:
 
 
 def _train_in(cfg: TrainConfig, out_dir: Path, items) -> list[Path]:
+    from interp.tables import write_text_atomic
+
     resume = cfg.resume
     if resume:
         if items is None and (out_dir / RUN_CONFIG).exists():
@@ -474,7 +480,7 @@ def _train_in(cfg: TrainConfig, out_dir: Path, items) -> list[Path]:
     if done and checkpoint_step(done[-1]) >= cfg.steps:
         return [p for p in done if checkpoint_step(p) <= cfg.steps]
     trainer, meta = build_trainer(cfg, items)
-    (out_dir / RUN_CONFIG).write_text(json.dumps(meta, indent=1))
+    write_text_atomic(out_dir / RUN_CONFIG, json.dumps(meta, indent=1))  # a kill never leaves half of it
     t0 = time.time()
     from transformers.trainer_utils import get_last_checkpoint
 
