@@ -256,6 +256,7 @@ def stage_steer(ctx: Context) -> dict:
     from interp.methods.directions import load_direction
     from interp.eval.evaluate import EvalConfig
     from interp.models.loading import load_model
+    from interp.pipeline.config import section
     from interp.eval.score import write_csv
     from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
 
@@ -266,7 +267,7 @@ def stage_steer(ctx: Context) -> dict:
     curves, rows = {}, []
     for name in s["directions"]:
         d = load_direction(ctx.outputs["directions"]["directions"], name, layer=layer)
-        vec = direction_vector(d, s.get("units", "sigma"))
+        vec = direction_vector(d, section(ctx.cfg, "steer").units)
         curve = alpha_curve(lm.model, dev_items, vec, layer, s["alphas"],
                             EvalConfig(mode=e["mode"], batch_size=e["batch_size"], progress=False),
                             n_boot=e["n_boot"], seed=run["seed"], tokenizer=lm.tokenizer, label=name)
