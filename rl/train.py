@@ -264,7 +264,8 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
     from transformers import TrainerCallback
 
     class CheckpointMeta(TrainerCallback):
-        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl."""
+        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl; report
+        each step's completions to ``interp.meter``."""
 
         def on_save(self, args, state, control, **kw):
             ck = out_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
@@ -283,6 +284,11 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
                 tmp = ck / (RUN_CONFIG + ".tmp")
                 tmp.write_text(json.dumps(rc, indent=1))
                 tmp.replace(ck / RUN_CONFIG)
+
+        def on_step_end(self, args, state, control, **kw):
+            from interp import meter
+
+            meter.advance(meter.GRPO_COMPLETION, args.per_device_train_batch_size * args.gradient_accumulation_steps)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
