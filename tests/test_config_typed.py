@@ -16,7 +16,7 @@ OLD_RUN = Path(__file__).parent / "fixtures" / "old_run"  # written by interp at
 @pytest.mark.parametrize("override, fragment", [
     ("rl.steps=abc", "rl.steps must be an integer like 500, got 'abc'"),
     ("rl.lr=true", "rl.lr must be a number like 5e-06, got True (a boolean)"),
-    ("steer.units=\"sigmaa\"", "steer.units must be one of 'unit', 'sigma' or 'raw', got 'sigmaa'"),
+    ("steer.units=\"sigmaa\"", "steer.units must be one of 'unit', 'sigma', 'raw', got 'sigmaa'"),
     ("cache.layers=1.5", "cache.layers must be a string or an integer or a list like 'all', got 1.5"),
     ("rl.scale_rewards=[\"nope\"]", "rl.scale_rewards must be a list of items each one of 'group', 'batch' or 'none'"),
     ("rl.extra=3", "rl.extra must be a table, got 3"),

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,7 +116,16 @@ class SteerSection(Section):
     alphas: list[float]
     layer: int
     directions: list[str]
-    units: Literal["unit", "sigma", "raw"] = "sigma"  # interp.methods.steering.UNITS
+    units: str = "sigma"  # alpha per: one of interp.methods.steering.UNITS
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, v: str) -> str:
+        from interp.methods.steering import UNITS
+
+        if v not in UNITS:
+            raise ValueError(f"must be one of {', '.join(map(repr, UNITS))}")
+        return v
 
 
 class PatchSection(Section):
@@ -230,6 +239,8 @@ def _config_error(err: ValidationError, cfg: dict, where: str) -> ConfigError:
     if e["type"] == "missing":
         return ConfigError(f"{where}: {name} is missing")
     got = cfg.get(sec, {}).get(key)
+    if e["type"] == "value_error":
+        return ConfigError(f"{where}: {name} {e['msg'].removeprefix('Value error, ')}, got {got!r}")
     default = _read_toml("default").get(sec, {}).get(key)
     like = f" like {default!r}" if default is not None else ""
     # every alternative of a union (loc[2] names the member type), or one item of a list (loc[2] is its index)
