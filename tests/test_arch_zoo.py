@@ -157,7 +157,8 @@ NO_SINGLE_STREAM = {
 def test_residual_stream_found_by_structure(model_type):
     """The hf backend's pass finds resid_pre and resid_post of every layer, and they are the residual stream:
     layer l's input is HF's hidden_states[l], layer l's output hidden_states[l + 1] below the last layer, and the
-    last layer's output what the final norm receives. Every other hook kind resolves or names why it cannot."""
+    last layer's output what the final norm receives. Every other hook kind resolves or names why it cannot, and
+    attn_out / mlp_out add up where they resolve (``_sublayer_outputs_add_up``)."""
     reason = _skip_reason_static(model_type)
     if reason:
         pytest.skip(reason)
@@ -191,3 +192,26 @@ def test_residual_stream_found_by_structure(model_type):
             assert "not available" in str(e)
             continue
         m.get_submodule(hp.module_path)
+    _sublayer_outputs_add_up(m)
+
+
+def _sublayer_outputs_add_up(m: torch.nn.Module) -> int:
+    """Where a pre-norm layer's attn_out and mlp_out are found (by structure or ARCH_EXCEPTIONS), they are what the
+    residual receives: resid_pre + attn_out + mlp_out == resid_post, and resid_pre + attn_out == resid_mid where
+    that exists. A layout the rule gets wrong fails here until ARCH_EXCEPTIONS has it. Returns the layers checked."""
+    sites = [hc.layer_sites(m, l) for l in range(hc.n_layers(m))]
+    kinds = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_mid", "hook_resid_post")
+    names = [hc.hook_name(l, k) for l, s in enumerate(sites) for k in kinds if isinstance(s[k], hc.Site)]
+    _, c = hc.run_with_cache(m, {"input_ids": torch.randint(2, V - 1, (2, 5)), "use_cache": False}, names)
+    checked = 0
+    for l, s in enumerate(sites):
+        if not all(isinstance(s[k], hc.Site) for k in ("hook_attn_out", "hook_mlp_out", "ln1.hook_normalized")):
+            continue
+        g = {k: c[hc.hook_name(l, k)] for k in kinds if isinstance(s[k], hc.Site)}
+        torch.testing.assert_close(g["hook_resid_pre"] + g["hook_attn_out"] + g["hook_mlp_out"], g["hook_resid_post"],
+                                   atol=1e-5, rtol=1e-5)
+        if "hook_resid_mid" in g:
+            torch.testing.assert_close(g["hook_resid_pre"] + g["hook_attn_out"], g["hook_resid_mid"],
+                                       atol=1e-5, rtol=1e-5)
+        checked += 1
+    return checked

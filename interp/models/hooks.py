@@ -11,8 +11,10 @@ Hook points are found by structure, not from a table of architectures (``structu
 layer list is its largest ModuleList, wherever the model keeps it; the residual stream is the input and output of
 each layer; attn_out and mlp_out are the outputs of the layer's attention and MLP children; mlp.hook_post is the
 input of the MLP's down projection; ln1 / ln2 are the layer's two norms and hook_resid_mid the second one's
-input. ``ARCH_EXCEPTIONS`` holds only what that rule gets wrong (Gemma 2/3's sandwich norms, post-norm OPT,
-parallel Falcon's in-place add), each with a test. Semantics follow TransformerLens: ``hook_resid_mid`` does not
+input. ``ARCH_EXCEPTIONS`` holds only what that rule gets wrong (Gemma 2/3's sandwich norms, OLMo 2's post-norms,
+post-norm OPT and GPT-1, Falcon's norm order and in-place add, a residual added inside a module or scaled), each
+with a test (tests/test_architectures.py, tests/test_arch_zoo.py); a layer with more than two norms refuses
+attn_out / mlp_out rather than guess. Semantics follow TransformerLens: ``hook_resid_mid`` does not
 exist on parallel-attention layers (GPT-NeoX/Pythia, most Falcons, GPT-J), where attention and MLP both read
 resid_pre; asking for it raises ``HookNameError`` instead of returning some other tensor.
 
@@ -29,7 +31,7 @@ import contextlib
 import numbers
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import einops
@@ -292,6 +294,11 @@ def structural_sites(layer: torch.nn.Module, config: object, d_model: int) -> di
         why = f"{where} has {len(norms) or 'no'} norm children, not the two of a pre-norm layer"
         for k in ("ln1.hook_normalized", "ln2.hook_normalized", "hook_resid_mid"):
             sites[k] = why
+        if len(norms) > 2:  # norms after the sublayers too (sandwich): their outputs are not what is added
+            for k in ("hook_attn_out", "hook_mlp_out"):
+                if isinstance(sites[k], Site):
+                    sites[k] = why + f"; the extra norms may normalize the sublayer outputs, so {k} is not " \
+                                     f"its child's output (add the layout to ARCH_EXCEPTIONS)"
     return {k: sites[k] for k in FORWARD_ORDER}
 
 
@@ -305,6 +312,38 @@ def _sandwich(config: object) -> dict[str, Site | str]:
             "hook_resid_mid": Site("pre_feedforward_layernorm", "input"),
             "ln2.hook_normalized": Site("pre_feedforward_layernorm", "output"),
             "hook_mlp_out": Site("post_feedforward_layernorm", "output")}
+
+
+def _post_norms(config: object) -> dict[str, Site | str]:
+    # OLMo 2 style: no pre-norms; each sublayer's output is normalized before the residual add
+    why = ("this layer normalizes each sublayer's output (post-norm, as OLMo 2), not its input: there is no {}")
+    return {"ln1.hook_normalized": why.format("ln1.hook_normalized"),
+            "hook_attn_out": Site("post_attention_layernorm", "output"),
+            "hook_resid_mid": Site("mlp", "input"),
+            "ln2.hook_normalized": why.format("ln2.hook_normalized"),
+            "hook_mlp_out": Site("post_feedforward_layernorm", "output")}
+
+
+def _residual_inside(config: object) -> dict[str, Site | str]:
+    why = ("BLOOM adds the residual inside its attention and MLP modules, so their outputs are resid_mid and "
+           "resid_post, not {}")
+    return {"hook_attn_out": why.format("hook_attn_out"), "hook_mlp_out": why.format("hook_mlp_out")}
+
+
+def _mlp_residual_inside(config: object) -> dict[str, Site | str]:
+    return {"hook_mlp_out": "MPT adds the residual inside its MLP module, so its output is resid_post, not "
+                            "hook_mlp_out"}
+
+
+def _scaled_residual(config: object) -> dict[str, Site | str]:
+    why = ("this model scales each sublayer's output before the residual add (MiniCPM's scale_depth, MiniMax's "
+           "alphas), so the attention / MLP child's output is not {}, what the residual receives")
+    return {"hook_attn_out": why.format("hook_attn_out"), "hook_mlp_out": why.format("hook_mlp_out")}
+
+
+def _gpt1(config: object) -> dict[str, Site | str]:
+    why = "GPT-1 is post-norm (ln_1 after the attention add, ln_2 after the MLP add): there is no {}"
+    return {k: why.format(k) for k in ("ln1.hook_normalized", "hook_resid_mid", "ln2.hook_normalized")}
 
 
 def _opt(config: object) -> dict[str, Site | str]:
@@ -321,8 +360,10 @@ def _opt(config: object) -> dict[str, Site | str]:
 
 
 def _falcon(config: object) -> dict[str, Site | str]:
-    if not _parallel(config):
-        return {}
+    if not _parallel(config):  # registers post_attention_layernorm before input_layernorm
+        return {"ln1.hook_normalized": Site("input_layernorm", "output"),
+                "hook_resid_mid": Site("post_attention_layernorm", "input"),
+                "ln2.hook_normalized": Site("post_attention_layernorm", "output")}
     out: dict[str, Site | str] = {"hook_mlp_out": Site("mlp", "output", copy=True)}  # mlp_output += attn_output
     if getattr(config, "new_decoder_architecture", False) and (getattr(config, "num_ln_in_parallel_attn", None)
                                                                 or 2) == 2:
@@ -333,7 +374,9 @@ def _falcon(config: object) -> dict[str, Site | str]:
 
 
 ARCH_EXCEPTIONS: dict[str, Callable[[object], dict]] = {
-    "gemma2": _sandwich, "gemma3_text": _sandwich, "opt": _opt, "falcon": _falcon,
+    "gemma2": _sandwich, "gemma3_text": _sandwich, "opt": _opt, "falcon": _falcon, "bloom": _residual_inside,
+    "olmo2": _post_norms, "olmo3": _post_norms, "flex_olmo": _post_norms, "exaone4": _post_norms,
+    "mpt": _mlp_residual_inside, "minicpm3": _scaled_residual, "minimax": _scaled_residual, "openai-gpt": _gpt1,
 }
 
 _SITES_SEEN: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, Site | str]]" = weakref.WeakKeyDictionary()
@@ -361,6 +404,9 @@ def layer_sites(model: torch.nn.Module, layer: int = 0) -> dict[str, Site | str]
         fix = ARCH_EXCEPTIONS.get(getattr(cfg, "model_type", None), lambda c: {})(cfg)
         order = fix.pop("_order", FORWARD_ORDER)
         sites = {k: fix.get(k, sites[k]) for k in order}
+        # a submodule may see tokens flattened to [batch*pos, d] (OPT's MLP half, Llama 4's MoE): fns get them
+        # unflattened (a no-op where they are not)
+        sites = {k: replace(s, flat=True) if isinstance(s, Site) and s.path else s for k, s in sites.items()}
         _SITES_SEEN[mod] = sites
     return sites
 
