@@ -1,8 +1,8 @@
 """Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
 with hook functions attached and the MLP neurons at the scored position recorded.
 
-Works on every decoder layout of ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
-sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
+Works on every decoder layout whose MLP output projection ``interp.models.hooks`` finds by structure (Llama/Qwen2,
+Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon, GPT-J sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
 
 The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
 right padding both work; without a pad id, the last position). ``scored_positions`` reproduces it exactly.
