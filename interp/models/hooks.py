@@ -79,7 +79,8 @@ class HookName:
             raise HookNameError(f"a hook's layer must be an integer, not {self.layer!r}")
         object.__setattr__(self, "layer", int(self.layer))  # numpy ints too
         if self.kind not in HOOK_KINDS:
-            raise HookNameError(f"unknown hook kind {self.kind!r}; expected one of {', '.join(HOOK_KINDS)}")
+            raise HookNameError(f"unknown hook name 'blocks.{self.layer}.{self.kind}' (kind {self.kind!r}); "
+                                f"expected blocks.<layer>.<one of {', '.join(HOOK_KINDS)}>")
 
     @classmethod
     def parse(cls, name: "str | HookName", n_layers: int | None = None) -> "HookName":
