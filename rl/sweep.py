@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from interp import meter
 from rl.train import checkpoint_step, list_checkpoints, read_run_config, run_minutes, train
 
 RESULTS_CSV = "results_all.csv"
@@ -266,6 +267,7 @@ def sweep(
     for ids, adapter, eval_dir in todo:
         t0 = time.time()
         summary = evaluate_model(model, dev_items, adapter=adapter, out_dir=eval_dir, **ev)
+        meter.advance(meter.eval_item(eval_mode), len(dev_items))
         extra = {"eval_seconds": round(time.time() - t0, 2)}
         if adapter:
             extra["train_minutes"] = run_minutes(Path(adapter).parent)

@@ -128,6 +128,28 @@ class TrainConfig:
             raise ValueError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
 
 
+# TrainConfig fields TRL's GRPOConfig spells differently; every other TrainConfig field that GRPOConfig also
+# declares (beta, temperature, num_generations, loss_type, scale_rewards, save_steps, seed, ...) passes by name
+GRPO_NAMES = {"lr": "learning_rate", "lr_scheduler": "lr_scheduler_type", "steps": "max_steps",
+              "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+
+
+def grpo_config(cfg: TrainConfig, on_cpu: bool, bf16: bool):
+    """TRL's ``GRPOConfig`` for a run: the TrainConfig fields GRPOConfig declares (renamed by ``GRPO_NAMES``),
+    this toolkit's fixed trainer settings, then ``cfg.extra`` as is."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    trl_names = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    ours = dataclasses.asdict(cfg)
+    shared = {GRPO_NAMES.get(k, k): v for k, v in ours.items() if GRPO_NAMES.get(k, k) in trl_names}
+    fixed = dict(output_dir=str(Path(cfg.out_dir)), data_seed=cfg.seed, save_strategy="steps", save_total_limit=None,
+                 use_cpu=on_cpu, bf16=bf16, fp16=False, disable_tqdm=not cfg.progress, disable_dropout=True,
+                 remove_unused_columns=False, dataloader_num_workers=0)
+    return GRPOConfig(**{**shared, **fixed, **cfg.extra})
+
+
 def trl_loss_types() -> list[str]:
     """The loss types the installed TRL's GRPOConfig accepts (read from its field help; [] if it cannot say)."""
     import dataclasses
@@ -242,7 +264,8 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
     from transformers import TrainerCallback
 
     class CheckpointMeta(TrainerCallback):
-        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl."""
+        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl; report
+        each step's completions to ``interp.meter``."""
 
         def on_save(self, args, state, control, **kw):
             ck = out_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
@@ -261,6 +284,11 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
                 tmp = ck / (RUN_CONFIG + ".tmp")
                 tmp.write_text(json.dumps(rc, indent=1))
                 tmp.replace(ck / RUN_CONFIG)
+
+        def on_step_end(self, args, state, control, **kw):
+            from interp import meter
+
+            meter.advance(meter.GRPO_COMPLETION, args.per_device_train_batch_size * args.gradient_accumulation_steps)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
@@ -281,7 +309,7 @@ def build_trainer(cfg: TrainConfig, items=None):
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from interp.models.loading import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path, weights_hash
     from rl.data import build_dataset, load_train_items
@@ -319,37 +347,7 @@ def build_trainer(cfg: TrainConfig, items=None):
 
     on_cpu = dev.type == "cpu"
     bf16 = (not on_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() and cfg.dtype != "float32"
-    gkw = dict(
-        output_dir=str(out_dir),
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=None,
-        logging_steps=cfg.logging_steps,
-        report_to=cfg.report_to,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=on_cpu,
-        bf16=bf16,
-        fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        disable_tqdm=not cfg.progress,
-        disable_dropout=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
-    gkw.update(cfg.extra)
-    args = GRPOConfig(**gkw)
+    args = grpo_config(cfg, on_cpu=on_cpu, bf16=bf16)
     peft_config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

@@ -158,6 +158,7 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     texts = render_prompts(tokenizer, prompted)
     share = cfg.mode == "logits" and cfg.share_prefix and can_share_prefix(model) and takes_position_ids(model)
     token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # tokenized once: lengths, shared prefix
+    _warn_if_too_long(max(len(t) for t in token_ids), model)  # the shared-prefix pass skips encode_batch
     order = length_order([len(t) for t in token_ids]) if cfg.sort_by_length else list(range(len(texts)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[dict | None] = [None] * len(prompted)
