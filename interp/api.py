@@ -56,7 +56,9 @@ class Activations:
 
     @property
     def layers(self) -> list[int]:
-        return [int(n.split(".")[1]) for n in self.acts]
+        from interp.models.hooks import layer_of
+
+        return [layer_of(n) for n in self.acts]
 
     @property
     def n_items(self) -> int:
@@ -84,11 +86,11 @@ def collect(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
     layer, and the predictions they led to. ``layers``: 'all', an int (-1 is the last), '0,3,5', '2-6' or a
     list. For a large model or many items, write a store instead (``interp cache``; read it with
     ``ActivationStore``)."""
-    from interp.layers import resolve_layers
     from interp.methods.probes import collect_last_position
+    from interp.models.hooks import hook_names
 
     items = _nonempty(items)
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
+    names = hook_names(layers, lm.n_layers, (hook,))
     acts, recs = collect_last_position(lm, lm.tokenizer, items, names, batch_size=batch_size, progress=progress)
     return Activations(acts, recs, hook)
 
@@ -174,12 +176,13 @@ def diff_means(acts, name: str = "stereotype", layer: int = -1, condition: str =
     removed). The Direction carries its layer and hook, so steering needs nothing else."""
     from interp.methods.directions import compute_directions
     from interp.layers import resolve_layers
+    from interp.models.hooks import hook_name
 
     if name not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, not {name!r}")
     a = _as_activations(acts)
     (lay,) = resolve_layers(layer, max(a.layers) + 1, available=a.layers)
-    name_ = f"blocks.{lay}.{a.hook}"
+    name_ = hook_name(lay, a.hook)
     ds = compute_directions({name_: a.acts[name_]}, a.records, condition)
     return ds.get(name, hook=name_)
 
@@ -250,14 +253,14 @@ def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
     """Compare a model loaded with an adapter (``load(name, adapter=...)``) against its own base: one weight
     copy, read once with the adapter disabled and once enabled. The model is left as it came."""
     from interp.methods.compare import collect_acts, compare_acts
-    from interp.layers import resolve_layers
+    from interp.models.hooks import hook_names
 
     if getattr(lm, "adapter", None) is None:
         raise ValueError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
     items = _nonempty(items)
     if len(items) < 4:
         raise ValueError(f"need at least 4 items to compare representations, got {len(items)}")
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
+    names = hook_names(layers, lm.n_layers, (hook,))
     kw = dict(batch_size=batch_size, seed=seed, progress=progress)
     with lm.adapter_enabled(False):
         base = collect_acts(lm, lm.tokenizer, items, names, label="base", **kw)

@@ -236,16 +236,12 @@ class ModelActs:
                 raise ValueError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
 
 
-def _layer_of(name: str) -> int:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else -1
-
-
 def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None = None, n_folds: int = 5,
                  C: float = 1.0, seed: int = 0, condition: str = "all", debiased: bool = False) -> list[dict]:
     """One row per hook name: CKA, direction cosines and probe transfer between ``base`` and ``other``
     (each direction and probe label built from that model's own predictions)."""
     from interp.methods.probes import template_groups
+    from interp.models.hooks import layer_of
 
     names = list(names if names is not None else base.acts)
     if [r.get("uid") for r in base.records] != [r.get("uid") for r in other.records]:
@@ -263,7 +259,7 @@ def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None 
         pt = probe_transfer(Xb, lb["stereo"], Xo, lo["stereo"], groups, n_folds=n_folds, C=C, seed=seed)
         row = {
             "adapter": other.label,
-            "layer": _layer_of(name),
+            "layer": layer_of(name, default=-1),
             "cka": linear_cka(Xb, Xo),
             "cos_stereo": cosine(sb, so),
             "cos_abstain": cosine(ab, ao),
@@ -301,8 +297,7 @@ def collect_acts(model, tokenizer, items, names: Sequence[str], batch_size: int 
 
 def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[str]:
     """Hook names ``blocks.{l}.{hook}`` for a layer spec (``interp.layers``) on ``model``."""
-    from interp.models.hooks import n_layers, parse_hook_name
-    from interp.layers import hook_names
+    from interp.models.hooks import hook_names, n_layers, parse_hook_name
 
     names = hook_names(layers, n_layers(model), (hook,))
     for n in names:

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.models.hooks import layer_of
+
 CONDITIONS = ("ambig", "disambig", "all")
 BACKENDS = ("sklearn",)
 
@@ -206,7 +208,7 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         sh = acc[1:, j]
         rows.append({
             "hook": name,
-            "layer": _layer_of(name, j),
+            "layer": layer_of(name, default=j),
             "n": int(len(y)),
             "n_pos": int(y.sum()),
             "n_templates": int(len(np.unique(groups))),
@@ -225,10 +227,6 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         r["best"] = r["hook"] == b["hook"]
     return rows
 
-
-def _layer_of(name: str, default: int) -> int:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else default
 
 
 def best_layer(rows: Sequence[Mapping]) -> Mapping:
@@ -268,8 +266,7 @@ def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None)
 
 def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
     """Canonical hook names ``blocks.{l}.{kind}`` for a layer spec (``interp.layers``; default: all)."""
-    from interp.models.hooks import n_layers
-    from interp.layers import hook_names
+    from interp.models.hooks import hook_names, n_layers
 
     return hook_names(layers, n_layers(model), (kind,))
 
@@ -361,17 +358,17 @@ def store_activations(path, hook: str = "hook_resid_post", layers=None,
     layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
     give the one at offset ``position`` from the prompt end."""
     from interp.store.activations import ActivationStore
-    from interp.layers import hook_names
+    from interp.models.hooks import HookName, hook_names
 
     with ActivationStore(path) as st:
-        names = [n for n in st.names if n.split(".", 2)[2] == hook]
-        if not names:
+        parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
+        if not parsed:
             raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
-        stored = [int(n.split(".")[1]) for n in names]
+        stored = [h.layer for h in parsed]
         n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+        names = [str(h) for h in parsed]
         if layers is not None:
-            names = hook_names(layers, n_model, (hook,), available=stored)
-        names.sort(key=lambda n: int(n.split(".")[1]))
+            names = sorted(hook_names(layers, n_model, (hook,), available=stored), key=HookName.parse)
         pos = list(st.fingerprint.get("positions", [-1]))
         acts = {}
         for n in names:

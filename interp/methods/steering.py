@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from interp.models.hooks import HookNameError, layer_hook_name, positionwise
+from interp.models.hooks import HookNameError, hook_name, positionwise
 
 UNITS = ("unit", "sigma", "raw")
 CURVE_METRICS = ("acc_ambig", "acc_disambig", "abstain_ambig", "abstain_disambig", "s_AMB", "amb_commit_bias",
@@ -173,8 +173,8 @@ def steer(model_or_hooked, direction, layer: int, alpha: float, hook: str = "hoo
         if n == 0:
             raise SteeringError("cannot normalize a zero direction")
         v = v / n
-    name = layer_hook_name(layer, hook)
     try:
+        name = hook_name(layer, hook)
         return SteeringHandle(model_or_hooked, name, steering_fn(float(alpha) * v, from_pos))
     except HookNameError as e:
         raise SteeringError(str(e)) from e

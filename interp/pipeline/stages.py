@@ -149,7 +149,8 @@ def stage_cache(ctx: Context) -> dict:
     """Activations at the last prompt token: base on train (probes, directions) and dev (comparison), and
     each run's final adapter on dev, from one copy of the base weights per load."""
     from interp.store.activations import cache_split
-    from interp.models.backends import load_hooked, expand_names
+    from interp.models.backends import load_hooked
+    from interp.models.hooks import hook_names
 
     c, run = ctx.cfg["cache"], ctx.cfg["run"]
     train_items, split = items_for(ctx, "train")
@@ -160,7 +161,7 @@ def stage_cache(ctx: Context) -> dict:
         jobs += [(f"{name}_dev", ck, dev_items) for name, ck in _final_adapters(ctx).items()]
     for tag, adapter, items in jobs:
         hooked = load_hooked(model_name(ctx), adapter=adapter, device=run["device"], dtype=run["dtype"])
-        names = expand_names(c["hooks"], c["layers"], hooked.n_layers)
+        names = hook_names(c["layers"], hooked.n_layers, c["hooks"])
         path = ctx.out / "activations" / f"{tag}.h5"
         cache_split(hooked, items, path, names, positions=c["positions"], dtype=c["dtype"],
                     batch_size=c["batch_size"], split_hash=split.hash, seed=run["seed"], overwrite=True)

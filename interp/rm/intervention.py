@@ -19,6 +19,7 @@ import torch
 
 from interp.rm.neurons import NeuronSelection
 from interp.rm.scoring import PositionRef
+from interp.models.hooks import hook_name
 
 POSITIONS = ("scored", "all")
 
@@ -50,7 +51,7 @@ class NeuronIntervention:
         for layer, idx in sorted(self.indices.items()):
             if not idx:
                 continue
-            fns[f"blocks.{layer}.mlp.hook_post"] = self._make_fn(layer, idx, self.values[layer], ref)
+            fns[hook_name(layer, "mlp.hook_post")] = self._make_fn(layer, idx, self.values[layer], ref)
         return fns
 
     def _make_fn(self, layer: int, idx: list[int], vals: list[float], ref: PositionRef):

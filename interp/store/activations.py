@@ -763,10 +763,12 @@ class ActivationStore:
 
     def stack(self, hook: str = "hook_resid_post") -> tuple[list[int], np.ndarray]:
         """(layers, ``[n_items, n_layers, d]``) for one hook kind across the stored layers."""
-        names = [n for n in self.names if n.split(".", 2)[2] == hook]
-        if not names:
+        from interp.models.hooks import HookName
+
+        parsed = [h for h in map(HookName.parse, self.names) if h.kind == hook]
+        if not parsed:
             raise KeyError(f"no {hook} activations in {self.path}")
-        layers = [int(n.split(".")[1]) for n in names]
+        names, layers = [str(h) for h in parsed], [h.layer for h in parsed]
         return layers, np.stack([self.layer(n) for n in names], axis=1)
 
     def items(self, sel: slice | Sequence[int] | np.ndarray = slice(None)) -> dict[str, np.ndarray]:
