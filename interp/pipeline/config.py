@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from interp.errors import InterpError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -38,12 +40,12 @@ def _read_toml(name: str) -> dict[str, Any]:
 def load_preset(name: str) -> dict[str, Any]:
     """A preset merged over the defaults ('default' is the seed's full settings)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = _read_toml("default")
     return base if name == "default" else _merge(base, _read_toml(name))
 
 
-class ConfigError(ValueError):
+class ConfigError(InterpError, ValueError):
     """An unknown section or key, or a value of the wrong type, in a config file or a ``--set`` override."""
 
 
@@ -154,15 +156,15 @@ def load_config(path: str | Path | None = None, preset: str = "default", overrid
         try:
             user = tomllib.loads(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"{p}: not a TOML file (not UTF-8 text)") from None
+            raise ConfigError(f"{p}: not a TOML file (not UTF-8 text)") from None
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{p}: not valid TOML ({e})") from None
+            raise ConfigError(f"{p}: not valid TOML ({e})") from None
         check_config(user, str(p))
         check_types(user, str(p))
         cfg = _merge(cfg, user)
     for ov in overrides or []:
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
-            raise ValueError(f"override {ov!r} must look like section.key=value")
+            raise ConfigError(f"override {ov!r} must look like section.key=value")
         key, val = ov.split("=", 1)
         sec, k = key.split(".", 1)
         check_config({sec: {k: None}}, f"override {ov!r}")
