@@ -39,7 +39,8 @@ def pick_device(device: str | None = None) -> torch.device:
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu or auto)")
         if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelLoadError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise ModelLoadError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are "
+                                 "visible")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

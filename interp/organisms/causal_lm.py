@@ -76,8 +76,8 @@ class Plant:
             if not 0.0 <= v <= 1.0:
                 raise OrganismError(f"plant {name} must be in [0, 1], got {v}")
         if self.p * (self.nonneg_scale + self.nonneg_anti) > 1.0:
-            raise OrganismError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on non-negative "
-                             f"questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
+            raise OrganismError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on "
+                                f"non-negative questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
         if self.lean_categories is not None and not self.lean_categories:
             raise OrganismError("plant lean_categories is empty: give None (every category) or at least one")
         return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
