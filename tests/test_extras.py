@@ -1,5 +1,6 @@
 """transformer-lens, nnsight and trl are extras: without them `import interp` and `interp eval` on the organism
-work and never import them, and a command that needs one fails with one line naming the extra to install."""
+work and never import them, and a command that needs one (a backend, rl train, interp run's GRPO stage) fails
+with one line naming the extra to install, before it writes anything."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_without_the_extras_eval_works_and_a_backend_names_its_extra(tmp_path):
          "--device", "cpu", "--backend", "transformer_lens", "--out", str(tmp_path / "tl.h5")],
         ["rl", "train", "--model", "organism", "--bbq-dir", str(FIXTURE_BBQ), "--steps", "1",
          "--out", str(tmp_path / "rl")],
+        ["interp", "run", "--preset", "test", "--stages", "organism,rl_sweep", "--out", str(tmp_path / "run")],
     ]
     env = {k: v for k, v in os.environ.items() if k != "INTERP_DEBUG"}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
@@ -61,7 +63,7 @@ def test_without_the_extras_eval_works_and_a_backend_names_its_extra(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     exits = [ln.split()[1:] for ln in res.stdout.splitlines() if ln.startswith("EXIT ")]
     assert exits == [["interp", "eval", "0"], ["interp", "cache", "1"], ["interp", "cache", "1"],
-                     ["rl", "train", "1"]], (res.stdout, res.stderr[-3000:])
+                     ["rl", "train", "1"], ["interp", "run", "1"]], (res.stdout, res.stderr[-3000:])
     loaded = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("LOADED "))[len("LOADED "):])
     assert loaded == []
     # the eval ran on the organism: one record per item, a summary
@@ -70,12 +72,12 @@ def test_without_the_extras_eval_works_and_a_backend_names_its_extra(tmp_path):
     errs = res.stderr.split("--- end of command\n")
     want = ["nnsight is not installed: pip install 'interp-bbq[nnsight]'",
             "transformer-lens is not installed: pip install 'interp-bbq[tl]'",
-            "trl is not installed: pip install 'interp-bbq[rl]'"]
-    for err, line in zip(errs[1:4], want):
+            "trl is not installed: pip install 'interp-bbq[rl]'", "trl is not installed: pip install 'interp-bbq[rl]'"]
+    for err, line in zip(errs[1:5], want, strict=True):
         lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("Warning: ")]
         assert lines and lines[-1].startswith(f"Error: MissingExtraError: {line}"), err
         assert "Traceback" not in err, err
-    assert not (tmp_path / "nn.h5").exists() and not (tmp_path / "tl.h5").exists() and not (tmp_path / "rl").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ev"]  # the refused commands wrote nothing
 
 
 def test_require_extra_names_the_extra(monkeypatch):
