@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from interp.errors import InterpError
-from interp.models.hooks import HookNameError, layer_hook_name
+from interp.models.hooks import HookNameError, layer_hook_name, positionwise
 
 UNITS = ("unit", "sigma", "raw")
 CURVE_METRICS = ("acc_ambig", "acc_disambig", "abstain_ambig", "abstain_disambig", "s_AMB", "amb_commit_bias",
@@ -121,7 +121,7 @@ def steering_fn(vector: torch.Tensor, from_pos: int | None = None):
         mask = (pos >= state["start"]).to(x.dtype)[None, :, None]  # [1, pos, 1]
         return x + mask * v
 
-    return fn
+    return positionwise(fn) if from_pos is None else fn  # every position alike: the shared prefix keeps it
 
 
 class SteeringHandle:

@@ -447,6 +447,21 @@ def _stamp_batch_pos(store: dict, key: str):
     return hook
 
 
+POSITIONWISE = "interp_positionwise"
+
+
+def positionwise(fn: HookFn) -> HookFn:
+    """Mark a hook function as acting on each position alike (never selecting positions by index), so that a
+    forward split into a shared prefix and the rest (interp.eval.prefix) gives it the same result."""
+    setattr(fn, POSITIONWISE, True)
+    return fn
+
+
+def is_positionwise(hook) -> bool:
+    """Whether a hook function (or the torch hook ``hooks`` made of it) carries the ``positionwise`` mark."""
+    return bool(getattr(hook, POSITIONWISE, False))
+
+
 @contextlib.contextmanager
 def hooks(model: torch.nn.Module, fwd_hooks: Mapping[str, HookFn]) -> Iterator[list]:
     """Attach hook functions by canonical name for the duration of the block; always removed on exit,
@@ -460,13 +475,16 @@ def hooks(model: torch.nn.Module, fwd_hooks: Mapping[str, HookFn]) -> Iterator[l
             if hp.flat and hp.layer_path not in stamped:
                 stamped.add(hp.layer_path)
                 handles.append(model.get_submodule(hp.layer_path).register_forward_pre_hook(
-                    _stamp_batch_pos(batch_pos, hp.layer_path), with_kwargs=True))
+                    positionwise(_stamp_batch_pos(batch_pos, hp.layer_path)), with_kwargs=True))
             mod = model.get_submodule(hp.module_path)
             g = _hook_fn_adapter(fn, hp, batch_pos)
+            torch_hook = _wrap_output(g) if hp.direction == "output" else _wrap_input(g)
+            if is_positionwise(fn):
+                positionwise(torch_hook)
             if hp.direction == "output":
-                handles.append(mod.register_forward_hook(_wrap_output(g)))
+                handles.append(mod.register_forward_hook(torch_hook))
             else:
-                handles.append(mod.register_forward_pre_hook(_wrap_input(g), with_kwargs=True))
+                handles.append(mod.register_forward_pre_hook(torch_hook, with_kwargs=True))
         yield handles
     finally:
         for h in handles:
