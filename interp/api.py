@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 from interp.methods.directions import Direction
 
 LABELS = ("stereotype", "abstain")  # what a probe can be asked to read (interp.methods.probes' label functions)
@@ -98,7 +99,7 @@ def collect(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
 def _nonempty(items: Sequence[BBQItem]) -> list[BBQItem]:
     items = list(items)
     if not items:
-        raise ValueError("no items selected (an empty list): check the split, categories and limit")
+        raise InputError("no items selected (an empty list): check the split, categories and limit")
     return items
 
 
@@ -156,11 +157,11 @@ def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_spli
     from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, stereotype_labels, template_groups
 
     if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, not {label!r}")
+        raise InputError(f"label must be one of {LABELS}, not {label!r}")
     a = _as_activations(acts)
     idx, y = (stereotype_labels if label == "stereotype" else abstain_labels)(a.records, condition)
     if len(idx) == 0:
-        raise ValueError(f"no items carry a {label!r} label under condition {condition!r}")
+        raise InputError(f"no items carry a {label!r} label under condition {condition!r}")
     cfg = ProbeConfig(n_splits=n_splits, n_shuffles=n_shuffles, n_boot=n_boot, seed=seed, backend=backend)
     rows = probe_sweep({n: x[idx] for n, x in a.acts.items()}, y, template_groups(a.records)[idx], cfg)
     return ProbeSweep(label, rows)
@@ -179,7 +180,7 @@ def diff_means(acts, name: str = "stereotype", layer: int = -1, condition: str =
     from interp.models.hooks import hook_name
 
     if name not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, not {name!r}")
+        raise InputError(f"direction must be one of {DIRECTIONS}, not {name!r}")
     a = _as_activations(acts)
     (lay,) = resolve_layers(layer, max(a.layers) + 1, available=a.layers)
     name_ = hook_name(lay, a.hook)
@@ -256,10 +257,10 @@ def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
     from interp.models.hooks import hook_names
 
     if getattr(lm, "adapter", None) is None:
-        raise ValueError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
+        raise InputError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
     items = _nonempty(items)
     if len(items) < 4:
-        raise ValueError(f"need at least 4 items to compare representations, got {len(items)}")
+        raise InputError(f"need at least 4 items to compare representations, got {len(items)}")
     names = hook_names(layers, lm.n_layers, (hook,))
     kw = dict(batch_size=batch_size, seed=seed, progress=progress)
     with lm.adapter_enabled(False):

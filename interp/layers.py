@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from interp.errors import InterpError
+
 _RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
 
 
-class LayerSpecError(ValueError):
+class LayerSpecError(InterpError, ValueError):
     """A layer spec that does not parse, selects nothing, or names a layer out of range."""
 
 

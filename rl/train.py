@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
+from interp.errors import InputError, require_extra
+
 CHECKPOINT_PREFIX = "checkpoint-"
 RUN_CONFIG = "run_config.json"
 BASE_RECORD = "interp_base.json"
@@ -89,43 +91,43 @@ class TrainConfig:
         for name in ("lr", "lam", "beta", "temperature", "lora_dropout"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+                raise InputError(f"{name} must be a finite number, got {v!r}")
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
         if self.lam < 0:
-            raise ValueError(f"lambda must be >= 0, got {self.lam}")
+            raise InputError(f"lambda must be >= 0, got {self.lam}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (sampling), got {self.temperature}")
+            raise InputError(f"temperature must be > 0 (sampling), got {self.temperature}")
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise InputError(f"beta must be >= 0, got {self.beta}")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            raise InputError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         for name in ("lora_r", "lora_alpha", "grad_accum", "batch_size", "max_completion_length", "logging_steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lambda_on not in LAMBDA_ON:
-            raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
+            raise InputError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
         if self.num_generations < 2:
-            raise ValueError(f"GRPO needs num_generations >= 2, got {self.num_generations}")
+            raise InputError(f"GRPO needs num_generations >= 2, got {self.num_generations}")
         if (self.batch_size * self.grad_accum) % self.num_generations:
-            raise ValueError(
+            raise InputError(
                 f"the generation batch (batch_size {self.batch_size} x grad_accum {self.grad_accum}) must be "
                 f"divisible by num_generations ({self.num_generations})"
             )
         if self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
+            raise InputError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         if self.save_steps < 1:
-            raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
+            raise InputError(f"save_steps must be >= 1, got {self.save_steps}")
         from transformers import SchedulerType
 
         schedulers = [s.value for s in SchedulerType]
         if self.lr_scheduler not in schedulers:
-            raise ValueError(f"lr_scheduler must be one of {schedulers}, got {self.lr_scheduler!r}")
+            raise InputError(f"lr_scheduler must be one of {schedulers}, got {self.lr_scheduler!r}")
         losses = trl_loss_types()
         if losses and self.loss_type not in losses:
-            raise ValueError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
+            raise InputError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
 
 
 # TrainConfig fields TRL's GRPOConfig spells differently; every other TrainConfig field that GRPOConfig also
@@ -155,6 +157,7 @@ def trl_loss_types() -> list[str]:
     import dataclasses
     import re
 
+    require_extra("trl")
     from trl import GRPOConfig
 
     helps = [f.metadata.get("help", "") for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type"]
@@ -173,7 +176,7 @@ def check_target_modules(model, target_modules: str) -> None:
     missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
     if missing or not wanted:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise ValueError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"
+        raise InputError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"
                          f"; its linear modules are {linear}, or use 'all-linear'")
 
 
@@ -185,7 +188,7 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     """The step number of a ``checkpoint-<step>`` folder."""
     name = Path(path).name
     if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
-        raise ValueError(f"{path} is not a checkpoint-<step> folder")
+        raise InputError(f"{path} is not a checkpoint-<step> folder")
     return int(name[len(CHECKPOINT_PREFIX):])
 
 
@@ -243,7 +246,7 @@ def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
     try:
         saved = json.loads(f.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{f} is not valid JSON ({e}); it was cut off while saving: use another --out or "
+        raise InputError(f"{f} is not valid JSON ({e}); it was cut off while saving: use another --out or "
                          f"--no-resume") from None
     old = saved.get("config", {})
     what = [f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in RESUME_KEYS
@@ -256,7 +259,7 @@ def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
         what.append(f"training items: saved {saved.get('n_train_items')} items ({saved['items_hash']}) vs now "
                     f"{len(items)} ({items_hash(items)})")
     if what:
-        raise ValueError(f"{out_dir} holds a run with other settings ({'; '.join(what)}); use another --out or "
+        raise InputError(f"{out_dir} holds a run with other settings ({'; '.join(what)}); use another --out or "
                          f"--no-resume")
 
 
@@ -306,6 +309,7 @@ def _resolve_device(device: str):
 
 def build_trainer(cfg: TrainConfig, items=None):
     """The configured ``GRPOTrainer`` (LoRA via ``peft_config``) and the run metadata saved with checkpoints."""
+    require_extra("trl")
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from interp.errors import InterpError
 from interp.methods.probes import _keep_condition
 from interp.models.hooks import hook_name, layer_of
 
@@ -36,7 +37,7 @@ HOW = {
 }
 
 
-class DirectionError(ValueError):
+class DirectionError(InterpError, ValueError):
     """A direction that is missing, malformed, or does not fit the model."""
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from interp.data.pairs import ROLES, Pair
+from interp.errors import InterpError
 from interp.models.hooks import hook_name
 
 HOOKS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
@@ -44,7 +45,7 @@ METRICS = ("logit_diff",)
 Metric = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]
 
 
-class PatchingError(ValueError):
+class PatchingError(InterpError, ValueError):
     """Bad patching input: an unknown hook, role or metric, no pairs, or a backend that cannot run the method."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InputError
 from interp.models.hooks import layer_of
 
 CONDITIONS = ("ambig", "disambig", "all")
@@ -40,7 +41,7 @@ BACKENDS = ("sklearn",)
 
 def _keep_condition(r: Mapping, condition: str) -> bool:
     if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, not {condition!r}")
+        raise InputError(f"condition must be one of {CONDITIONS}, not {condition!r}")
     return condition == "all" or r["context_condition"] == condition
 
 
@@ -87,7 +88,7 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
     groups = np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
-        raise ValueError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
+        raise InputError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
     k = min(n_splits, len(uniq))
     ids = np.random.default_rng(seed).permutation(len(uniq))[inv]  # [n] seeded group ids
     folds = np.empty(len(groups), dtype=np.int64)
@@ -103,15 +104,15 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], np.ndarray]:
     names = list(acts)
     if not names:
-        raise ValueError("no activations given")
+        raise InputError("no activations given")
     d = {np.asarray(acts[n]).shape[-1] for n in names}
     if len(d) != 1:
-        raise ValueError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
+        raise InputError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
     arrs = []
     for n in names:
         a = np.asarray(acts[n], dtype=np.float32)
         if a.ndim != 2:
-            raise ValueError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
+            raise InputError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
         arrs.append(a if idx is None else a[idx])
     return names, np.stack(arrs)  # [L, n, d]
 
@@ -186,15 +187,15 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
     for the labelled items only (same order as y and groups). One row per name, in the given order."""
     cfg = cfg or ProbeConfig()
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
+        raise InputError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
                          "scikit-learn was as fast on real activations)")
     y = np.asarray(y).astype(np.int64)
     groups = np.asarray(groups)
     names, X = _stack(acts, None)  # [L, m, d]
     if X.shape[1] != len(y) or len(groups) != len(y):
-        raise ValueError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
+        raise InputError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
+        raise InputError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
     folds = group_folds(groups, cfg.n_splits, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     Y = np.stack([y] + [rng.permutation(y) for _ in range(cfg.n_shuffles)])  # [S, m]
@@ -363,7 +364,7 @@ def store_activations(path, hook: str = "hook_resid_post", layers=None,
     with ActivationStore(path) as st:
         parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
         if not parsed:
-            raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
+            raise InputError(f"{path} has no {hook} activations; it holds {st.names}")
         stored = [h.layer for h in parsed]
         n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
         names = [str(h) for h in parsed]
@@ -375,7 +376,7 @@ def store_activations(path, hook: str = "hook_resid_post", layers=None,
             a = st.layer(n)
             if a.ndim == 3:
                 if position not in pos:
-                    raise ValueError(f"{path} has positions {pos}, not {position}")
+                    raise InputError(f"{path} has positions {pos}, not {position}")
                 a = a[:, pos.index(position)]
             acts[n] = np.asarray(a, dtype=np.float32)
         recs = records_from_meta(st.meta)

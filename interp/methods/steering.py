@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from interp.errors import InterpError
 from interp.models.hooks import HookNameError, hook_name, positionwise
 
 UNITS = ("unit", "sigma", "raw")
@@ -40,7 +41,7 @@ CURVE_METRICS = ("acc_ambig", "acc_disambig", "abstain_ambig", "abstain_disambig
 _PROMPT_LEN: contextvars.ContextVar[int | None] = contextvars.ContextVar("steering_prompt_len", default=None)
 
 
-class SteeringError(ValueError):
+class SteeringError(InterpError, ValueError):
     """A direction that does not fit the model (hidden size), or a layer out of range."""
 
 
@@ -183,7 +184,7 @@ def steer(model_or_hooked, direction, layer: int, alpha: float, hook: str = "hoo
 def direction_vector(direction, units: str = "unit") -> torch.Tensor:
     """The vector added per unit of alpha for a saved ``Direction`` (see the module doc for ``units``)."""
     if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, not {units!r}")
+        raise SteeringError(f"units must be one of {UNITS}, not {units!r}")
     if units == "raw":
         return direction.vector.float()
     u = direction.unit
@@ -277,7 +278,7 @@ def alpha_curve(model_or_hooked, items, vector, layer: int, alphas: Sequence[flo
     model, tok = eval_model(model_or_hooked)
     tok = tokenizer or tok
     if tok is None:
-        raise ValueError("pass tokenizer= with a bare model")
+        raise SteeringError("pass tokenizer= with a bare model")
     cfg = eval_cfg or EvalConfig(progress=False)
     v = _as_vector(vector)
     rows = []

@@ -39,6 +39,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from interp.errors import InputError, InterpError, require_extra
 from interp.models import hooks as hook_core
 from interp.models.hooks import HookFn, HookName, select_positions
 from interp.models.hooks import chain as _chain
@@ -46,7 +47,7 @@ from interp.models.hooks import chain as _chain
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
 
-class RemoteUnavailable(RuntimeError):
+class RemoteUnavailable(InterpError, RuntimeError):
     """nnsight remote execution was asked for but cannot run (no NDIF API key, or an unsupported option)."""
 
 
@@ -158,7 +159,7 @@ class Hooked:
         """Switch the PEFT adapter on or off (one copy of the weights: base = adapter disabled)."""
         if self.adapter is None:
             if enabled:
-                raise ValueError(f"{self.name} has no adapter to enable")
+                raise InputError(f"{self.name} has no adapter to enable")
             return
         peft_model = self._peft_model()
         if enabled:
@@ -495,7 +496,9 @@ def load_hooked(
     ``device_map='auto'`` spreads a model too large for one GPU. ``remote=True`` (nnsight only) runs every
     trace on NDIF instead of loading weights here; it needs an NDIF API key ($NDIF_API_KEY)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend != "hf":  # an optional extra: named before any weights load
+        require_extra(backend)
     if remote:
         if backend != "nnsight":
             raise RemoteUnavailable(f"remote execution is an nnsight feature; use --backend nnsight, not {backend}")

@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import einops
 import torch
 
+from interp.errors import InputError, InterpError
 from interp.layers import resolve_layers
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -62,7 +63,7 @@ FORWARD_ORDER: tuple[str, ...] = ("hook_resid_pre", "ln1.hook_normalized", "hook
 _NAME_RE = re.compile(r"^blocks\.(-?\d+)\.(.+)$")
 
 
-class HookNameError(ValueError):
+class HookNameError(InterpError, ValueError):
     """A hook name that is unknown, a layer out of range, or a hook the model's architecture lacks."""
 
 
@@ -480,7 +481,7 @@ def _hook_fn_adapter(fn: HookFn, hp: HookPoint, batch_pos: dict | None):
             x = x.clone()
         y = fn(x)
         if y is not None and y.shape != x.shape:
-            raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+            raise InputError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
         out = x if y is None else y
         if hp.copy:  # the model's in-place add must not reach what fn kept
             out = out.clone()
@@ -498,7 +499,7 @@ def _wrap_output(fn: HookFn):
         if y is None:
             return None
         if y.shape != x.shape:
-            raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+            raise InputError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
         return type(output)([y, *output[1:]]) if seq else y
 
     return hook
@@ -595,7 +596,7 @@ def chain(fns: Sequence[HookFn]) -> HookFn:
             y = fn(x)
             if y is not None:
                 if y.shape != x.shape:
-                    raise ValueError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
+                    raise InputError(f"hook returned shape {tuple(y.shape)}, expected {tuple(x.shape)}")
                 x, changed = y, True
         return x if changed else None
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from interp.errors import InterpError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -29,7 +31,7 @@ def _read_toml(name: str) -> dict[str, Any]:
 def load_preset(name: str) -> dict[str, Any]:
     """A preset merged over the defaults ('default' is the seed's full settings), not yet validated."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = _read_toml("default")
     return base if name == "default" else _overlay(base, _read_toml(name))
 
@@ -42,7 +44,7 @@ def _overlay(base: dict, over: dict) -> dict:
     return out
 
 
-class ConfigError(ValueError):
+class ConfigError(InterpError, ValueError):
     """An unknown section or key, or a value of the wrong type, in a config file or a ``--set`` override."""
 
 
@@ -281,15 +283,15 @@ def _read_user_toml(path: str | Path) -> dict:
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a TOML file (not UTF-8 text)") from None
+        raise ConfigError(f"{p}: not a TOML file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{p}: not valid TOML ({e})") from None
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
 
 
 def _parse_override(ov: str) -> dict:
     """``section.key=value`` as {section: {key: value}}, the value read as TOML (a bare word stays a string)."""
     if "=" not in ov or "." not in ov.split("=", 1)[0]:
-        raise ValueError(f"override {ov!r} must look like section.key=value")
+        raise ConfigError(f"override {ov!r} must look like section.key=value")
     key, val = ov.split("=", 1)
     sec, k = key.split(".", 1)
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from interp.errors import InputError
 from interp.pipeline.config import dump_toml
 
 
@@ -182,7 +183,7 @@ def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = (),
 
     unknown = set(force) - {s.name for s in stages} - {"all"}
     if unknown:
-        raise ValueError(f"--force names unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
+        raise InputError(f"--force names unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
     ctx.out.mkdir(parents=True, exist_ok=True)
     (ctx.out / "config.toml").write_text(dump_toml(ctx.cfg))
     rec_dir = ctx.out / "stages"

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from interp import meter
+from interp.errors import InputError
 from interp.pipeline.runner import Context, Stage
 
 
@@ -184,9 +185,9 @@ def stage_probes(ctx: Context) -> dict:
 
     p = ctx.cfg["probe"]
     if int(p["fold_seeds"]) < 1:
-        raise ValueError(f"probe.fold_seeds must be >= 1, got {p['fold_seeds']}")
+        raise InputError(f"probe.fold_seeds must be >= 1, got {p['fold_seeds']}")
     if p["split"] not in ("train", "dev"):
-        raise ValueError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
+        raise InputError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
     seed0 = ctx.cfg["run"]["seed"]
 
     def sweep(X, y, groups, seed):
@@ -493,5 +494,5 @@ def build_stages(cfg: dict) -> list[Stage]:
     names = cfg["run"]["stages"]
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown} in run.stages; known: {list(STAGES)}")
+        raise InputError(f"unknown stage(s) {unknown} in run.stages; known: {list(STAGES)}")
     return [STAGES[n] for n in names]

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InterpError
 from interp.models.hooks import hooks as hf_hooks
 from interp.models.hooks import HookFn, hook_name, n_layers, parse_hook_name, run_with_cache, select_positions
 from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
 
 
-class RewardModelError(ValueError):
+class RewardModelError(InterpError, ValueError):
     """A model that is not a one-output reward model, or inputs it cannot score."""
 
 
@@ -128,7 +129,7 @@ def score(
     rewards = np.zeros(len(texts), dtype=np.float64)
     pool = "scored" if record_mlp is True else (record_mlp or None)
     if pool not in (None, "scored", "mean", "response"):
-        raise ValueError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
+        raise RewardModelError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
     names = mlp_hook_names(model) if pool else []
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None

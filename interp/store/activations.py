@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError, InterpError
 
 FORMAT = "interp-activations/1"
 STORE_DTYPES = {"float16": np.float16, "fp16": np.float16, "float32": np.float32, "fp32": np.float32}
@@ -49,7 +50,7 @@ _INT_COLS = ("example_id", "label", "target_loc", "biased_loc", "unknown_loc")
 _BOOKKEEPING = ("complete_batches", "batch_crc")  # per-batch progress and checksums, not per-item data
 
 
-class StoreError(RuntimeError):
+class StoreError(InterpError, RuntimeError):
     """Base class of activation-store problems."""
 
 
@@ -88,7 +89,7 @@ def parse_positions(positions: str | int | Sequence[int]) -> list[int]:
     else:
         out = [int(p) for p in positions]
     if not out or any(p >= 0 for p in out) or len(set(out)) != len(out):
-        raise ValueError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
+        raise InputError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
     return out
 
 
@@ -362,7 +363,7 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
                     enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
                     shortest = int(enc["attention_mask"].sum(1).min())
                     if max(-p for p in positions) > shortest:
-                        raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token "
+                        raise InputError(f"position {min(positions)} is before the start of a {shortest}-token "
                                          "prompt")
                     logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # [batch, (n_pos,) d]
                     ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
@@ -615,12 +616,12 @@ def cache_split(
     Under an initialised ``torch.distributed`` group each rank writes a shard and rank 0 the virtual view.
     ``on_batch(k)`` is called after batch k is committed (tests use it to simulate a crash)."""
     if dtype not in STORE_DTYPES:
-        raise ValueError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
+        raise InputError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
     dtype = "float16" if STORE_DTYPES[dtype] is np.float16 else "float32"
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise InputError("batch_size must be >= 1")
     if compression not in (None, "gzip", "lzf"):
-        raise ValueError(f"compression must be gzip, lzf or None, not {compression!r}")
+        raise InputError(f"compression must be gzip, lzf or None, not {compression!r}")
     pos = parse_positions(positions)
     names = list(dict.fromkeys(names))
     hooked.check_names(names)
