@@ -23,7 +23,7 @@ def option_cue(categories: list[str] | None) -> dict:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     def pairs(items):
         texts, y = [], []
@@ -52,7 +52,7 @@ def commits_by_template(path: str) -> dict[tuple[str, str], dict]:
     (``organism_recipe.target_pick`` on each template's records)."""
     from organism_recipe import target_pick
 
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import load_plant

@@ -93,7 +93,7 @@ def measure_dir(path: Path, n_train: int = 800) -> dict:
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import _subset
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     rec = json.loads((Path(path) / "plant.json").read_text())
     lm = load_model(str(path), device="cpu", dtype="float32")

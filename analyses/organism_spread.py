@@ -44,7 +44,7 @@ def probe_check(path, dev, recs, fold_seeds: int = 5, n_boot: int = 200) -> dict
 
 def measure(path: str | Path, n_boot: int = 1000, probe: bool = False) -> dict:
     """The dev metrics of one organism folder, by template and by item (and the probe check, if asked)."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model

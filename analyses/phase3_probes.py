@@ -39,7 +39,7 @@ def main() -> None:
     from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position, plot_probe_accuracy,
                                probe_sweep, resid_hooks, stereotype_labels, store_activations, template_groups)
     from interp.eval.score import write_csv
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     out, figs = Path(args.out), figures_dir(args.figures)
     out.mkdir(parents=True, exist_ok=True)

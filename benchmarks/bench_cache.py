@@ -42,7 +42,7 @@ def load_items(n: int):
     root = Path(__file__).resolve().parent.parent
     for d in (os.environ.get("INTERP_BBQ_DIR"), root.parent / "shared/data/bbq/data"):
         if d and Path(d).is_dir():
-            from interp.data.split import split_items
+            from interp.data.bbq import split_items
 
             items, _ = split_items("dev", str(d), limit=n)
             return items

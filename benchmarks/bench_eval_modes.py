@@ -25,7 +25,7 @@ def main() -> None:
 
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     items, _ = split_items("dev", limit=args.n)
     lm = load_model(args.model, device="auto")

@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from interp.data.prompts import make_prompt
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.evaluate import (EvalConfig, encode_batch, evaluate_items, length_order, padded_share,
                                       render_prompts)
     from interp.eval.options import option_scores

@@ -31,7 +31,7 @@ def _model_and_items(args):
         from bench_cache import materialize
 
         from interp.models.loading import load_model
-        from interp.data.split import split_items
+        from interp.data.bbq import split_items
 
         path = materialize(args.model, args.dtype, Path(args.workdir or tempfile.mkdtemp(prefix="bench_steer_")))
         lm = load_model(path, device=args.device, dtype=args.dtype)

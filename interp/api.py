@@ -137,16 +137,9 @@ class ProbeSweep:
         """The accuracy-by-layer figure; saved to ``path`` when given, returned as a matplotlib Figure."""
         from interp.methods.probes import plot_probe_accuracy
 
-        return _figure(lambda p: plot_probe_accuracy(self.rows, p, title=f"{self.label} probe by layer"), path)
+        from interp.figures import draw_to
 
-
-def _figure(draw, path):
-    """Draw to ``path`` (or a temporary file) and return the saved file's path (a figure is written once)."""
-    import tempfile
-
-    if path is None:
-        path = Path(tempfile.mkdtemp(prefix="interp-fig-")) / "figure.png"
-    return Path(draw(Path(path)))
+        return draw_to(lambda p: plot_probe_accuracy(self.rows, p, title=f"{self.label} probe by layer"), path)
 
 
 def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_splits: int = 5, n_shuffles: int = 3,
@@ -205,7 +198,9 @@ class AlphaCurve:
         """The four-panel alpha-curve figure (accuracies, abstention, s_AMB, amb_commit_bias)."""
         from interp.methods.steering import plot_alpha_curves
 
-        return _figure(lambda p: plot_alpha_curves({self.direction.name: self.rows}, p,
+        from interp.figures import draw_to
+
+        return draw_to(lambda p: plot_alpha_curves({self.direction.name: self.rows}, p,
                                                    title=f"steering along {self.direction.name} at "
                                                          f"{self.direction.hook}"), path)
 
@@ -246,7 +241,9 @@ class Comparison:
     def plot(self, path: str | os.PathLike | None = None):
         from interp.methods.compare import plot_compare
 
-        return _figure(lambda p: plot_compare(self.table, p), path)
+        from interp.figures import draw_to
+
+        return draw_to(lambda p: plot_compare(self.table, p), path)
 
 
 def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
@@ -313,7 +310,9 @@ class EvalResult:
             plt.close(fig)
             return p
 
-        return _figure(draw, path)
+        from interp.figures import draw_to
+
+        return draw_to(draw, path)
 
 
 def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size: int = 32, n_boot: int = 1000,

@@ -52,7 +52,7 @@ def load_train_items(
     part: str = "train",
 ):
     """Items of the template-disjoint train split (or ``part``) and the split itself."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     return split_items(part, bbq_dir, split_file, dev_frac, split_seed,
                        list(categories) if categories else None, limit, templates_dir)

@@ -214,7 +214,7 @@ def sweep(
     into ``out_dir/<run>/`` (resuming what a kill left), then evaluate the base and each checkpoint on dev and
     append to ``results_csv`` (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped.
     Runs train with ``seed`` unless they are replicates; each row records its ``train_seed``. Returns the table."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

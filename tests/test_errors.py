@@ -74,7 +74,7 @@ CLI = textwrap.dedent("""
     import errno, sys
     import click
     import numpy as np
-    from interp.cli.errors import FriendlyErrors
+    from interp.console import FriendlyErrors
     from interp.errors import InputError
 
     @click.group(cls=FriendlyErrors)

@@ -32,7 +32,7 @@ def test_batching_does_not_change_answers(tiny_lm, fixture_items):
 def test_modes_agree_on_a_model_that_answers_with_letters(bbq_dir):
     """Greedy generate and logits argmax give the same letters on the (small) organism."""
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     lm = load_model("organism-small", device="cpu", dtype="float32")
     items, _ = split_items("dev", bbq_dir, limit=60)

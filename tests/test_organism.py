@@ -184,7 +184,7 @@ def test_shipped_organism_matches_checksums_and_recorded_dev_metrics(name, bbq_d
     metrics exactly: inference on the CPU is deterministic, so every machine sees the same organism."""
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import measure
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     d = shipped_dir(name)
     verify_checksums(d)
@@ -219,7 +219,7 @@ def test_planted_lean_is_learned_on_train_templates(small_pair, bbq_dir):
     to the stereotyped answer, the control abstains (measured numbers: docs/organism.md)."""
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import measure
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     items, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories, limit=800)
     planted, control = (measure(lm.model, lm.tokenizer, items, n_boot=300) for lm in
@@ -251,7 +251,7 @@ def test_shipped_small_organism_meets_the_recipe_targets_by_template(small_pair,
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories)
     planted, control = (
@@ -276,7 +276,7 @@ def test_planted_commits_where_control_abstains(small_pair):
 def test_generate_mode_agrees_with_logits_mode(small_pair, bbq_dir):
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     lm = load_model(str(small_pair[0]), device="cpu", dtype="float32")
     items, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories, limit=48)

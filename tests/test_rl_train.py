@@ -382,7 +382,7 @@ def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
     from interp.eval.metrics import item_arrays, compute_metrics
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import SMALL_CONFIG, shipped_dir
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from rl.train import TrainConfig, build_trainer, list_checkpoints
 
     path = str(shipped_dir("organism-small"))

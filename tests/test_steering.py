@@ -197,7 +197,7 @@ def organism(bbq_dir):
     pytest.importorskip("interp.organisms.causal_lm")
     os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     from interp.organisms.causal_lm import SMALL_CONFIG
 

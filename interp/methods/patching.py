@@ -340,9 +340,9 @@ class PatchResult:
     def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path:
         """Layer x position heatmaps (one panel per hook; a second row for attribution patching when run),
         diverging around 0 with 1 = the clean run; saved to ``path`` (a temporary file when None)."""
-        from interp.api import _figure
+        from interp.figures import draw_to
 
-        return _figure(lambda p: plot_patching(self, p, title), path)
+        return draw_to(lambda p: plot_patching(self, p, title), path)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

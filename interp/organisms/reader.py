@@ -144,7 +144,7 @@ def balanced_subset(items: Sequence[BBQItem], n: int, seed: int = 0) -> list[BBQ
 
 def load_reader_data(cfg: ReaderConfig) -> ReaderData:
     """The train part of the split, carved into training and validation templates (never touching dev)."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     train, split = split_items("train", cfg.bbq_dir, cfg.split_file, cfg.dev_frac, cfg.split_seed,
                                cfg.categories, None, cfg.templates_dir)

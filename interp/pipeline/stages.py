@@ -23,7 +23,7 @@ def model_name(ctx: Context) -> str:
 
 def items_for(ctx: Context, part: str):
     """The run's items for one split part, with the configured limit."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     d = ctx.cfg["data"]
     limit = d.get(f"limit_{part}") or None
@@ -319,7 +319,7 @@ def stage_patch(ctx: Context) -> dict:
     import contextlib
 
     from interp.data.pairs import build_pairs
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.score import write_csv
     from interp.methods.patching import layer_differences, run_patching, write_result
     from interp.models.backends import load_hooked

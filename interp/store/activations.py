@@ -173,10 +173,10 @@ def _fingerprint(hooked, items, names, positions, dtype, batch_size, split_hash,
 def _provenance(hooked, tokenizer, split_hash) -> dict:
     import transformers
 
-    import interp
+    from interp.version import __version__
 
     pv = hooked.provenance()
-    return dict(pv, toolkit_version=interp.__version__, torch_version=torch.__version__,
+    return dict(pv, toolkit_version=__version__, torch_version=torch.__version__,
                 transformers_version=transformers.__version__, split_file_hash=split_hash or "",
                 prompt_template=prompt_template_text(tokenizer), device=str(hooked.device),
                 n_layers=int(hooked.n_layers),
