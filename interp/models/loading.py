@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError
-from interp.organisms.causal_lm import SHIPPED_NAMES as ORGANISM_NAMES
+from interp.models.shipped import SHIPPED_NAMES as ORGANISM_NAMES
 
 
 @dataclass
@@ -107,7 +107,7 @@ def resolve_model_path(name: str) -> str:
     - anything else passes through to ``from_pretrained`` (a hub id such as Qwen/Qwen2.5-3B-Instruct, or a
       local folder)."""
     if name in ORGANISM_NAMES:
-        from interp.organisms.causal_lm import organism_dir
+        from interp.models.shipped import organism_dir
 
         return str(organism_dir(name))
     from interp.models import builtin, gguf

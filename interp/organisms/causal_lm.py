@@ -32,12 +32,12 @@ import torch
 from interp.data.bbq import BBQItem
 from interp.data.download import sha256
 from interp.errors import InterpError
+from interp.models.shipped import (  # noqa: F401  (the registry sits below models/; organisms build on it)
+    ENV_ORGANISM_DIR, PLANT_FILE, SHIPPED_NAMES, SHIPPED_ROOT, SUMS_FILE, WEIGHTS_FILE, OrganismError, _shipped_path,
+    _verified, is_complete, organism_dir, shipped_dir, verify_checksums, write_checksums)
 
-ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
 # Seed 0, not a seed picked on dev: the shipped organisms are seed-0 builds (docs/organism.md has the spread).
 DEFAULT_SEED = 0
-PLANT_FILE = "plant.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 # Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, recorded in plant.json, so a
 # folder built by an older recipe is told apart from the current one. 2: the lean is learned; 3: Qwen2
@@ -152,73 +152,6 @@ SMALL_CONFIG = TrainConfig(
 # where organisms live: shipped inside the package, or a folder the user built
 
 
-class OrganismError(InterpError, ValueError):
-    """A shipped or user-built organism folder is missing, incomplete or fails its checksums."""
-
-
-# the organisms shipped in the package (``interp/organisms/weights/<name>``); each folder has a SHA256SUMS
-SHIPPED_NAMES = ("organism", "organism-small", "organism-small-control")
-SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
-SUMS_FILE = "SHA256SUMS"
-_verified: set[Path] = set()
-
-
-def write_checksums(folder: str | os.PathLike) -> Path:
-    """Write ``SHA256SUMS`` (``sha256  name`` lines, sorted) for every file of an organism folder."""
-    d = Path(folder)
-    lines = [f"{sha256(f)}  {f.name}" for f in sorted(d.iterdir()) if f.is_file() and f.name != SUMS_FILE]
-    (d / SUMS_FILE).write_text("\n".join(lines) + "\n")
-    return d / SUMS_FILE
-
-
-def verify_checksums(folder: str | os.PathLike) -> None:
-    """Check every file listed in the folder's ``SHA256SUMS``; raise :class:`OrganismError` naming the first
-    missing or changed file."""
-    d = Path(folder)
-    sums = d / SUMS_FILE
-    if not sums.is_file():
-        raise OrganismError(f"{d} has no {SUMS_FILE}: not a shipped organism")
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        want, name = line.split(maxsplit=1)
-        f = d / name
-        if not f.is_file():
-            raise OrganismError(f"shipped organism {d.name}: {name} is missing (reinstall the package)")
-        if sha256(f) != want:
-            raise OrganismError(f"shipped organism {d.name}: {name} does not match its sha256 in {SUMS_FILE} "
-                                f"(reinstall the package)")
-
-
-def _shipped_path(name: str) -> Path:
-    if name not in SHIPPED_NAMES:
-        raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
-    return SHIPPED_ROOT / name
-
-
-def shipped_dir(name: str = "organism") -> Path:
-    """The folder of a shipped organism, its checksums verified (once per process)."""
-    d = _shipped_path(name)
-    if d not in _verified:
-        verify_checksums(d)
-        _verified.add(d)
-    return d
-
-
-def organism_dir(name: str = "organism") -> Path:
-    """Where ``--model organism`` (or ``organism-small``...) loads from: ``$INTERP_ORGANISM_DIR`` (a folder
-    the user built, ``-small`` appended for the small variant) when set, else the shipped, verified copy."""
-    env = os.environ.get(ENV_ORGANISM_DIR)
-    if env and name in ("organism", "organism-small"):
-        base = Path(env)
-        d = base.with_name(base.name + "-small") if name == "organism-small" else base
-        if not is_complete(d):
-            raise OrganismError(f"${ENV_ORGANISM_DIR} points at {d}, which holds no built organism "
-                                f"(run `interp organism build --out {d}`, or unset it to use the shipped one)")
-        return d
-    return shipped_dir(name)
-
-
 def ship(src: str | os.PathLike, name: str) -> Path:
     """Copy a built organism into the package as shipped organism ``name`` and record its checksums (the
     maintainers' step after ``interp organism build``; docs/organism.md)."""
@@ -240,12 +173,6 @@ def write_shipped(dest: Path, files: Sequence[Path]) -> Path:
         shutil.copy2(f, dest / f.name)
     _verified.discard(dest)
     return write_checksums(dest)
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    """True when a folder holds a finished organism (weights, tokenizer and plant.json)."""
-    p = Path(path)
-    return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
 
 
 def load_plant(path: str | os.PathLike) -> dict:
