@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from interp.models.backends import as_lm
 
 METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
 
@@ -33,7 +34,7 @@ def run(model: str, limit: int | None, batch_size: int, n_boot: int, mode: str) 
     for dtype in ("float32", "bfloat16"):
         lm = load_model(model, device="cpu", dtype=dtype)
         t0 = time.perf_counter()
-        recs[dtype] = evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(mode=mode, batch_size=batch_size))
+        recs[dtype] = evaluate_items(as_lm(lm.model, lm.tokenizer), items, EvalConfig(mode=mode, batch_size=batch_size))
         out[f"seconds_{dtype}"] = round(time.perf_counter() - t0, 1)
         rows = summarize(recs[dtype], n_boot=n_boot, seed=0, cluster="template")
         out[f"summary_{dtype}"] = next(r for r in rows if r["group"] == "overall")

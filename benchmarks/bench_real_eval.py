@@ -16,6 +16,7 @@ import argparse
 import time
 
 import torch
+from interp.models.backends import as_lm
 
 
 def timed(fn, repeats: int):
@@ -51,10 +52,10 @@ def main() -> None:
           f"threads={torch.get_num_threads()}")
 
     def letters(lm, sort):
-        return evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(batch_size=bs, sort_by_length=sort,
+        return evaluate_items(as_lm(lm.model, lm.tokenizer), items, EvalConfig(batch_size=bs, sort_by_length=sort,
                                                                        progress=False))
 
-    evaluate_items(auto.model, auto.tokenizer, items[:bs], EvalConfig(batch_size=bs, progress=False))  # warm-up
+    evaluate_items(as_lm(auto.model, auto.tokenizer), items[:bs], EvalConfig(batch_size=bs, progress=False))  # warm-up
     t_base, base = timed(lambda: letters(f32, False), args.repeats)
     t_fast, fast = timed(lambda: letters(auto, True), args.repeats)
     t_f32_sorted, _ = timed(lambda: letters(f32, True), args.repeats)
