@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
 from interp.eval.metrics import format_table, summarize
+from interp.eval.prefix import can_share_prefix, last_logits_shared_prefix
 from interp.data.prompts import LETTERS, make_prompt, parse_letter, prompt_format
 from interp.eval.score import prediction_record, write_csv
 from interp.models.answers import (answer_batches, batches, encode_batch, length_order,  # noqa: F401 - re-exported
@@ -40,6 +41,7 @@ class EvalConfig:
     max_new_tokens: int = 4
     progress: bool = True
     sort_by_length: bool = True  # batch prompts of similar length (records come back in item order)
+    share_prefix: bool = True  # logits mode: each batch's common prompt prefix runs once (interp.eval.prefix)
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use."""
@@ -88,10 +90,17 @@ def evaluate_items(lm: LanguageModel, items: Sequence[BBQItem], cfg: EvalConfig 
     if cfg.mode in OPTION_MODES:
         return _evaluate_options(lm, items, cfg)
     fmt = prompt_format(tokenizer)
+    shared = None
+    # the shared-prefix pass needs a plain HF decoder with no hook set (a hook may pick positions by index)
+    if cfg.mode == "logits" and cfg.share_prefix and lm.backend == "hf" and lm.takes_position_ids \
+            and can_share_prefix(lm.model):
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        shared = lambda seqs: last_logits_shared_prefix(lm.model, seqs, pad_id)  # noqa: E731
     out: list[dict | None] = [None] * len(items)
     bar = tqdm(total=len(items), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
     for b in answer_batches(lm, items, cfg.batch_size, mode=cfg.mode, shuffle_options=cfg.shuffle_options,
-                            seed=cfg.seed, sort_by_length=cfg.sort_by_length, max_new_tokens=cfg.max_new_tokens):
+                            seed=cfg.seed, sort_by_length=cfg.sort_by_length, max_new_tokens=cfg.max_new_tokens,
+                            last_logits=shared):
         letters = b.letters() if cfg.mode == "logits" else [parse_letter(r) for r in b.replies]
         for j, (i, p) in enumerate(zip(b.index, b.prompted)):
             out[i] = prediction_record(

@@ -85,10 +85,9 @@ def batches(seq: Sequence, size: int) -> Iterable[Sequence]:
         yield seq[i: i + size]
 
 
-def length_order(tokenizer, texts: Sequence[str]) -> list[int]:
-    """Indices of ``texts`` from shortest to longest in tokens (stable), so a batch pads to near its own length."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    return sorted(range(len(texts)), key=lengths.__getitem__)
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices of prompts from shortest to longest in tokens (stable), so a batch pads to near its own length."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,12 +162,17 @@ def _check_offsets(positions, enc: Mapping[str, torch.Tensor]) -> None:
 @torch.no_grad()
 def answer_batches(lm: LanguageModel, items: Sequence[BBQItem], batch_size: int = 16, names: Sequence[str] = (),
                    positions: int | Sequence[int] = -1, mode: str = "logits", shuffle_options: bool = False,
-                   seed: int = 0, sort_by_length: bool = False, max_new_tokens: int = 4) -> Iterator[AnswerBatch]:
+                   seed: int = 0, sort_by_length: bool = False, max_new_tokens: int = 4,
+                   last_logits: Callable[[list[list[int]]], torch.Tensor | None] | None = None
+                   ) -> Iterator[AnswerBatch]:
     """BBQ items through ``lm``, one batch at a time: each item's prompt (``make_prompt``), the letter logits at
     the answer position and, in ``logits`` mode, the activations of ``names`` at ``positions`` (negative offsets
     from the prompt end: -1 is the last prompt token; a list gives ``# [batch, n_pos, d]``). ``generate``
     mode decodes greedily with ``lm.generate`` (hooks apply at every step) and reads the letter logits at the
-    first new position. ``sort_by_length`` batches prompts of similar length (indices say where each row goes)."""
+    first new position. ``sort_by_length`` batches prompts of similar length (indices say where each row goes).
+    ``last_logits(token_ids)``, in logits mode without activations, may compute a batch's last-position logits
+    ``# [batch, vocab]`` another way (``interp.eval.prefix``: the common prompt prefix once), or return None for
+    the plain pass. Each prompt is tokenized once for both."""
     if mode not in ("logits", "generate"):
         raise ValueError(f"the answer pass runs in logits or generate mode, not {mode!r}")
     if mode == "generate" and names:
@@ -179,16 +183,25 @@ def answer_batches(lm: LanguageModel, items: Sequence[BBQItem], batch_size: int 
     letter_ids = letter_token_ids(tok)
     prompted = [make_prompt(it, shuffle_options, seed) for it in items]
     texts = render_prompts(tok, prompted)
-    order = length_order(tok, texts) if sort_by_length else None
+    fast = last_logits if mode == "logits" and not names else None
+    token_ids = tok(texts, add_special_tokens=False)["input_ids"] if (sort_by_length or fast) else None
+    order = length_order([len(t) for t in token_ids]) if sort_by_length else None
     if mode == "logits":
         def check(idx, enc):
             if names:
                 _check_offsets(positions, enc)
 
-        for b in text_batches(lm, texts, batch_size, names, positions if names else None, order, before=check,
-                              last_logits=True):
-            ll = b.logits[:, -1, letter_ids].float().cpu()  # [batch, 3]
-            yield AnswerBatch(b.index, [prompted[i] for i in b.index], ll, [None] * len(b.index), b.acts)
+        for idx in batches(order if order is not None else list(range(len(texts))), batch_size):
+            idx = list(idx)
+            logits = fast([token_ids[i] for i in idx]) if fast is not None else None  # [batch, vocab] or None
+            if logits is None:
+                (b,) = text_batches(lm, [texts[i] for i in idx], len(idx), names, positions if names else None,
+                                    before=check, last_logits=True)
+                logits, acts = b.logits[:, -1], b.acts
+            else:
+                acts = {}
+            ll = logits[:, letter_ids].float().cpu()  # [batch, 3]
+            yield AnswerBatch(idx, [prompted[i] for i in idx], ll, [None] * len(idx), acts)
         return
     for idx in batches(order if order is not None else list(range(len(texts))), batch_size):
         idx = list(idx)
