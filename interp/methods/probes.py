@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.models.protocol import LanguageModel
+
 CONDITIONS = ("ambig", "disambig", "all")
 BACKENDS = ("sklearn",)
 
@@ -333,7 +335,7 @@ class Activations:
 
 
 @torch.no_grad()
-def collect(lm, items, names: Sequence[str], batch_size: int = 16, shuffle_options: bool = False, seed: int = 0,
+def collect(lm: LanguageModel, items, names: Sequence[str], batch_size: int = 16, shuffle_options: bool = False, seed: int = 0,
             progress: bool = True, label: str = "base") -> Activations:
     """The answer pass (``interp.models.answers.answer_batches``) over ``items``: the activations at the last
     prompt position ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to

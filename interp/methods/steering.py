@@ -108,7 +108,7 @@ class SteeringHandle:
         self.remove()
 
 
-def steer(lm, direction, layer: int, alpha: float, hook: str = "hook_resid_post",
+def steer(lm: LanguageModel, direction, layer: int, alpha: float, hook: str = "hook_resid_post",
           from_pos: int | None = None, normalize: bool = True) -> SteeringHandle:
     """Add ``alpha * direction`` (unit-normalized unless ``normalize=False``) at ``blocks.{layer}.{hook}``
     until the returned handle is removed (or its ``with`` block ends). ``lm``: a model handle (``interp.load``,
@@ -154,7 +154,7 @@ def direction_vector(direction, units: str = "unit") -> torch.Tensor:
 # alpha curves
 
 
-def alpha_curve(lm, items, vector, layer: int, alphas: Sequence[float], eval_cfg=None,
+def alpha_curve(lm: LanguageModel, items, vector, layer: int, alphas: Sequence[float], eval_cfg=None,
                 hook: str = "hook_resid_post", from_pos: int | None = None, n_boot: int = 1000, seed: int = 0,
                 label: str = "", progress: bool = True) -> list[dict]:
     """Evaluate the items at each alpha with ``alpha * vector`` added (vector used as given, not normalized);

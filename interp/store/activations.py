@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.models.protocol import LanguageModel
 
 FORMAT = "interp-activations/1"
 STORE_DTYPES = {"float16": np.float16, "fp16": np.float16, "float32": np.float32, "fp32": np.float32}
@@ -587,7 +588,7 @@ def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]]
 
 
 def cache_split(
-    hooked,
+    hooked: LanguageModel,
     items: Sequence[BBQItem],
     out_path: str | os.PathLike,
     names: Sequence[str],
