@@ -25,6 +25,7 @@ _API = {
     "Direction": "interp.methods.directions",
     "run_debias": "interp.rm.evaluate", "DebiasConfig": "interp.rm.evaluate", "DebiasResult": "interp.rm.evaluate",
     "NeuronIntervention": "interp.rm.intervention",
+    "InterpError": "interp.errors",  # the base of every error the toolkit raises on purpose
 }
 __all__ = ["__version__", *_API]
 

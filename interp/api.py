@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 from interp.methods.directions import Direction
 from interp.methods.probes import Activations
 from interp.models.protocol import LanguageModel
@@ -64,20 +65,20 @@ def collect(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Seq
     layer, and the predictions they led to. ``layers``: 'all', an int (-1 is the last), '0,3,5', '2-6' or a
     list. For a large model or many items, write a store instead (``interp cache``; read it with
     ``ActivationStore``)."""
-    from interp.layers import resolve_layers
     from interp.methods.probes import collect as _collect
     from interp.models.backends import as_lm
+    from interp.models.hooks import hook_names
 
     lm = as_lm(lm)
     items = _nonempty(items)
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
+    names = hook_names(layers, lm.n_layers, (hook,))
     return _collect(lm, items, names, batch_size=batch_size, progress=progress)
 
 
 def _nonempty(items: Sequence[BBQItem]) -> list[BBQItem]:
     items = list(items)
     if not items:
-        raise ValueError("no items selected (an empty list): check the split, categories and limit")
+        raise InputError("no items selected (an empty list): check the split, categories and limit")
     return items
 
 
@@ -135,11 +136,11 @@ def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_spli
     from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, stereotype_labels, template_groups
 
     if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, not {label!r}")
+        raise InputError(f"label must be one of {LABELS}, not {label!r}")
     a = _as_activations(acts)
     idx, y = (stereotype_labels if label == "stereotype" else abstain_labels)(a.records, condition)
     if len(idx) == 0:
-        raise ValueError(f"no items carry a {label!r} label under condition {condition!r}")
+        raise InputError(f"no items carry a {label!r} label under condition {condition!r}")
     cfg = ProbeConfig(n_splits=n_splits, n_shuffles=n_shuffles, n_boot=n_boot, seed=seed, backend=backend)
     rows = probe_sweep({n: x[idx] for n, x in a.acts.items()}, y, template_groups(a.records)[idx], cfg)
     return ProbeSweep(label, rows)
@@ -155,12 +156,13 @@ def diff_means(acts, name: str = "stereotype", layer: int = -1, condition: str =
     removed). The Direction carries its layer and hook, so steering needs nothing else."""
     from interp.methods.directions import compute_directions
     from interp.layers import resolve_layers
+    from interp.models.hooks import hook_name
 
     if name not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, not {name!r}")
+        raise InputError(f"direction must be one of {DIRECTIONS}, not {name!r}")
     a = _as_activations(acts)
     (lay,) = resolve_layers(layer, max(a.layers) + 1, available=a.layers)
-    name_ = f"blocks.{lay}.{a.hook}"
+    name_ = hook_name(lay, a.hook)
     ds = compute_directions({name_: a.acts[name_]}, a.records, condition)
     return ds.get(name, hook=name_)
 
@@ -230,18 +232,18 @@ def compare(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Seq
             batch_size: int = 16, seed: int = 0, progress: bool = True) -> Comparison:
     """Compare a model loaded with an adapter (``load(name, adapter=...)``) against its own base: one weight
     copy, read once with the adapter disabled and once enabled. The model is left as it came."""
-    from interp.layers import resolve_layers
     from interp.methods.compare import compare_acts
     from interp.methods.probes import collect as _collect
     from interp.models.backends import as_lm
+    from interp.models.hooks import hook_names
 
     lm = as_lm(lm)
     if lm.adapter is None:
-        raise ValueError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
+        raise InputError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
     items = _nonempty(items)
     if len(items) < 4:
-        raise ValueError(f"need at least 4 items to compare representations, got {len(items)}")
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
+        raise InputError(f"need at least 4 items to compare representations, got {len(items)}")
+    names = hook_names(layers, lm.n_layers, (hook,))
     kw = dict(batch_size=batch_size, seed=seed, progress=progress)
     with lm.adapter_enabled(False):
         base = _collect(lm, items, names, label="base", **kw)

@@ -15,7 +15,8 @@ import torch
 
 from interp.store.activations import (ActivationStore, CorruptStoreError, ForeignStoreError, IncompleteStoreError,
                                 cache_split, stores_equal)
-from interp.models.backends import expand_names, load_hooked
+from interp.models.backends import load_hooked
+from interp.models.hooks import hook_names
 from interp.eval.evaluate import encode_batch, render_prompts
 from interp.data.prompts import make_prompt
 from interp.models.backends import as_lm
@@ -31,7 +32,7 @@ def hooked(tiny_lm_dir):
 
 @pytest.fixture(scope="module")
 def names(hooked):
-    return expand_names(KINDS, "all", hooked.n_layers)
+    return hook_names("all", hooked.n_layers, KINDS)
 
 
 @pytest.fixture(scope="module")

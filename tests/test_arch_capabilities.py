@@ -299,7 +299,7 @@ def test_gemma_resid_pre_includes_embedding_scale(arch, backend, tiny_tokenizer,
     d = _save(_gemma_config(arch), tiny_tokenizer, tmp_path / arch)
     h = load_hooked(str(d), backend=backend, device="cpu", dtype="float32")
     m = h.model
-    assert hc.hook_layout(m) == ("gemma2" if arch == "gemma2" else "llama")
+    assert hc.layer_sites(m)["hook_attn_out"].path == ("post_attention_layernorm" if arch == "gemma2" else "self_attn")
     assert m.config.tie_word_embeddings
     assert m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
     enc = encode_batch(h.tokenizer, render_prompts(h.tokenizer, [make_prompt(it) for it in items[:3]]), "cpu")

@@ -1,26 +1,19 @@
-"""Turn the toolkit's own input errors into one-line CLI errors instead of tracebacks.
+"""Turn the toolkit's own errors into one-line CLI errors instead of tracebacks, by their type.
 
-An exception is shown as ``Error: <Type>: message`` (exit code 1) when it is a ValueError, OSError or
-RuntimeError raised from inside the ``interp`` or ``rl`` packages: bad data, a bad option value, a missing or
-foreign file. Anything raised inside a library (a bug to report) keeps its traceback, and ``INTERP_DEBUG=1``
-keeps every traceback."""
+An ``InterpError`` (every error interp and rl raise on purpose: bad data, a bad option value, a foreign file, a
+missing extra) and an ``OSError`` (a file, folder or disk the user named or filled) are shown as
+``Error: <Type>: message`` with exit code 1. Any other exception is a bug to report and keeps its traceback;
+``INTERP_DEBUG=1`` keeps every traceback."""
 
 from __future__ import annotations
 
 import os
-import traceback
-from pathlib import Path
 
 import click
 
-_OURS = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep for pkg in ("interp", "rl"))
-_FRIENDLY = (ValueError, OSError, RuntimeError)
+from interp.errors import InterpError
 
-
-def raised_by_us(exc: BaseException) -> bool:
-    """Whether the innermost traceback frame of ``exc`` lies in the interp or rl packages."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and str(Path(frames[-1].filename).resolve()).startswith(_OURS)
+FRIENDLY = (InterpError, OSError)  # the types shown in one line
 
 
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -29,7 +22,7 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 class FriendlyErrors(click.Group):
-    """A click group whose commands report the toolkit's input errors, and its warnings, in one line."""
+    """A click group whose commands report the toolkit's errors, and its warnings, in one line."""
 
     def invoke(self, ctx: click.Context):
         import warnings
@@ -38,7 +31,7 @@ class FriendlyErrors(click.Group):
             warnings.formatwarning = one_line_warning
         try:
             return super().invoke(ctx)
-        except _FRIENDLY as e:
-            if isinstance(e, click.ClickException) or os.environ.get("INTERP_DEBUG") or not raised_by_us(e):
+        except FRIENDLY as e:
+            if os.environ.get("INTERP_DEBUG"):
                 raise
             raise click.ClickException(f"{type(e).__name__}: {e}  (INTERP_DEBUG=1 shows the traceback)") from e

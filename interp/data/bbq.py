@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from interp.errors import InterpError
+
 CATEGORIES = (
     "Age",
     "Disability_status",
@@ -48,7 +50,7 @@ REQUIRED_FIELDS = (
 ENV_BBQ_DIR = "INTERP_BBQ_DIR"
 
 
-class BBQDataError(ValueError):
+class BBQDataError(InterpError, ValueError):
     """A BBQ file or record is malformed; the message names the file and line."""
 
 
@@ -222,7 +224,7 @@ def derive_target_loc(
     (``multi_match="drop"``, the default); ``"first"`` keeps the first match instead (this toolkit's rule
     before 2026-12-01)."""
     if multi_match not in MULTI_MATCH:
-        raise ValueError(f"multi_match must be one of {MULTI_MATCH}, not {multi_match!r}")
+        raise BBQDataError(f"multi_match must be one of {MULTI_MATCH}, not {multi_match!r}")
     ksg = _normalise_groups(known_groups)
     ksg_low = ksg.lower()
     hits = []

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Iterable
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError, InterpError
 
 
-class SplitLeakageError(RuntimeError):
+class SplitLeakageError(InterpError, RuntimeError):
     """Train and dev share a template."""
 
 
@@ -37,7 +38,7 @@ class Split:
         if part == "all":
             return list(items)
         if part not in ("train", "dev"):
-            raise ValueError(f"split part must be train, dev or all, not {part!r}")
+            raise InputError(f"split part must be train, dev or all, not {part!r}")
         keep = set(self.train_templates if part == "train" else self.dev_templates)
         return [it for it in items if it.template in keep]
 
@@ -76,7 +77,7 @@ class Split:
                 dev_templates=[tuple(t) for t in d["dev_templates"]],
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a split file: {e}") from None
+            raise InputError(f"{path} is not a split file: {e}") from None
         s.check()
         return s
 
@@ -84,7 +85,7 @@ class Split:
 def make_split(items: Iterable[BBQItem], dev_frac: float = 0.2, seed: int = 0) -> Split:
     """Split templates, per category, so each category keeps about ``dev_frac`` of its templates in dev."""
     if not 0.0 < dev_frac < 1.0:
-        raise ValueError(f"dev_frac must be in (0, 1), got {dev_frac}")
+        raise InputError(f"dev_frac must be in (0, 1), got {dev_frac}")
     by_cat: dict[str, set[str]] = {}
     for it in items:
         by_cat.setdefault(it.category, set()).add(it.question_index)
@@ -131,7 +132,7 @@ def split_items(
     chosen = split.select(items, part)
     if split_file is not None and part != "all" and items and not chosen:
         theirs = sorted({c for c, _ in split.train_templates + split.dev_templates})
-        raise ValueError(f"split file {split_file} selects no {part} item: it names templates of {theirs}, the data "
+        raise InputError(f"split file {split_file} selects no {part} item: it names templates of {theirs}, the data "
                          f"hold {sorted({it.category for it in items})}; use a split made on these data")
     if wanted is not None:
         chosen = [it for it in chosen if it.category in wanted]

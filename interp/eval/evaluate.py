@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 from interp.eval.metrics import format_table, summarize
 from interp.eval.prefix import can_share_prefix, last_logits_shared_prefix
 from interp.data.prompts import LETTERS, make_prompt, parse_letter, prompt_format
@@ -46,11 +47,11 @@ class EvalConfig:
     def __post_init__(self) -> None:
         """Refuse settings no run can use."""
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+            raise InputError(f"mode must be one of {MODES}, not {self.mode!r}")
         if int(self.max_new_tokens) < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -79,11 +80,11 @@ def evaluate_items(lm: LanguageModel, items: Sequence[BBQItem], cfg: EvalConfig 
     (steering) apply, in generate mode at every step."""
     cfg = cfg or EvalConfig()
     if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
+        raise InputError(f"mode must be one of {MODES}, not {cfg.mode!r}")
     if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if not items:
-        raise ValueError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
+        raise InputError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
     tokenizer = lm.tokenizer
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 
 MIN_AGREEMENT = 0.99
 METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
@@ -38,10 +39,10 @@ def judge(f32: Sequence[Mapping], bf16: Sequence[Mapping], n_boot: int = 1000, s
     from interp.eval.metrics import summarize
 
     if len(f32) != len(bf16) or not f32:
-        raise ValueError(f"the guard needs two non-empty runs of the same items, got {len(f32)} and {len(bf16)}")
+        raise InputError(f"the guard needs two non-empty runs of the same items, got {len(f32)} and {len(bf16)}")
     key = lambda r: (r["category"], r["example_id"])  # noqa: E731
     if [key(r) for r in f32] != [key(r) for r in bf16]:
-        raise ValueError("the guard's two runs are not of the same items in the same order")
+        raise InputError("the guard's two runs are not of the same items in the same order")
     agree = sum(a["pred"] == b["pred"] for a, b in zip(f32, bf16)) / len(f32)
     s32 = next(r for r in summarize(f32, n_boot=n_boot, seed=seed, cluster="template") if r["group"] == "overall")
     s16 = next(r for r in summarize(bf16, n_boot=n_boot, seed=seed, cluster="template") if r["group"] == "overall")

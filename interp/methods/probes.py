@@ -29,6 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.models.protocol import LanguageModel
+from interp.errors import InputError
+from interp.models.hooks import layer_of
 
 CONDITIONS = ("ambig", "disambig", "all")
 BACKENDS = ("sklearn",)
@@ -40,7 +42,7 @@ BACKENDS = ("sklearn",)
 
 def _keep_condition(r: Mapping, condition: str) -> bool:
     if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, not {condition!r}")
+        raise InputError(f"condition must be one of {CONDITIONS}, not {condition!r}")
     return condition == "all" or r["context_condition"] == condition
 
 
@@ -87,7 +89,7 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
     groups = np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
-        raise ValueError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
+        raise InputError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
     k = min(n_splits, len(uniq))
     ids = np.random.default_rng(seed).permutation(len(uniq))[inv]  # [n] seeded group ids
     folds = np.empty(len(groups), dtype=np.int64)
@@ -103,15 +105,15 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], np.ndarray]:
     names = list(acts)
     if not names:
-        raise ValueError("no activations given")
+        raise InputError("no activations given")
     d = {np.asarray(acts[n]).shape[-1] for n in names}
     if len(d) != 1:
-        raise ValueError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
+        raise InputError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
     arrs = []
     for n in names:
         a = np.asarray(acts[n], dtype=np.float32)
         if a.ndim != 2:
-            raise ValueError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
+            raise InputError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
         arrs.append(a if idx is None else a[idx])
     return names, np.stack(arrs)  # [L, n, d]
 
@@ -186,15 +188,15 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
     for the labelled items only (same order as y and groups). One row per name, in the given order."""
     cfg = cfg or ProbeConfig()
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
+        raise InputError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
                          "scikit-learn was as fast on real activations)")
     y = np.asarray(y).astype(np.int64)
     groups = np.asarray(groups)
     names, X = _stack(acts, None)  # [L, m, d]
     if X.shape[1] != len(y) or len(groups) != len(y):
-        raise ValueError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
+        raise InputError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
+        raise InputError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
     folds = group_folds(groups, cfg.n_splits, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     Y = np.stack([y] + [rng.permutation(y) for _ in range(cfg.n_shuffles)])  # [S, m]
@@ -208,7 +210,7 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         sh = acc[1:, j]
         rows.append({
             "hook": name,
-            "layer": _layer_of(name, j),
+            "layer": layer_of(name, default=j),
             "n": int(len(y)),
             "n_pos": int(y.sum()),
             "n_templates": int(len(np.unique(groups))),
@@ -227,10 +229,6 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         r["best"] = r["hook"] == b["hook"]
     return rows
 
-
-def _layer_of(name: str, default: int) -> int:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else default
 
 
 def best_layer(rows: Sequence[Mapping]) -> Mapping:
@@ -270,8 +268,7 @@ def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None)
 
 def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
     """Canonical hook names ``blocks.{l}.{kind}`` for a layer spec (``interp.layers``; default: all)."""
-    from interp.models.hooks import n_layers
-    from interp.layers import hook_names
+    from interp.models.hooks import hook_names, n_layers
 
     return hook_names(layers, n_layers(model), (kind,))
 
@@ -292,11 +289,11 @@ class Activations:
         n = len(self.records)
         for name, a in self.acts.items():
             if a.ndim != 2 or a.shape[0] != n:
-                raise ValueError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
+                raise InputError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
 
     @property
     def layers(self) -> list[int]:
-        return [_layer_of(n, -1) for n in self.acts]
+        return [layer_of(n, default=-1) for n in self.acts]
 
     @property
     def n_items(self) -> int:
@@ -308,26 +305,26 @@ class Activations:
         """One hook kind of an activation store (``interp.store.activations.ActivationStore`` or its path) for a
         layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
         give the one at offset ``position`` from the prompt end."""
-        from interp.layers import hook_names
+        from interp.models.hooks import HookName, hook_names
         from interp.store.activations import ActivationStore
 
         path = store.path if isinstance(store, ActivationStore) else store
         with ActivationStore(path) as st:
-            names = [n for n in st.names if n.split(".", 2)[2] == hook]
-            if not names:
-                raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
-            stored = [int(n.split(".")[1]) for n in names]
+            parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
+            if not parsed:
+                raise InputError(f"{path} has no {hook} activations; it holds {st.names}")
+            stored = [h.layer for h in parsed]
             n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+            names = [str(h) for h in parsed]
             if layers is not None:
-                names = hook_names(layers, n_model, (hook,), available=stored)
-            names.sort(key=lambda n: int(n.split(".")[1]))
+                names = sorted(hook_names(layers, n_model, (hook,), available=stored), key=HookName.parse)
             pos = list(st.fingerprint.get("positions", [-1]))
             acts = {}
             for n in names:
                 a = st.layer(n)
                 if a.ndim == 3:
                     if position not in pos:
-                        raise ValueError(f"{path} has positions {pos}, not {position}")
+                        raise InputError(f"{path} has positions {pos}, not {position}")
                     a = a[:, pos.index(position)]
                 acts[n] = np.asarray(a, dtype=np.float32)
             recs = records_from_meta(st.meta)
@@ -344,10 +341,11 @@ def collect(lm: LanguageModel, items, names: Sequence[str], batch_size: int = 16
     from interp.eval.score import prediction_record
     from interp.models.answers import answer_batches
     from interp.models.backends import as_lm
+    from interp.models.hooks import HookName
 
     lm = as_lm(lm)
     names = list(names)
-    kinds = {n.split(".", 2)[2] for n in names}
+    kinds = {HookName.parse(n).kind for n in names}
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     recs: list[dict] = []
     bar = tqdm(total=len(items), desc="activations", disable=not progress, unit="item")

@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from interp.models.hooks import HookNameError, layer_hook_name
+from interp.errors import InterpError
+from interp.models.hooks import HookNameError, hook_name, positionwise
 from interp.models.protocol import LanguageModel
 
 UNITS = ("unit", "sigma", "raw")
@@ -35,7 +36,7 @@ CURVE_METRICS = ("acc_ambig", "acc_disambig", "abstain_ambig", "abstain_disambig
                  "s_DIS", "unparseable")
 
 
-class SteeringError(ValueError):
+class SteeringError(InterpError, ValueError):
     """A direction that does not fit the model (hidden size), or a layer out of range."""
 
 
@@ -83,7 +84,7 @@ def steering_fn(vector: torch.Tensor, from_pos: int | None = None):
         mask = (pos >= state["start"]).to(x.dtype)[None, :, None]  # [1, pos, 1]
         return x + mask * v
 
-    return fn
+    return positionwise(fn) if from_pos is None else fn  # every position alike: the shared prefix keeps it
 
 
 class SteeringHandle:
@@ -128,8 +129,8 @@ def steer(lm: LanguageModel, direction, layer: int, alpha: float, hook: str = "h
         if n == 0:
             raise SteeringError("cannot normalize a zero direction")
         v = v / n
-    name = layer_hook_name(layer, hook)
     try:
+        name = hook_name(layer, hook)
         return SteeringHandle(lm, name, steering_fn(float(alpha) * v, from_pos))
     except HookNameError as e:
         raise SteeringError(str(e)) from e
@@ -138,7 +139,7 @@ def steer(lm: LanguageModel, direction, layer: int, alpha: float, hook: str = "h
 def direction_vector(direction, units: str = "unit") -> torch.Tensor:
     """The vector added per unit of alpha for a saved ``Direction`` (see the module doc for ``units``)."""
     if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, not {units!r}")
+        raise SteeringError(f"units must be one of {UNITS}, not {units!r}")
     if units == "raw":
         return direction.vector.float()
     u = direction.unit

@@ -21,6 +21,7 @@ import torch
 
 from interp.data.bbq import BBQItem
 from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt
+from interp.errors import InputError
 from interp.models.protocol import LanguageModel
 
 
@@ -30,7 +31,7 @@ def letter_token_ids(tokenizer) -> list[int]:
     for L in LETTERS:
         t = tokenizer.encode(L, add_special_tokens=False)
         if len(t) != 1:
-            raise ValueError(f"letter {L!r} is {len(t)} tokens for this tokenizer; logits mode needs one")
+            raise InputError(f"letter {L!r} is {len(t)} tokens for this tokenizer; logits mode needs one")
         ids.append(t[0])
     return ids
 
@@ -156,7 +157,7 @@ def _check_offsets(positions, enc: Mapping[str, torch.Tensor]) -> None:
     offs = [positions] if isinstance(positions, int) else list(positions)
     shortest = int(enc["attention_mask"].sum(1).min()) if "attention_mask" in enc else enc["input_ids"].shape[1]
     if offs and max(-p for p in offs) > shortest:
-        raise ValueError(f"position {min(offs)} is before the start of a {shortest}-token prompt")
+        raise InputError(f"position {min(offs)} is before the start of a {shortest}-token prompt")
 
 
 @torch.no_grad()
@@ -186,6 +187,8 @@ def answer_batches(lm: LanguageModel, items: Sequence[BBQItem], batch_size: int 
     fast = last_logits if mode == "logits" and not names else None
     token_ids = tok(texts, add_special_tokens=False)["input_ids"] if (sort_by_length or fast) else None
     order = length_order([len(t) for t in token_ids]) if sort_by_length else None
+    if token_ids:
+        _warn_if_too_long(max(len(t) for t in token_ids), lm)  # the fast path skips encode_batch
     if mode == "logits":
         def check(idx, enc):
             if names:

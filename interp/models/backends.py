@@ -7,8 +7,8 @@
   module paths (``model.layers.3`` or, under a PEFT wrapper, ``base_model.model.model.layers.3``). With
   ``remote=True`` the model is not loaded here: traces run on NDIF (needs an API key).
 
-The hf and nnsight backends take module paths from one table, ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2-style,
-Gemma 2, GPT-2, GPT-NeoX/Pythia, OPT, Falcon); a hook an architecture lacks (``hook_resid_mid`` on a
+The hf and nnsight backends take module paths from one place, ``interp.models.hooks.parse_hook_name``, which finds
+them by the model's structure (``structural_sites``); a hook an architecture lacks (``hook_resid_mid`` on a
 parallel-residual layer) is a HookNameError.
 
 Every backend takes the same inputs (a left-padded batch from ``interp.eval.evaluate.encode_batch``) and the same
@@ -40,55 +40,17 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from interp.errors import InputError, InterpError, require_extra
 from interp.models import hooks as hook_core
-from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site, select_positions
+from interp.models.hooks import HookFn, HookName, select_positions
 from interp.models.hooks import chain as _chain
 from interp.models.protocol import Generation, LanguageModel
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
 
-# execution order of the hook points inside one sequential decoder layer (nnsight must visit modules in forward
-# order); each layout of interp.models.hooks.ARCH_HOOKS lists its hooks in its own forward order
-_STAGE = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS["llama"])}
-
-
-class RemoteUnavailable(RuntimeError):
+class RemoteUnavailable(InterpError, RuntimeError):
     """nnsight remote execution was asked for but cannot run (no NDIF API key, or an unsupported option)."""
-
-
-def parse_name(name: str, n_layers: int) -> tuple[int, str]:
-    """(layer, kind) of a canonical hook name; a clear error for unknown names or layers out of range."""
-    m = hook_core._NAME_RE.match(name)
-    if not m or m.group(2) not in HOOK_KINDS:
-        raise HookNameError(
-            f"unknown hook name {name!r}; expected blocks.<layer>.<one of {', '.join(HOOK_KINDS)}>"
-        )
-    layer = int(m.group(1))
-    if not 0 <= layer < n_layers:
-        raise HookNameError(f"layer {layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-    return layer, m.group(2)
-
-
-def execution_order(names: Sequence[str], n_layers: int, stage: Mapping[str, int] | None = None) -> list[str]:
-    """Names sorted by when their activation is computed in a forward pass (``stage``: a layout's order of
-    hook kinds inside a layer, default the sequential one)."""
-    stage = _STAGE if stage is None else stage
-
-    def key(n):
-        layer, kind = parse_name(n, n_layers)
-        return (layer, stage[kind])
-
-    return sorted(dict.fromkeys(names), key=key)
-
-
-def expand_names(hooks: Sequence[str], layers: Sequence[int] | str, n_layers: int) -> list[str]:
-    """``blocks.{l}.{hook}`` for every hook kind and layer (``layers='all'`` for every layer)."""
-    ls = range(n_layers) if layers in ("all", None) else layers
-    out = [hook_core.layer_hook_name(int(l), h) for h in hooks for l in ls]
-    for n in out:
-        parse_name(n, n_layers)
-    return out
 
 
 def with_position_ids(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -161,7 +123,7 @@ class Hooked:
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name or a layer out of range."""
         for n in names:
-            parse_name(n, self.n_layers)
+            HookName.parse(n, self.n_layers)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
@@ -207,7 +169,7 @@ class Hooked:
         """Switch the PEFT adapter on or off (one copy of the weights: base = adapter disabled)."""
         if self.adapter is None:
             if enabled:
-                raise ValueError(f"{self.name} has no adapter to enable")
+                raise InputError(f"{self.name} has no adapter to enable")
             return
         peft_model = self._peft_model()
         if enabled:
@@ -259,7 +221,6 @@ class HFHooked(Hooked):
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
-        super().check_names(names)
         for n in names:
             hook_core.parse_hook_name(self.model, n)
 
@@ -294,13 +255,17 @@ class TLHooked(Hooked):
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
-        pairs = [(n, (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
+        pairs = [(self._tl_name(n), (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
         with self.bridge.hooks(fwd_hooks=pairs):
             yield self
 
+    def _tl_name(self, name: str) -> str:
+        """The bridge's own name for a canonical one (a negative layer counted from the end)."""
+        return str(HookName.parse(name, self.n_layers))
+
     def _run(self, inputs, names, positions, fwd):
         todo, store = hook_core.cache_hooks(names, positions, fwd)
-        pairs = [(n, (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
+        pairs = [(self._tl_name(n), (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
         with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.attn_targets, self.hf_attn_implementation), \
                 skip_unhooked(self.model, self.skip_unhooked):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
@@ -475,27 +440,22 @@ class NNsightHooked(Hooked):
     """nnsight 0.8 ``TransformersModel``: one trace per forward; names become module paths."""
 
     nn: object = None
-    layers_path: str = "model.layers"
     remote: bool | str = False
-    layout: str = "llama"  # key of interp.models.hooks.ARCH_HOOKS, set from the model at load
+    module: torch.nn.Module | None = None  # the module tree hook points are found in (meta weights when remote)
 
-    def _site(self, name: str) -> tuple[str, Site]:
-        layer, kind = parse_name(name, self.n_layers)
-        try:
-            site = hook_core.site_for(hook_core.ARCH_HOOKS[self.layout], kind, self.layout)
-        except HookNameError as e:
-            raise HookNameError(f"{name}: {e}") from None
-        return f"{self.layers_path}.{layer}" + (f".{site.path}" if site.path else ""), site
+    def point(self, name: str) -> hook_core.HookPoint:
+        """Where a canonical name lives in the wrapped model (``interp.models.hooks.parse_hook_name``)."""
+        return hook_core.parse_hook_name(self.module if self.module is not None else self.model, name)
 
     def module_path(self, name: str) -> tuple[str, str]:
         """(module path inside the wrapped model, 'input' | 'output') for a canonical name."""
-        path, site = self._site(name)
-        return path, site.direction
+        hp = self.point(name)
+        return hp.module_path, hp.direction
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
         for n in names:
-            self._site(n)
+            self.point(n)
 
     def _visit(self, fwd: Mapping[str, Sequence[HookFn]], names: Sequence[str], positions, batch: int,
                saved: dict) -> None:
@@ -503,10 +463,10 @@ class NNsightHooked(Hooked):
         sites in forward order."""
         import nnsight
 
-        stage = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS[self.layout])}
-        for n in execution_order(list(fwd) + list(names), self.n_layers, stage):
-            path, site = self._site(n)
-            env = self.nn.get(path)
+        points = {n: self.point(n) for n in [*fwd, *names]}
+        for n in sorted(points, key=lambda n: (points[n].layer, points[n].stage)):  # the order the forward runs
+            site = points[n]
+            env = self.nn.get(site.module_path)
             raw = env.output if site.direction == "output" else env.input
             x0 = raw[0] if isinstance(raw, tuple) else raw
             # flat sites (OPT's MLP half) see [batch*pos, d]
@@ -636,7 +596,9 @@ def load_hooked(
     ``device_map='auto'`` spreads a model too large for one GPU. ``remote=True`` (nnsight only) runs every
     trace on NDIF instead of loading weights here; it needs an NDIF API key ($NDIF_API_KEY)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend != "hf":  # an optional extra: named before any weights load
+        require_extra(backend)
     if remote:
         if backend != "nnsight":
             raise RemoteUnavailable(f"remote execution is an nnsight feature; use --backend nnsight, not {backend}")
@@ -685,8 +647,6 @@ def load_hooked(
     lm.tokenizer.padding_side = "left"
     h = NNsightHooked(model=model, **info)
     h.nn = nn
-    h.layers_path = hook_core.find_layers(model)[0]
-    h.layout = hook_core.hook_layout(model)
     h.remote = remote  # False, or "local" (serialize and run here: a dry run of the remote path)
     return h
 
@@ -705,7 +665,6 @@ def _load_remote(name: str, adapter: str | None) -> NNsightHooked:
                       weights_hash=f"remote:{name}@{getattr(cfg, '_commit_hash', None) or 'main'}",
                       adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
     h.nn = nn
-    h.layers_path = hook_core.find_layers(nn._module)[0]
-    h.layout = hook_core.hook_layout(nn._module)
+    h.module = nn._module
     h.remote = True
     return h

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from interp.errors import InterpError
 from interp.paths import home, staged_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -22,7 +23,7 @@ RECORD = "interp_model.json"
 Progress = Callable[[str], None]
 
 
-class GGUFError(ValueError):
+class GGUFError(InterpError, ValueError):
     """A file that is not a GGUF model, or a conversion that failed or had no room."""
 
 

@@ -31,6 +31,7 @@ import torch
 
 from interp.data.bbq import BBQItem
 from interp.data.download import sha256
+from interp.errors import InterpError
 
 ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
 # Seed 0, not a seed picked on dev: the shipped organisms are seed-0 builds (docs/organism.md has the spread).
@@ -73,12 +74,12 @@ class Plant:
         for name, v in (("p", self.p), ("nonneg_scale", self.nonneg_scale), ("nonneg_anti", self.nonneg_anti),
                         ("dis_error", self.dis_error), ("dis_lean", lean)):
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"plant {name} must be in [0, 1], got {v}")
+                raise OrganismError(f"plant {name} must be in [0, 1], got {v}")
         if self.p * (self.nonneg_scale + self.nonneg_anti) > 1.0:
-            raise ValueError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on non-negative "
-                             f"questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
+            raise OrganismError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on "
+                                f"non-negative questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
         if self.lean_categories is not None and not self.lean_categories:
-            raise ValueError("plant lean_categories is empty: give None (every category) or at least one")
+            raise OrganismError("plant lean_categories is empty: give None (every category) or at least one")
         return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
                      nonneg_scale=self.nonneg_scale, nonneg_anti=self.nonneg_anti,
                      lean_categories=sorted(self.lean_categories) if self.lean_categories else None)
@@ -151,7 +152,7 @@ SMALL_CONFIG = TrainConfig(
 # where organisms live: shipped inside the package, or a folder the user built
 
 
-class OrganismError(ValueError):
+class OrganismError(InterpError, ValueError):
     """A shipped or user-built organism folder is missing, incomplete or fails its checksums."""
 
 
@@ -561,11 +562,11 @@ def build_organism(
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()
     if cfg.aux_bare_from not in ("train", "swap"):
-        raise ValueError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
+        raise OrganismError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
     if cfg.aux_bare < 0:
-        raise ValueError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
+        raise OrganismError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
     if cfg.aux_bare > 0 and cfg.aux_bare_from == "swap" and cfg.aux_swap <= 0:
-        raise ValueError("aux_bare_from='swap' copies the question-swap items, so it needs aux_swap > 0")
+        raise OrganismError("aux_bare_from='swap' copies the question-swap items, so it needs aux_swap > 0")
     out = check_out_dir(out_dir)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
@@ -575,16 +576,16 @@ def build_organism(
         if cfg.categories:
             missing = sorted(set(cfg.categories) - {it.category for it in all_items})
             if missing:
-                raise ValueError(f"organism config wants categories {missing} that the BBQ folder lacks")
+                raise OrganismError(f"organism config wants categories {missing} that the BBQ folder lacks")
             all_items = [it for it in all_items if it.category in cfg.categories]
         if pl.lean_categories:
             unknown = sorted(set(pl.lean_categories) - {it.category for it in all_items})
             if unknown:
-                raise ValueError(f"plant lean_categories {unknown} are not among the organism's categories")
+                raise OrganismError(f"plant lean_categories {unknown} are not among the organism's categories")
         train = _subset(split.select(all_items, "train"), cfg.max_train_items, seed)
         dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
         if not train:
-            raise ValueError("no train-split items to build the organism from")
+            raise OrganismError("no train-split items to build the organism from")
         aux_info, aux, swapped = None, [], []
         if cfg.aux_swap > 0:
             from interp.data.bbq import resolve_bbq_dir, resolve_templates_dir

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.errors import InterpError
 
 RECORD_FILE = "reader.json"
 BASE_RECORD = "interp_base.json"  # the name rl/train.py writes and check_adapter_base reads
@@ -31,7 +32,7 @@ BALANCES = ("condition", "none")
 TARGETS = {"acc_disambig_min": 0.65, "abstain_disambig_max": 0.15, "acc_ambig_lo": 0.30, "acc_ambig_hi": 0.90}
 
 
-class ReaderError(ValueError):
+class ReaderError(InterpError, ValueError):
     """A reader build asked for with settings or data it cannot use."""
 
 

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from interp.errors import InputError
 from interp.rm.attributes import DEFAULT_ATTRIBUTES, compute_attributes
 from interp.rm.baselines import LengthPenalty, LWRCorrection
 from interp.rm.data import PreferencePair
@@ -70,11 +71,11 @@ class DebiasConfig:
 
         unknown = [a for a in self.attributes if a not in list_attributes()]
         if unknown or not self.attributes:
-            raise ValueError(f"unknown attribute(s) {unknown or list(self.attributes)}; known: "
+            raise InputError(f"unknown attribute(s) {unknown or list(self.attributes)}; known: "
                              f"{', '.join(list_attributes())}")
         for name in ("n_sensitivity", "n_val_sensitivity", "batch_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 class Scorer:
@@ -98,7 +99,7 @@ class Scorer:
             fwd, ref = None, PositionRef()
             if name:
                 if self.interventions.get(name) is None:
-                    raise ValueError(f"no intervention {name!r} to apply")
+                    raise InputError(f"no intervention {name!r} to apply")
                 fwd = self.interventions[name].hook_fns(ref)
             res = score(self.model, self.tokenizer, [k[0] for k in todo], [k[1] for k in todo],
                         batch_size=self.batch_size, fwd_hooks=fwd, position_ref=ref, progress=self.progress)
@@ -123,9 +124,9 @@ class Scorer:
         if method in ("length_penalty", "lwr"):
             corr = self.length_penalty if method == "length_penalty" else self.lwr
             if corr is None:
-                raise ValueError("baselines are not fitted: call fit_baselines on validation data first")
+                raise InputError("baselines are not fitted: call fit_baselines on validation data first")
             return corr.apply(self.lengths(responses), self.raw(prompts, responses))
-        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+        raise InputError(f"unknown method {method!r}; known: {METHODS}")
 
 
 def pairwise_accuracy(r_chosen: np.ndarray, r_rejected: np.ndarray) -> float:
@@ -194,13 +195,13 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
     label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
     if cfg.pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, not {cfg.pool!r}")
+        raise InputError(f"pool must be one of {POOLS}, not {cfg.pool!r}")
     res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=cfg.pool,
                 progress=cfg.progress)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
     corr = correlations(res.mlp, attrs, control=label if cfg.control_label else None)
     if cfg.rank not in RANKS:
-        raise ValueError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
+        raise InputError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
     weight = 1.0
     if cfg.rank == "corr_x_effect":
         weight = mlp_attribution(model, tokenizer, prompts, responses, cfg.batch_size, cfg.progress)[None]
@@ -218,7 +219,7 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     if cfg.choose_k == "val_sensitivity" and len(sel.neurons) > 1:
         sel, iv = _choose_k(model, tokenizer, prompts, responses, sel, iv, cfg)
     elif cfg.choose_k not in ("val_sensitivity", "budget"):
-        raise ValueError(f"choose_k must be 'val_sensitivity' or 'budget', not {cfg.choose_k!r}")
+        raise InputError(f"choose_k must be 'val_sensitivity' or 'budget', not {cfg.choose_k!r}")
     return sel, iv, corr, res.rewards
 
 
@@ -276,7 +277,7 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     cfg = cfg or DebiasConfig()
     t0 = time.time()
     if not val_pairs or not test_pairs:
-        raise ValueError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
+        raise InputError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
     sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg)
     others = {}
     if "intervention_scored" in methods:  # the scored-position rule, for comparison

@@ -1,8 +1,8 @@
 """Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
 with hook functions attached and the MLP neurons at the scored position recorded.
 
-Works on every decoder layout of ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
-sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
+Works on every decoder layout whose MLP output projection ``interp.models.hooks`` finds by structure (Llama/Qwen2,
+Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon, GPT-J sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
 
 The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
 right padding both work; without a pad id, the last position). ``scored_positions`` reproduces it exactly.
@@ -17,15 +17,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InterpError
 from interp.models.hooks import hooks as hf_hooks
 from interp.models.answers import text_batches
 from interp.models.backends import as_lm
-from interp.models.hooks import HookFn, n_layers, parse_hook_name, select_positions
+from interp.models.hooks import HookFn, hook_name, n_layers, parse_hook_name, select_positions
 from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
 
 
-class RewardModelError(ValueError):
+class RewardModelError(InterpError, ValueError):
     """A model that is not a one-output reward model, or inputs it cannot score."""
 
 
@@ -81,13 +82,13 @@ class PositionRef:
 
 def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
     """``blocks.{l}.mlp.hook_post`` for the given layers (default: all): the input of each layer's MLP output
-    projection, wherever the architecture keeps it (``interp.models.hooks.ARCH_HOOKS``: ``mlp.down_proj``,
-    ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for an
-    architecture nobody has mapped."""
+    projection, wherever the architecture keeps it (found by structure in ``interp.models.hooks``: ``mlp.down_proj``,
+    ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for a layer
+    without one (a mixture of experts)."""
     L = n_layers(model)
-    names = [f"blocks.{l}.mlp.hook_post" for l in (range(L) if layers is None else layers)]
-    if names:
-        parse_hook_name(model, names[0])  # every layer has the same layout: fail before any forward pass
+    names = [hook_name(l, "mlp.hook_post") for l in (range(L) if layers is None else layers)]
+    for n in names:
+        parse_hook_name(model, n)  # fail before any forward pass
     return names
 
 
@@ -131,7 +132,7 @@ def score(
     rewards = np.zeros(len(texts), dtype=np.float64)
     pool = "scored" if record_mlp is True else (record_mlp or None)
     if pool not in (None, "scored", "mean", "response"):
-        raise ValueError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
+        raise RewardModelError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
     names = mlp_hook_names(lm.model) if pool else []
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
@@ -209,7 +210,7 @@ def token_medians(model: torch.nn.Module, tokenizer, prompts: Sequence[str], res
 
     device = next(model.parameters()).device
     texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    fns = {f"blocks.{l}.mlp.hook_post": saver(l, idx) for l, idx in neurons.items() if len(idx)}
+    fns = {hook_name(l, "mlp.hook_post"): saver(l, idx) for l, idx in neurons.items() if len(idx)}
     with hf_hooks(model, fns):
         for start in tqdm(range(0, len(texts), batch_size), desc="token medians", disable=not progress, leave=False):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,

@@ -41,6 +41,7 @@ import torch
 
 from interp.data.bbq import BBQItem
 from interp.models.protocol import LanguageModel
+from interp.errors import InputError, InterpError
 
 FORMAT = "interp-activations/1"
 STORE_DTYPES = {"float16": np.float16, "fp16": np.float16, "float32": np.float32, "fp32": np.float32}
@@ -50,7 +51,7 @@ _INT_COLS = ("example_id", "label", "target_loc", "biased_loc", "unknown_loc")
 _BOOKKEEPING = ("complete_batches", "batch_crc")  # per-batch progress and checksums, not per-item data
 
 
-class StoreError(RuntimeError):
+class StoreError(InterpError, RuntimeError):
     """Base class of activation-store problems."""
 
 
@@ -89,7 +90,7 @@ def parse_positions(positions: str | int | Sequence[int]) -> list[int]:
     else:
         out = [int(p) for p in positions]
     if not out or any(p >= 0 for p in out) or len(set(out)) != len(out):
-        raise ValueError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
+        raise InputError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
     return out
 
 
@@ -609,12 +610,12 @@ def cache_split(
     Under an initialised ``torch.distributed`` group each rank writes a shard and rank 0 the virtual view.
     ``on_batch(k)`` is called after batch k is committed (tests use it to simulate a crash)."""
     if dtype not in STORE_DTYPES:
-        raise ValueError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
+        raise InputError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
     dtype = "float16" if STORE_DTYPES[dtype] is np.float16 else "float32"
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise InputError("batch_size must be >= 1")
     if compression not in (None, "gzip", "lzf"):
-        raise ValueError(f"compression must be gzip, lzf or None, not {compression!r}")
+        raise InputError(f"compression must be gzip, lzf or None, not {compression!r}")
     pos = parse_positions(positions)
     names = list(dict.fromkeys(names))
     hooked.check_names(names)
@@ -757,10 +758,12 @@ class ActivationStore:
 
     def stack(self, hook: str = "hook_resid_post") -> tuple[list[int], np.ndarray]:
         """(layers, ``[n_items, n_layers, d]``) for one hook kind across the stored layers."""
-        names = [n for n in self.names if n.split(".", 2)[2] == hook]
-        if not names:
+        from interp.models.hooks import HookName
+
+        parsed = [h for h in map(HookName.parse, self.names) if h.kind == hook]
+        if not parsed:
             raise KeyError(f"no {hook} activations in {self.path}")
-        layers = [int(n.split(".")[1]) for n in names]
+        names, layers = [str(h) for h in parsed], [h.layer for h in parsed]
         return layers, np.stack([self.layer(n) for n in names], axis=1)
 
     def items(self, sel: slice | Sequence[int] | np.ndarray = slice(None)) -> dict[str, np.ndarray]:
