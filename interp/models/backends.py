@@ -227,7 +227,10 @@ class HFHooked(Hooked):
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
-        with hook_core.hooks(self.model, {n: _chain([fn]) for n, fn in fwd_hooks.items()}):
+        # a position-wise mark (hooks.positionwise: the shared-prefix pass keeps it) survives the shape check
+        wrap = {n: (hook_core.positionwise(_chain([fn])) if hook_core.is_positionwise(fn) else _chain([fn]))
+                for n, fn in fwd_hooks.items()}
+        with hook_core.hooks(self.model, wrap):
             yield self
 
     def _run(self, inputs, names, positions, fwd):
