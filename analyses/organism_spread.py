@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from interp.models.backends import as_lm
 
 TARGETS = {  # metric -> (test, text)
     "acc_disambig": (lambda m: m["acc_disambig"] >= 0.70, ">= 0.70"),
@@ -53,7 +54,7 @@ def measure(path: str | Path, n_boot: int = 1000, probe: bool = False) -> dict:
     rec = load_plant(path)
     lm = load_model(str(path), device="cpu", dtype="float32")
     dev, _ = split_items("dev", categories=rec["split"]["categories"])
-    recs = evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False))
+    recs = evaluate_items(as_lm(lm.model, lm.tokenizer), dev, EvalConfig(batch_size=64, progress=False))
     by_t = summarize(recs, n_boot=n_boot, by_category=False, cluster="template")[0]
     by_i = summarize(recs, n_boot=n_boot, by_category=False)[0]
     return {"path": str(path), "variant": rec["variant"], "seed": rec["seed"], "p": rec["plant"]["p"],

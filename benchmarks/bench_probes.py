@@ -90,12 +90,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from interp.methods.probes import (ProbeConfig, cv_decision_sklearn, group_folds, probe_sweep, stereotype_labels,
-                                       store_activations, template_groups)
+                                       Activations, template_groups)
 
     if args.model:
         acts, y, groups = model_activations(args.model, args.n, args.target, args.acts)
     elif args.store:
-        acts, recs = store_activations(args.store)
+        got = Activations.from_store(args.store)
+        acts, recs = got.acts, got.records
         idx, y = stereotype_labels(recs)
         groups = template_groups(recs)[idx]
         acts = {k: v[idx] for k, v in acts.items()}

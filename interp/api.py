@@ -18,6 +18,8 @@ import numpy as np
 from interp.data.bbq import BBQItem
 from interp.errors import InputError
 from interp.methods.directions import Direction
+from interp.methods.probes import Activations
+from interp.models.protocol import LanguageModel
 
 LABELS = ("stereotype", "abstain")  # what a probe can be asked to read (interp.methods.probes' label functions)
 DIRECTIONS = ("stereotype", "abstention", "stereotype_orth")
@@ -33,8 +35,8 @@ def _plt():
 
 
 def load(name: str = "organism", adapter: str | os.PathLike | None = None, backend: str = "hf",
-         device: str | None = "auto", dtype: str | None = "auto"):
-    """A causal LM with TransformerLens-named hooks (``interp.models.backends.Hooked``): a hub id, a local folder or a
+         device: str | None = "auto", dtype: str | None = "auto") -> LanguageModel:
+    """A causal LM with TransformerLens-named hooks (``interp.models.protocol.LanguageModel``): a hub id, a local folder or a
     shipped organism (``organism``, ``organism-small``, ``organism-small-control``), optionally with a PEFT
     adapter on the same weight copy (switch it with ``.adapter_enabled(False)``)."""
     from interp.models.backends import load_hooked
@@ -46,54 +48,31 @@ def load(name: str = "organism", adapter: str | os.PathLike | None = None, backe
 # activations
 
 
-@dataclass
-class Activations:
-    """Activations at the last prompt token, one array per hook (rows aligned with ``records``, the model's
-    logits-mode predictions on the same items)."""
-
-    acts: dict[str, np.ndarray]  # hook name -> [n_items, d_model]
-    records: list[dict]
-    hook: str = "hook_resid_post"
-
-    @property
-    def layers(self) -> list[int]:
-        from interp.models.hooks import layer_of
-
-        return [layer_of(n) for n in self.acts]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.records)
-
-
 def _as_activations(acts, hook: str = "hook_resid_post") -> Activations:
     """An Activations from itself, an ``ActivationStore`` or a store's path."""
     from interp.store.activations import ActivationStore
-    from interp.methods.probes import store_activations
 
     if isinstance(acts, Activations):
         return acts
-    if isinstance(acts, ActivationStore):
-        acts = acts.path
-    if isinstance(acts, (str, os.PathLike)):
-        a, recs = store_activations(acts, hook=hook)
-        return Activations(a, recs, hook)
+    if isinstance(acts, (ActivationStore, str, os.PathLike)):
+        return Activations.from_store(acts, hook=hook)
     raise TypeError(f"expected Activations, an ActivationStore or a store path, not {type(acts).__name__}")
 
 
-def collect(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
-            batch_size: int = 16, progress: bool = True) -> Activations:
+def collect(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all",
+            hook: str = "hook_resid_post", batch_size: int = 16, progress: bool = True) -> Activations:
     """One forward pass per batch over ``items``: the activations at the last prompt token of every chosen
     layer, and the predictions they led to. ``layers``: 'all', an int (-1 is the last), '0,3,5', '2-6' or a
     list. For a large model or many items, write a store instead (``interp cache``; read it with
     ``ActivationStore``)."""
-    from interp.methods.probes import collect_last_position
+    from interp.methods.probes import collect as _collect
+    from interp.models.backends import as_lm
     from interp.models.hooks import hook_names
 
+    lm = as_lm(lm)
     items = _nonempty(items)
     names = hook_names(layers, lm.n_layers, (hook,))
-    acts, recs = collect_last_position(lm, lm.tokenizer, items, names, batch_size=batch_size, progress=progress)
-    return Activations(acts, recs, hook)
+    return _collect(lm, items, names, batch_size=batch_size, progress=progress)
 
 
 def _nonempty(items: Sequence[BBQItem]) -> list[BBQItem]:
@@ -205,7 +184,7 @@ class AlphaCurve:
                                                          f"{self.direction.hook}"), path)
 
 
-def alpha_curve(lm, items: Sequence[BBQItem], direction: Direction, alphas: Sequence[float] = (-8, -4, 0, 4, 8),
+def alpha_curve(lm: LanguageModel, items: Sequence[BBQItem], direction: Direction, alphas: Sequence[float] = (-8, -4, 0, 4, 8),
                 units: str = "sigma", mode: str = "logits", batch_size: int = 32, n_boot: int = 1000, seed: int = 0,
                 progress: bool = True) -> AlphaCurve:
     """Evaluate ``items`` with ``alpha * direction`` added at the direction's own hook, for each alpha.
@@ -246,14 +225,17 @@ class Comparison:
         return draw_to(lambda p: plot_compare(self.table, p), path)
 
 
-def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
+def compare(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
             batch_size: int = 16, seed: int = 0, progress: bool = True) -> Comparison:
     """Compare a model loaded with an adapter (``load(name, adapter=...)``) against its own base: one weight
     copy, read once with the adapter disabled and once enabled. The model is left as it came."""
-    from interp.methods.compare import collect_acts, compare_acts
+    from interp.methods.compare import compare_acts
+    from interp.methods.probes import collect as _collect
+    from interp.models.backends import as_lm
     from interp.models.hooks import hook_names
 
-    if getattr(lm, "adapter", None) is None:
+    lm = as_lm(lm)
+    if lm.adapter is None:
         raise InputError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
     items = _nonempty(items)
     if len(items) < 4:
@@ -261,9 +243,9 @@ def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "a
     names = hook_names(layers, lm.n_layers, (hook,))
     kw = dict(batch_size=batch_size, seed=seed, progress=progress)
     with lm.adapter_enabled(False):
-        base = collect_acts(lm, lm.tokenizer, items, names, label="base", **kw)
+        base = _collect(lm, items, names, label="base", **kw)
     with lm.adapter_enabled(True):
-        other = collect_acts(lm, lm.tokenizer, items, names, label=str(lm.adapter), **kw)
+        other = _collect(lm, items, names, label=str(lm.adapter), **kw)
     return Comparison(compare_acts(base, other, names, seed=seed))
 
 
@@ -315,17 +297,16 @@ class EvalResult:
         return draw_to(draw, path)
 
 
-def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size: int = 32, n_boot: int = 1000,
+def evaluate_bbq(lm: LanguageModel, items: Sequence[BBQItem], mode: str = "logits", batch_size: int = 32, n_boot: int = 1000,
                  seed: int = 0, cluster: str = "item", progress: bool = True) -> EvalResult:
     """Answer every item with one letter (``logits``: the A/B/C logits at the answer position; ``generate``:
     greedy decoding, parsed) and score it as the official BBQ analysis does."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
-    from interp.methods.steering import eval_model
+    from interp.models.backends import as_lm
 
     items = _nonempty(items)
-    model, tok = eval_model(lm)
-    recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=batch_size, seed=seed,
+    recs = evaluate_items(as_lm(lm), items, EvalConfig(mode=mode, batch_size=batch_size, seed=seed,
                                                         progress=progress))
     return EvalResult(recs, summarize(recs, n_boot=n_boot, seed=seed, cluster=cluster))
 
@@ -334,7 +315,7 @@ def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size:
 # activation patching
 
 
-def patch(lm, pairs, hooks: Sequence[str] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"),
+def patch(lm: LanguageModel, pairs, hooks: Sequence[str] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"),
           positions: str | Sequence[str] = "all", metric="logit_diff", layers: str | int | Sequence[int] = "all",
           attribution: bool = True, batch_size: int = 64, progress: bool = True):
     """Activation patching, clean into corrupted, of BBQ ``pairs`` (``interp.pairs.build_pairs(items, kind)``:

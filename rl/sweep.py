@@ -92,10 +92,11 @@ def evaluate_model(
     (overall first, then per category). With ``out_dir``, also write predictions and summaries there."""
     from interp.eval.evaluate import EvalConfig, evaluate_items, write_results
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
     from interp.models.loading import load_model
 
     lm = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
-    recs = evaluate_items(lm.model, lm.tokenizer, items,
+    recs = evaluate_items(as_lm(lm), items,
                           EvalConfig(mode=mode, batch_size=batch_size, seed=seed, progress=progress))
     if out_dir is not None:
         return write_results(recs, out_dir, n_boot=n_boot, seed=seed,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from interp.models.backends import as_lm
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,7 @@ def test_prompts_longer_than_the_model_warn(tiny_lm_dir, fixture_items, tmp_path
     (short / "config.json").write_text(json.dumps(dict(cfg, max_position_embeddings=16)))
     lm = load_model(str(short), device="cpu", dtype="float32")
     with pytest.warns(UserWarning, match="but the model has 16 positions"):
-        evaluate_items(lm.model, lm.tokenizer, fixture_items[:2], EvalConfig(progress=False))
+        evaluate_items(as_lm(lm.model, lm.tokenizer), fixture_items[:2], EvalConfig(progress=False))
 
 
 def test_a_budget_that_selects_no_neuron_warns():
@@ -323,7 +324,7 @@ def test_from_pos_past_the_prompt_warns_and_steers_nothing(tiny_lm, fixture_item
     tok = tiny_lm.tokenizer
     tok.padding_side = "left"
     enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in fixture_items[:4]]), "cpu",
-                       tiny_lm.model)
+                       as_lm(tiny_lm))
     v = torch.ones(tiny_lm.model.config.hidden_size)
     with torch.no_grad():
         plain = tiny_lm.model(**enc).logits

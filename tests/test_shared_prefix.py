@@ -8,6 +8,7 @@ import torch
 
 from interp.data.prompts import make_prompt
 from interp.eval.evaluate import EvalConfig, evaluate_items, render_prompts
+from interp.models.backends import as_lm
 from interp.eval.prefix import common_prefix_len, has_hooks, last_logits_shared_prefix
 from interp.methods.steering import steer
 
@@ -20,9 +21,9 @@ def test_common_prefix_len_leaves_one_token_after_it():
 
 
 def _plain_and_shared(lm, items, batch_size=4):
-    plain = evaluate_items(lm.model, lm.tokenizer, items,
+    plain = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                            EvalConfig(batch_size=batch_size, progress=False, share_prefix=False))
-    shared = evaluate_items(lm.model, lm.tokenizer, items,
+    shared = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                             EvalConfig(batch_size=batch_size, progress=False, share_prefix=True))
     return plain, shared
 
@@ -71,7 +72,7 @@ def test_steering_keeps_the_shared_prefix_and_a_position_hook_takes_the_plain_pa
     real = ev.last_logits_shared_prefix
     monkeypatch.setattr(ev, "last_logits_shared_prefix", lambda *a, **k: used.append(1) or real(*a, **k))
     v = torch.randn(tiny_lm.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    unsteered = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(batch_size=4, progress=False))
+    unsteered = evaluate_items(as_lm(tiny_lm), items, EvalConfig(batch_size=4, progress=False))
     used.clear()
     with steer(tiny_lm.model, v, 0, 8.0):
         assert not has_hooks(tiny_lm.model)

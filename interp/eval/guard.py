@@ -55,13 +55,14 @@ def dtype_guard(model: str, items: Sequence[BBQItem], batch_size: int = 16, n_bo
     """Evaluate ``items`` with ``model`` (a name or folder) in float32 and then in bfloat16 on the CPU, with the
     toolkit's eval defaults, and judge the two runs."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.backends import as_lm
     from interp.models.loading import load_model
 
     recs, secs = {}, {}
     for dtype in ("float32", "bfloat16"):
         lm = load_model(model, device="cpu", dtype=dtype)
         t0 = time.perf_counter()
-        recs[dtype] = evaluate_items(lm.model, lm.tokenizer, items,
+        recs[dtype] = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                                      EvalConfig(mode=mode, batch_size=batch_size, progress=progress))
         secs[dtype] = round(time.perf_counter() - t0, 1)
         del lm

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from interp.methods.probes import Activations
 from interp.errors import InputError
 
 CSV_COLUMNS = ("adapter", "layer", "cka", "cos_stereo", "cos_abstain", "probe_base_acc", "probe_transfer_acc")
@@ -223,22 +224,7 @@ def probe_transfer(X_base, y_base, X_adapter, y_adapter, groups=None, n_folds: i
 # comparing two sets of activations on the same items
 
 
-@dataclass
-class ModelActs:
-    """Activations of one model on a list of items, with its predictions on them (rows aligned)."""
-
-    acts: dict[str, np.ndarray]  # hook name -> [n_items, d]
-    records: list[dict]  # prediction records (uid, pred, biased_loc, unknown_loc, category, question_index ...)
-    label: str = "base"
-
-    def __post_init__(self) -> None:
-        n = len(self.records)
-        for name, a in self.acts.items():
-            if a.ndim != 2 or a.shape[0] != n:
-                raise InputError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
-
-
-def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None = None, n_folds: int = 5,
+def compare_acts(base: Activations, other: Activations, names: Sequence[str] | None = None, n_folds: int = 5,
                  C: float = 1.0, seed: int = 0, condition: str = "all", debiased: bool = False) -> list[dict]:
     """One row per hook name: CKA, direction cosines and probe transfer between ``base`` and ``other``
     (each direction and probe label built from that model's own predictions)."""
@@ -286,17 +272,6 @@ def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None 
 # running the models
 
 
-def collect_acts(model, tokenizer, items, names: Sequence[str], batch_size: int = 16, label: str = "base",
-                 shuffle_options: bool = False, seed: int = 0, progress: bool = True) -> ModelActs:
-    """One forward pass per batch (``interp.methods.probes.collect_last_position``): the activations at the last
-    prompt token for each hook name and the logits-mode predictions, as ``evaluate_items`` makes them."""
-    from interp.methods.probes import collect_last_position
-
-    acts, recs = collect_last_position(model, tokenizer, items, names, batch_size=batch_size,
-                                       shuffle_options=shuffle_options, seed=seed, progress=progress)
-    return ModelActs(acts=acts, records=recs, label=label)
-
-
 def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[str]:
     """Hook names ``blocks.{l}.{hook}`` for a layer spec (``interp.layers``) on ``model``."""
     from interp.models.hooks import hook_names, n_layers, parse_hook_name
@@ -342,9 +317,11 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     one copy of the base weights for the comparison (the base is read with them disabled) and removed again
     afterwards, so the model given is left as it was. ``layers``: 'all', an int, '0,3,5' or a list; ``labels`` name the adapters in the table
     (default: their paths)."""
-    if hasattr(model, "tokenizer") and hasattr(model, "model"):  # LoadedModel
+    from interp.models.loading import LoadedModel
+
+    if isinstance(model, LoadedModel):
         tokenizer = tokenizer or model.tokenizer
-        model_name = model_name or getattr(model, "name", None)
+        model_name = model_name or model.name
         model = model.model
     if tokenizer is None:
         raise InputError("compare_adapters needs a tokenizer (pass a LoadedModel or tokenizer=...)")
@@ -356,6 +333,9 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
         raise InputError(f"need one distinct label per adapter: {labels} for {list(adapters)}")
     from peft import PeftModel
 
+    from interp.methods.probes import collect
+    from interp.models.backends import as_lm
+
     names = resolve_layers(model, layers, hook)
     was_peft = isinstance(model, PeftModel)
     active = model.active_adapter if was_peft else None
@@ -363,11 +343,12 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     kw = dict(batch_size=batch_size, shuffle_options=shuffle_options, seed=seed, progress=progress)
     rows: list[dict] = []
     try:
+        lm = as_lm(peft_model, tokenizer)
         with peft_model.disable_adapter():
-            base = collect_acts(peft_model, tokenizer, items, names, label="base", **kw)
+            base = collect(lm, items, names, label="base", **kw)
         for pname, lab in zip(pnames, labels):
             peft_model.set_adapter(pname)
-            other = collect_acts(peft_model, tokenizer, items, names, label=lab, **kw)
+            other = collect(lm, items, names, label=lab, **kw)
             rows += compare_acts(base, other, names, n_folds=n_folds, C=C, seed=seed, condition=condition,
                                  debiased=debiased)
             del other
@@ -415,8 +396,8 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
                    condition: str = "all", debiased: bool = False):
     """``compare_adapters`` from activation stores (``interp cache``): the base store (``--no-adapter``) and
     one store per adapter, all of the same items at the same positions. Writes compare.csv / compare.png."""
+    from interp.methods.probes import Activations
     from interp.store.activations import ActivationStore
-    from interp.methods.probes import store_activations
 
     if not adapter_paths:
         raise InputError("no adapter stores to compare")
@@ -428,14 +409,12 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
     if base_fp.get("adapter") and base_fp.get("adapter_enabled", True):
         raise InputError(f"{base_path} was cached with adapter {base_fp['adapter']} enabled; the base store "
                          "needs no adapter (or `interp cache --no-adapter`)")
-    acts, recs = store_activations(base_path, hook, layers)
-    base = ModelActs(acts, recs, "base")
+    base = Activations.from_store(base_path, hook, layers, label="base")
     rows: list[dict] = []
     for p, lab in zip(adapter_paths, labels):
         with ActivationStore(p) as st:
             check_stores_comparable(base_fp, st.fingerprint, base_path, p)
-        acts, recs = store_activations(p, hook, layers)
-        rows += compare_acts(base, ModelActs(acts, recs, lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
+        rows += compare_acts(base, Activations.from_store(p, hook, layers, label=lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
                              condition=condition, debiased=debiased)
     return _write_compare(rows, out_dir)
 

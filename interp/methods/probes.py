@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.models.protocol import LanguageModel
 from interp.errors import InputError
 from interp.models.hooks import layer_of
 
@@ -272,49 +273,97 @@ def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
     return hook_names(layers, n_layers(model), (kind,))
 
 
-@torch.no_grad()
-def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_size: int = 16,
-                          shuffle_options: bool = False, seed: int = 0, progress: bool = True
-                          ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """One forward pass per batch: activations at the last prompt position (left padding: position -1)
-    ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to ``evaluate_items``.
-    ``model`` is a HF model or a backend object (``interp.models.backends.load_hooked``, any backend: its ``cache``
-    runs the pass)."""
-    from interp.eval.evaluate import _batches, encode_batch, letter_token_ids, render_prompts
-    from interp.models.hooks import run_with_cache
-    from interp.data.prompts import LETTERS, make_prompt
-    from interp.eval.score import prediction_record
+@dataclass
+class Activations:
+    """Activations of one model on a list of items at one position (the last prompt token, where the answer letter
+    is decided), one array per hook name, with the model's logits-mode prediction records on the same items
+    (rows aligned). Made in process by ``collect`` or read from an activation store by ``from_store``."""
 
-    hooked = hasattr(model, "cache") and hasattr(model, "backend")
-    tokenizer = tokenizer or (model.tokenizer if hooked else None)
-    if tokenizer.padding_side != "left":
-        tokenizer.padding_side = "left"
-    device = model.device if hooked else next(model.parameters()).device
-    letter_ids = letter_token_ids(tokenizer)
-    prompted = [make_prompt(it, shuffle_options, seed) for it in items]
+    acts: dict[str, np.ndarray]  # hook name -> [n_items, d]
+    records: list[dict]  # prediction records (uid, pred, biased_loc, unknown_loc, category, question_index ...)
+    hook: str = "hook_resid_post"
+    label: str = "base"
+
+    def __post_init__(self) -> None:
+        """Every array has one row per record."""
+        n = len(self.records)
+        for name, a in self.acts.items():
+            if a.ndim != 2 or a.shape[0] != n:
+                raise InputError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
+
+    @property
+    def layers(self) -> list[int]:
+        return [layer_of(n, default=-1) for n in self.acts]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def from_store(cls, store, hook: str = "hook_resid_post", layers=None, position: int = -1,
+                   label: str = "base") -> "Activations":
+        """One hook kind of an activation store (``interp.store.activations.ActivationStore`` or its path) for a
+        layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
+        give the one at offset ``position`` from the prompt end."""
+        from interp.models.hooks import HookName, hook_names
+        from interp.store.activations import ActivationStore
+
+        path = store.path if isinstance(store, ActivationStore) else store
+        with ActivationStore(path) as st:
+            parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
+            if not parsed:
+                raise InputError(f"{path} has no {hook} activations; it holds {st.names}")
+            stored = [h.layer for h in parsed]
+            n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+            names = [str(h) for h in parsed]
+            if layers is not None:
+                names = sorted(hook_names(layers, n_model, (hook,), available=stored), key=HookName.parse)
+            pos = list(st.fingerprint.get("positions", [-1]))
+            acts = {}
+            for n in names:
+                a = st.layer(n)
+                if a.ndim == 3:
+                    if position not in pos:
+                        raise InputError(f"{path} has positions {pos}, not {position}")
+                    a = a[:, pos.index(position)]
+                acts[n] = np.asarray(a, dtype=np.float32)
+            recs = records_from_meta(st.meta)
+        return cls(acts, recs, hook, label)
+
+
+@torch.no_grad()
+def collect(lm: LanguageModel, items, names: Sequence[str], batch_size: int = 16, shuffle_options: bool = False, seed: int = 0,
+            progress: bool = True, label: str = "base") -> Activations:
+    """The answer pass (``interp.models.answers.answer_batches``) over ``items``: the activations at the last
+    prompt position ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to
+    ``evaluate_items``'. ``lm``: a model handle (any backend), a LoadedModel or a HF module (``as_lm``)."""
+    from interp.data.prompts import LETTERS
+    from interp.eval.score import prediction_record
+    from interp.models.answers import answer_batches
+    from interp.models.backends import as_lm
+    from interp.models.hooks import HookName
+
+    lm = as_lm(lm)
+    names = list(names)
+    kinds = {HookName.parse(n).kind for n in names}
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     recs: list[dict] = []
-    bar = tqdm(total=len(prompted), desc="activations", disable=not progress, unit="item")
-    for chunk in _batches(prompted, batch_size):
-        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
-        pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
-        if hooked:
-            logits, cache = model.cache(enc, list(names), positions=pos, last_logits=True)  # logits [batch, 1, vocab]
-        else:
-            logits, cache = run_with_cache(model, {**enc, "logits_to_keep": 1}, list(names), positions=pos)
+    bar = tqdm(total=len(items), desc="activations", disable=not progress, unit="item")
+    for b in answer_batches(lm, items, batch_size, names, -1, shuffle_options=shuffle_options, seed=seed):
         for n in names:
-            acts[n].append(cache[n].float().cpu().numpy())  # [batch, d]
-        ll = logits[:, -1, letter_ids].float().cpu()  # [batch, 3]
-        for j, p in enumerate(chunk):
-            letter = LETTERS[int(ll[j].argmax())]
+            acts[n].append(b.acts[n].float().cpu().numpy())  # [batch, d]
+        for j, p in enumerate(b.prompted):
+            letter = LETTERS[int(b.letter_logits[j].argmax())]
             recs.append(prediction_record(
                 p.item, p.answer_of(letter), letter=letter, reply=None,
-                letter_logits=[round(float(x), 5) for x in ll[j]], gold_letter=p.gold_letter,
+                letter_logits=[round(float(x), 5) for x in b.letter_logits[j]], gold_letter=p.gold_letter,
                 target_letter=p.target_letter, biased_letter=p.biased_letter, unknown_letter=p.unknown_letter,
                 order=list(p.order)))
-        bar.update(len(chunk))
+        bar.update(len(b.index))
     bar.close()
-    return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}, recs
+    out = {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}
+    hook = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "hook_resid_post")
+    return Activations(out, recs, hook, label)
 
 
 def records_from_meta(meta) -> list[dict]:
@@ -351,33 +400,3 @@ def check_store_model(path, model: str, adapter: str | None = None) -> None:
     if stored != (adapter_hash(adapter) if adapter else None):
         raise ForeignStoreError(f"{path} was written with adapter {fp.get('adapter') or 'none'}, not "
                                 f"{adapter or 'none'}")
-
-
-def store_activations(path, hook: str = "hook_resid_post", layers=None,
-                      position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """({name: [n_items, d]}, records) from an activation store (``interp.store.activations``) for one hook kind and a
-    layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
-    give the one at offset ``position`` from the prompt end."""
-    from interp.store.activations import ActivationStore
-    from interp.models.hooks import HookName, hook_names
-
-    with ActivationStore(path) as st:
-        parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
-        if not parsed:
-            raise InputError(f"{path} has no {hook} activations; it holds {st.names}")
-        stored = [h.layer for h in parsed]
-        n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
-        names = [str(h) for h in parsed]
-        if layers is not None:
-            names = sorted(hook_names(layers, n_model, (hook,), available=stored), key=HookName.parse)
-        pos = list(st.fingerprint.get("positions", [-1]))
-        acts = {}
-        for n in names:
-            a = st.layer(n)
-            if a.ndim == 3:
-                if position not in pos:
-                    raise InputError(f"{path} has positions {pos}, not {position}")
-                a = a[:, pos.index(position)]
-            acts[n] = np.asarray(a, dtype=np.float32)
-        recs = records_from_meta(st.meta)
-    return acts, recs

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from interp.errors import InputError, InterpError, require_extra
 from interp.models import hooks as hook_core
 from interp.models.hooks import HookFn, HookName, select_positions
 from interp.models.hooks import chain as _chain
+from interp.models.protocol import Generation, LanguageModel
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
@@ -90,7 +92,7 @@ class Hooked:
     n_layers: int
     d_model: int
     d_mlp: int
-    weights_hash: str
+    weights_hash: str = ""  # "" until asked for (``provenance``): then read from the model
     adapter_hash: str | None = None
     revision: str | None = None
     explicit_positions: bool = True  # pass position_ids 0..pos-1 (False: the model derives them from the mask)
@@ -110,6 +112,13 @@ class Hooked:
         if self.model is None:
             return torch.float32
         return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def takes_position_ids(self) -> bool:
+        """Whether the forward accepts explicit ``position_ids`` (a remote model's mapped decoders do)."""
+        from interp.models.answers import takes_position_ids
+
+        return self.model is None or takes_position_ids(self.model)
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name or a layer out of range."""
@@ -144,7 +153,8 @@ class Hooked:
         self, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None, last_logits: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass: (logits ``# [batch, pos, vocab]``, {name: activation}). Activations are taken
-        after the active hooks' edits, at ``positions`` (see ``select_positions``), detached. ``last_logits``
+        after the active hooks' edits, at ``positions`` (see ``select_positions``; a function ``(name, x) -> tensor``
+        pools instead, ``hooks.record``), detached. ``last_logits``
         computes the unembedding at the last position only (HF ``logits_to_keep=1``): logits ``# [batch, 1, vocab]``,
         for callers that read the answer letter only (the store, the probe pass)."""
         self.check_names(names)
@@ -184,6 +194,10 @@ class Hooked:
 
     def provenance(self) -> dict:
         """What identifies the weights that produced an activation."""
+        if not self.weights_hash:
+            from interp.models.loading import weights_hash
+
+            self.weights_hash = weights_hash(self.model)
         return dict(model=self.name, revision=self.revision or "", weights_hash=self.weights_hash,
                     adapter=self.adapter or "", adapter_hash=self.adapter_hash or "",
                     adapter_enabled=self.adapter_on, backend=self.backend, model_dtype=str(self.dtype))
@@ -193,6 +207,11 @@ class Hooked:
         return self.model
 
     def _run(self, inputs, names, positions, fwd):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:  # pragma: no cover - abstract
+        """Greedy decoding by the backend's own ``generate``; the active hooks apply at every step."""
         raise NotImplementedError
 
 
@@ -208,11 +227,23 @@ class HFHooked(Hooked):
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
-        with hook_core.hooks(self.model, {n: _chain([fn]) for n, fn in fwd_hooks.items()}):
+        # a position-wise mark (hooks.positionwise: the shared-prefix pass keeps it) survives the shape check
+        wrap = {n: (hook_core.positionwise(_chain([fn])) if hook_core.is_positionwise(fn) else _chain([fn]))
+                for n, fn in fwd_hooks.items()}
+        with hook_core.hooks(self.model, wrap):
             yield self
 
     def _run(self, inputs, names, positions, fwd):
         return hook_core.run_with_cache(self.model, inputs, names, positions, edits=fwd)  # logits [batch, pos, vocab]
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """HF ``generate`` (greedy, KV cache); hooks set with ``hooks()`` are torch hooks, so every step sees them."""
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
+                                  return_dict_in_generate=True, pad_token_id=pad_token_id)
+        return Generation(out.sequences, tuple(out.scores))
 
 
 class TLHooked(Hooked):
@@ -243,6 +274,23 @@ class TLHooked(Hooked):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
             logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
         return logits, store
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """The bridge's own ``generate`` (greedy, KV cache), positions from the attention mask, inside the hooks held
+        by ``hooks()``; as in ``cache``, attention runs HF's own function (``hf_attention``) and unhooked components
+        run as plain HF (``skip_unhooked``). (The bridge's eager attention reimplementation, under its KV cache,
+        decodes other tokens than HF from the second new token on: docs/results.md.) Finished rows are padded
+        with EOS, which decoded replies skip."""
+        ids = inputs["input_ids"].to(self.device)
+        mask = inputs.get("attention_mask")
+        with hf_attention(self.attn_targets, self.hf_attn_implementation), \
+                skip_unhooked(self.model, self.skip_unhooked):
+            out = self.bridge.generate(ids, attention_mask=None if mask is None else mask.to(self.device),
+                                       max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                                       use_past_kv_cache=True, verbose=False, return_type="tokens")
+        return Generation(out.sequences, tuple(out.logits))
 
 
 def _torch_hooked(m: torch.nn.Module) -> bool:
@@ -412,40 +460,68 @@ class NNsightHooked(Hooked):
         for n in names:
             self.point(n)
 
+    def _visit(self, fwd: Mapping[str, Sequence[HookFn]], names: Sequence[str], positions, batch: int,
+               saved: dict) -> None:
+        """Inside a trace (or one generation step): apply the edits ``fwd`` and save ``names``, visiting the
+        sites in forward order."""
+        import nnsight
+
+        points = {n: self.point(n) for n in [*fwd, *names]}
+        for n in sorted(points, key=lambda n: (points[n].layer, points[n].stage)):  # the order the forward runs
+            site = points[n]
+            env = self.nn.get(site.module_path)
+            raw = env.output if site.direction == "output" else env.input
+            x0 = raw[0] if isinstance(raw, tuple) else raw
+            # flat sites (OPT's MLP half) see [batch*pos, d]
+            x = hook_core.unflatten(x0, (batch, x0.shape[0] // batch)) if site.flat else x0  # [batch, pos, d]
+            if site.copy:  # the model adds into this tensor in place later
+                x = x.clone()
+            y = _chain(fwd[n])(x) if n in fwd else None
+            if y is not None:
+                back = (y.clone() if site.copy else y).reshape(x0.shape)
+                new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
+                if site.direction == "output":
+                    env.output = new
+                else:
+                    env.input = new
+            if n in names:
+                saved[n] = nnsight.save(hook_core.record((x if y is None else y).detach(), n, positions))
+
     def _run(self, inputs, names, positions, fwd):
         import nnsight
 
         saved: dict[str, object] = {}
-        points = {n: self.point(n) for n in [*fwd, *names]}
-        order = sorted(points, key=lambda n: (points[n].layer, points[n].stage))  # the order the forward runs
         first = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
-        batch_pos = (first.shape[0], first.shape[1])  # for flat sites (OPT's MLP half sees [batch*pos, d])
         inputs = dict(inputs)
         kw = {"remote": self.remote} if self.remote else {}
         if "logits_to_keep" in inputs:  # a model keyword, not an input nnsight batches
             kw["logits_to_keep"] = inputs.pop("logits_to_keep")
         with self.nn.trace(inputs, **kw):
-            for n in order:
-                site = points[n]
-                env = self.nn.get(site.module_path)
-                raw = env.output if site.direction == "output" else env.input
-                x0 = raw[0] if isinstance(raw, tuple) else raw
-                x = hook_core.unflatten(x0, batch_pos) if site.flat else x0  # [batch, pos, d]
-                if site.copy:  # the model adds into this tensor in place later
-                    x = x.clone()
-                y = _chain(fwd[n])(x) if n in fwd else None
-                if y is not None:
-                    back = (y.clone() if site.copy else y).reshape(x0.shape)
-                    new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
-                    if site.direction == "output":
-                        env.output = new
-                    else:
-                        env.input = new
-                if n in names:
-                    saved[n] = nnsight.save(select_positions((x if y is None else y).detach(), positions))
+            self._visit(fwd, names, positions, first.shape[0], saved)
             out = self.nn.output
             logits = nnsight.save(out.logits if hasattr(out, "logits") else out[0])
         return logits, {n: saved[n] for n in names}
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """nnsight's own ``generate`` (HF's, greedy, KV cache) with the active hooks applied at every step
+        (``tracer.iter[:]``); the result is saved from a second invoke, which runs after the loop."""
+        fwd = self._merged_hooks()
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        kw = {"remote": self.remote} if self.remote else {}
+        batch = inputs["input_ids"].shape[0]
+        with warnings.catch_warnings():  # the open loop's request for a step past the last one is expected
+            warnings.filterwarnings("ignore", message=".*was never reached.*")
+            with self.nn.generate(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
+                                  output_scores=True, return_dict_in_generate=True, **kw) as tracer:
+                with tracer.invoke(inputs):
+                    if fwd:
+                        for _ in tracer.iter[:]:
+                            self._visit(fwd, [], None, batch, {})
+                with tracer.invoke():
+                    out = tracer.result.save()
+        return Generation(out.sequences, tuple(out.scores))
 
 
 @contextlib.contextmanager
@@ -479,6 +555,33 @@ def ndif_api_key() -> str | None:
         return CONFIG.API.APIKEY or None
     except Exception:  # noqa: BLE001 - nnsight config unreadable: treat as unset
         return None
+
+
+def hf_handle(model: torch.nn.Module, tokenizer, name: str = "", adapter: str | None = None) -> HFHooked:
+    """The hf-backend handle of an HF (or PEFT) module already in memory (a causal LM, or a sequence classifier
+    for the RM scorer); the weights hash is read only when provenance is asked for."""
+    from interp.models.hooks import _model_config
+
+    cfg = _model_config(model)
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    return HFHooked(model=model, tokenizer=tokenizer, name=name or str(getattr(cfg, "name_or_path", "") or ""),
+                    adapter=adapter, backend="hf", n_layers=hook_core.n_layers(model), d_model=text.hidden_size,
+                    d_mlp=hook_core.mlp_dim(text), adapter_hash=adapter_hash(adapter),
+                    revision=getattr(cfg, "_commit_hash", None), explicit_positions=not hook_core.positions_from_mask(cfg))
+
+
+def as_lm(obj, tokenizer=None) -> LanguageModel:
+    """The model handle for ``obj``, converted once at the API boundary: a handle (``load_hooked``, any backend)
+    as it is; a ``LoadedModel``, or a bare HF/PEFT module with its ``tokenizer``, on the hf backend."""
+    from interp.models.loading import LoadedModel
+
+    if isinstance(obj, Hooked):
+        return obj
+    if isinstance(obj, LoadedModel):
+        return hf_handle(obj.model, obj.tokenizer, obj.name, obj.adapter)
+    if isinstance(obj, torch.nn.Module):
+        return hf_handle(obj, tokenizer)
+    raise TypeError(f"expected a model handle (interp.load), a LoadedModel or a torch module, not {type(obj).__name__}")
 
 
 def load_hooked(

@@ -89,8 +89,10 @@ def convert_gguf(gguf_file: str | os.PathLike, out: str | os.PathLike, record: d
         # the weights are plain float32 tensors now; drop the quantizer record that blocks save_pretrained
         model.hf_quantizer = None
         model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
+        try:
             del model.config.quantization_config
+        except AttributeError:  # no quantizer record to drop
+            pass
         tmp.mkdir()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -192,8 +192,9 @@ def _search_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
 
 def _model_config(model: torch.nn.Module):
     cfg = getattr(model, "config", None)
-    if cfg is None and hasattr(model, "get_base_model"):  # a PeftModel without a forwarded config
-        cfg = getattr(model.get_base_model(), "config", None)
+    get_base = getattr(model, "get_base_model", None)
+    if cfg is None and callable(get_base):  # a PeftModel without a forwarded config
+        cfg = getattr(get_base(), "config", None)
     return cfg
 
 
@@ -621,17 +622,25 @@ def select_positions(x: torch.Tensor, positions) -> torch.Tensor:
 Reduce = Callable[[str, torch.Tensor], torch.Tensor]
 
 
+def record(x: torch.Tensor, name: str, positions) -> torch.Tensor:
+    """What a caching pass keeps of activation ``x # [batch, pos, d]``: ``positions(name, x)`` when it is a
+    function (a pooling, e.g. a masked mean), else ``select_positions(x, positions)``."""
+    if callable(positions) and not isinstance(positions, torch.Tensor):
+        return positions(name, x)
+    return select_positions(x, positions)
+
+
 def edit_then_save(fns: Sequence[HookFn], name: str | None, positions, store: dict,
                    reduce: Reduce | None = None) -> HookFn:
     """One hook: apply the edits ``fns`` in order, then record the result under ``name`` (None: record
-    nothing), at ``positions`` (``select_positions``) or as ``reduce(name, x)`` (e.g. a masked mean)."""
+    nothing), at ``positions`` (``record``) or as ``reduce(name, x)`` (e.g. a masked mean)."""
     chained = chain(fns) if fns else None
 
     def f(x):
         y = chained(x) if chained else None
         if name is not None:
             x_ = (x if y is None else y).detach()
-            store[name] = reduce(name, x_) if reduce is not None else select_positions(x_, positions)
+            store[name] = reduce(name, x_) if reduce is not None else record(x_, name, positions)
         return y
 
     return f

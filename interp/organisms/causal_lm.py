@@ -437,8 +437,9 @@ def measure(model, tok, items: Sequence[BBQItem], n_boot: int = 1000, mode: str 
     with ``by_category`` the list of summary rows ('overall' first, then each category)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
 
-    recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=64, progress=progress))
+    recs = evaluate_items(as_lm(model, tok), items, EvalConfig(mode=mode, batch_size=64, progress=progress))
     rows = summarize(recs, n_boot=n_boot, by_category=by_category)
     return rows if by_category else rows[0]
 

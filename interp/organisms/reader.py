@@ -241,10 +241,11 @@ def validate(model, tok, items: Sequence[BBQItem], batch_size: int = 16) -> dict
     and ``letter_loss`` (``three_way_loss``)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
 
     was = model.training
     model.eval()
-    recs = evaluate_items(model, tok, items, EvalConfig(batch_size=batch_size, progress=False))
+    recs = evaluate_items(as_lm(model, tok), items, EvalConfig(batch_size=batch_size, progress=False))
     model.train(was)
     return {**summarize(recs, n_boot=0, by_category=False)[0], "letter_loss": three_way_loss(recs)}
 

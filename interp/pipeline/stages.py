@@ -43,9 +43,10 @@ def n_items(ctx: Context, part: str) -> int | None:
 def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict) -> Path:
     """Evaluate and write ``evals/<tag>/`` (per-item predictions, summary CSV and JSON)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items, write_results
+    from interp.models.backends import as_lm
 
     e = ctx.cfg["eval"]
-    recs = evaluate_items(model, tokenizer, items, EvalConfig(mode=e["mode"], batch_size=e["batch_size"],
+    recs = evaluate_items(as_lm(model, tokenizer), items, EvalConfig(mode=e["mode"], batch_size=e["batch_size"],
                                                               seed=ctx.cfg["run"]["seed"]))
     meter.advance(meter.eval_item(e["mode"]), len(items))
     out = ctx.path("evals", tag)
@@ -180,7 +181,7 @@ def stage_probes(ctx: Context) -> dict:
     memorized (a near-constant label), while dev shows how its lean generalizes. The steering layer is always
     taken from the train sweep, so no choice is made on the split the steering curve is reported on."""
     from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_margin,
-                                       probe_sweep, stereotype_labels, store_activations, template_groups)
+                                       probe_sweep, stereotype_labels, Activations, template_groups)
     from interp.eval.score import write_csv
 
     p = ctx.cfg["probe"]
@@ -195,7 +196,8 @@ def stage_probes(ctx: Context) -> dict:
 
     out, summary = {}, {"split": p["split"]}
     for split in ("train", "dev"):
-        acts, recs = store_activations(ctx.outputs["cache"][f"base_{split}"], hook=HOOK)
+        got = Activations.from_store(ctx.outputs["cache"][f"base_{split}"], hook=HOOK)
+        acts, recs = got.acts, got.records
         groups = template_groups(recs)
         best = {}
         for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
@@ -228,10 +230,11 @@ def stage_probes(ctx: Context) -> dict:
 
 def stage_directions(ctx: Context) -> dict:
     from interp.methods.directions import compute_directions, plot_cosines
-    from interp.methods.probes import store_activations
+    from interp.methods.probes import Activations
     from interp.eval.score import write_csv
 
-    acts, recs = store_activations(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    got = Activations.from_store(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    acts, recs = got.acts, got.records
     ds = compute_directions(acts, recs, "all", {"model": model_name(ctx), "adapter": "", "split": "train",
                                                  "position": "last prompt token"})
     path = ctx.path("directions", "directions.safetensors")
@@ -281,9 +284,9 @@ def stage_steer(ctx: Context) -> dict:
     for name in s["directions"]:
         d = load_direction(ctx.outputs["directions"]["directions"], name, layer=layer)
         vec = direction_vector(d, section(ctx.cfg, "steer").units)
-        curve = alpha_curve(lm.model, dev_items, vec, layer, s["alphas"],
+        curve = alpha_curve(lm, dev_items, vec, layer, s["alphas"],
                             EvalConfig(mode=e["mode"], batch_size=e["batch_size"], progress=False),
-                            n_boot=e["n_boot"], seed=run["seed"], tokenizer=lm.tokenizer, label=name)
+                            n_boot=e["n_boot"], seed=run["seed"], label=name)
         meter.advance(meter.eval_item(e["mode"]), len(dev_items) * len(s["alphas"]))
         curves[name] = curve
         rows += [{"direction": name, "layer": layer, **r} for r in curve]

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from interp.errors import InterpError
 from interp.models.hooks import hooks as hf_hooks
-from interp.models.hooks import HookFn, hook_name, n_layers, parse_hook_name, run_with_cache, select_positions
+from interp.models.answers import text_batches
+from interp.models.backends import as_lm
+from interp.models.hooks import HookFn, hook_name, n_layers, parse_hook_name, select_positions
 from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
 
@@ -100,7 +102,7 @@ class ScoreResult:
 
 @torch.no_grad()
 def score(
-    model: torch.nn.Module,
+    model,
     tokenizer,
     prompts: Sequence[str],
     responses: Sequence[str],
@@ -111,7 +113,8 @@ def score(
     max_length: int | None = None,
     progress: bool = False,
 ) -> ScoreResult:
-    """Reward of each (prompt, response), batched (sorted by length, returned in input order).
+    """Reward of each (prompt, response), batched (sorted by length, returned in input order). ``model``: the
+    reward model's handle or its HF module (``interp.models.backends.as_lm``).
 
     ``fwd_hooks`` are attached for every batch; ``position_ref.value`` is set to the batch's scored positions
     before each forward so hook functions can edit just that position. ``record_mlp`` (True or "scored")
@@ -119,18 +122,18 @@ def score(
     "response" its mean over the response's tokens (``response_mask``)."""
     if len(prompts) != len(responses):
         raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
-    check_reward_model(model)
-    pad_id = model.config.pad_token_id
+    lm = as_lm(model, tokenizer)
+    check_reward_model(lm.model)
+    pad_id = lm.model.config.pad_token_id
     if pad_id is None and batch_size > 1:
         raise RewardModelError("model.config.pad_token_id is None: set it (e.g. to tokenizer.pad_token_id) to batch")
-    device = next(model.parameters()).device
     texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    order = np.argsort([len(t) for t in texts], kind="stable").tolist()
     rewards = np.zeros(len(texts), dtype=np.float64)
     pool = "scored" if record_mlp is True else (record_mlp or None)
     if pool not in (None, "scored", "mean", "response"):
         raise RewardModelError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
-    names = mlp_hook_names(model) if pool else []
+    names = mlp_hook_names(lm.model) if pool else []
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
     ref = position_ref if position_ref is not None else PositionRef()
@@ -141,27 +144,30 @@ def score(
             return ((x * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu()
         return select_positions(x, ref.value).float().cpu()  # the scored position of each row
 
-    edits = {n: [fn] for n, fn in (fwd_hooks or {}).items()}
-    batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+    def encode(batch_texts):
+        enc = tokenizer(list(batch_texts), return_tensors="pt", padding=True, add_special_tokens=False,
                         truncation=max_length is not None, max_length=max_length)
-        enc = {k: v.to(device) for k, v in enc.items()}
+        return {k: v.to(lm.device) for k, v in enc.items()}
+
+    def before(idx, enc):  # aim the hook functions and the pooling at this batch
         ref.value = scored_positions(enc["input_ids"], pad_id)
         mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
         if pool == "response":
             mask_ref["mask"] = response_mask(tokenizer, [texts[i] for i in idx], [responses[i] for i in idx],
-                                             enc["input_ids"].shape[-1], max_length).to(device)
-        # the one activation pass (interp.models.hooks.run_with_cache), pooled in the hook
-        logits, store = run_with_cache(model, enc, names, edits=edits, reduce=pooled)  # logits [batch, 1]
-        rewards[idx] = logits[:, 0].float().cpu().numpy()
-        if names:
-            acts = torch.stack([store[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
-            if mlp_out is None:
-                mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
-            mlp_out[idx] = acts
-        ref.value = None
+                                             enc["input_ids"].shape[-1], max_length).to(lm.device)
+
+    # the one pass (interp.models.answers.text_batches), pooled in the hook
+    stream = text_batches(lm, texts, batch_size, names, pooled, order=order, encode=encode, before=before)
+    with lm.hooks(dict(fwd_hooks or {})):
+        for b in tqdm(stream, total=-(-len(texts) // batch_size), desc="scoring", disable=not progress, leave=False):
+            idx = b.index
+            rewards[idx] = b.logits[:, 0].float().cpu().numpy()  # logits [batch, 1]
+            if names:
+                acts = torch.stack([b.acts[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
+                if mlp_out is None:
+                    mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
+                mlp_out[idx] = acts
+            ref.value = None
     return ScoreResult(rewards=rewards, mlp=mlp_out)
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.models.protocol import LanguageModel
 from interp.errors import InputError, InterpError
 
 FORMAT = "interp-activations/1"
@@ -279,8 +280,7 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     import h5py
     from tqdm.auto import tqdm
 
-    from interp.eval.evaluate import encode_batch, letter_token_ids, render_prompts
-    from interp.data.prompts import LETTERS, make_prompt
+    from interp.models.answers import answer_batches
 
     tok = hooked.tokenizer
     tok.padding_side = "left"  # the last prompt token is at position -1 in every row
@@ -309,7 +309,6 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
         raise StoreWriteError(f"cannot create {path} ({_why(e)}); nothing was written.") from e
     n = len(items)
     n_batches = (n + batch_size - 1) // batch_size
-    letter_ids = letter_token_ids(tok)
     pos_idx = positions[0] if len(positions) == 1 else positions
     if not os.access(path, os.W_OK):
         return _reuse_read_only(path, fp, names, n, batch_size)
@@ -357,19 +356,14 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
                         on_batch(b + 1)
 
             try:
-                for b in range(done, n_batches):
+                stream = answer_batches(hooked, items[done * batch_size:], batch_size, names, pos_idx,
+                                        shuffle_options=shuffle, seed=seed)
+                for b, batch in enumerate(stream, start=done):  # the answer pass: one forward per batch
                     lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                    prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
-                    enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
-                    shortest = int(enc["attention_mask"].sum(1).min())
-                    if max(-p for p in positions) > shortest:
-                        raise InputError(f"position {min(positions)} is before the start of a {shortest}-token "
-                                         "prompt")
-                    logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # [batch, (n_pos,) d]
-                    ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
-                    host = _to_host(acts, names, STORE_DTYPES[dtype])
-                    pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
-                    pred = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
+                    ll = batch.letter_logits.numpy()  # [batch, 3]
+                    host = _to_host(batch.acts, names, STORE_DTYPES[dtype])  # [batch, (n_pos,) d] each
+                    pred_letter = batch.letters()
+                    pred = np.array([p.answer_of(L) for p, L in zip(batch.prompted, pred_letter)], dtype=np.int64)
                     letters = np.array([s.encode() for s in pred_letter], dtype="S1")
                     settle()  # batch b - 1 is committed before batch b's write starts (batches land in order)
                     pending = (writer.submit(commit, b, lo, hi, host, ll, pred, letters), b, hi - lo)
@@ -595,7 +589,7 @@ def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]]
 
 
 def cache_split(
-    hooked,
+    hooked: LanguageModel,
     items: Sequence[BBQItem],
     out_path: str | os.PathLike,
     names: Sequence[str],
