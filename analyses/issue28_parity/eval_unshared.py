@@ -3,7 +3,7 @@ pass alone, to compare with a record made before the shared prefix landed. usage
 import json
 import sys
 
-from interp.data.split import split_items
+from interp.data.bbq import split_items
 from interp.eval.evaluate import EvalConfig, evaluate_items
 from interp.models.backends import as_lm
 from interp.models.loading import load_model
