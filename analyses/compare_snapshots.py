@@ -19,9 +19,13 @@ def _num(x: str):
         return x
 
 
-def table_diff(a: Path, b: Path) -> float:
-    """The largest absolute difference between two CSV tables' numeric cells (inf when their shape or text differs)."""
+def table_diff(a: Path, b: Path, roots: tuple[Path, Path] | None = None) -> float:
+    """The largest absolute difference between two CSV tables' numeric cells (inf when their shape or text differs;
+    text cells naming a file inside each snapshot's own ``roots`` compare equal)."""
     ra, rb = list(csv.DictReader(open(a))), list(csv.DictReader(open(b)))
+    if roots:
+        ra = [{k: v.replace(str(roots[0]), "<snapshot>") for k, v in r.items()} for r in ra]
+        rb = [{k: v.replace(str(roots[1]), "<snapshot>") for k, v in r.items()} for r in rb]
     if len(ra) != len(rb) or (ra and ra[0].keys() != rb[0].keys()):
         return float("inf")
     worst = 0.0
@@ -53,7 +57,7 @@ def main() -> None:
         "eval summary (summary.csv)": table_diff(A / "eval/summary.csv", B / "eval/summary.csv"),
         "probe table": table_diff(A / "probe/probe.csv", B / "probe/probe.csv"),
         "directions": tensors_diff(A / "directions.safetensors", B / "directions.safetensors"),
-        "alpha-curve": table_diff(A / "steer/alpha_curve.csv", B / "steer/alpha_curve.csv"),
+        "alpha-curve": table_diff(A / "steer/alpha_curve.csv", B / "steer/alpha_curve.csv", (A, B)),
         "GRPO adapter (4 steps)": tensors_diff(adapter(A), adapter(B)),
     }
     print(json.dumps(rows, indent=1))
