@@ -28,9 +28,21 @@ def organism() -> None:
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None,
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
 @click.option("--force", is_flag=True, help="Rebuild even when a finished organism is there.")
-def organism_build(small, seed, out, bbq_dir, force):
+@click.option("--backbone", type=click.Choice(["smollm2"]), default=None,
+              help="Train a reward model on this pretrained backbone instead (LoRA on its top layers plus a score "
+                   "head; the recipe is chosen on validation pairs; docs/rm.md).")
+@click.option("--pairs", "n_pairs", type=click.IntRange(min=8), default=None,
+              help="Training pairs of a --backbone build (default 400).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs of a --backbone build (default 2).")
+def organism_build(small, seed, out, bbq_dir, force, backbone, n_pairs, epochs):
     """Train the RM organism and write its model, train/val/test pairs and organism.json (the shipped seed-0
-    organisms were made this way; `--rm organism` keeps using them)."""
+    organisms were made this way; `--rm organism` keeps using them). With --backbone, train a reward model
+    on a pretrained backbone and write its adapter, score head and manifest.json."""
+    if backbone:
+        _build_backbone(backbone, seed, out, bbq_dir, force, n_pairs, epochs)
+        return
+    if n_pairs is not None or epochs is not None:
+        raise click.UsageError("--pairs and --epochs apply to a --backbone build")
     from interp.organisms.rm import INFO_FILE, build_rm_organism, default_rm_organism_dir, is_complete
 
     dest = Path(out) if out else default_rm_organism_dir(small, seed)
@@ -43,6 +55,28 @@ def organism_build(small, seed, out, bbq_dir, force):
                f"{rec['n_mlp_neurons']} MLP neurons, pairs {rec['n_pairs']}, built in {rec['build_seconds']} s; "
                f"last epoch {rec['train_log'][-1]}")
     click.echo(f"use it with: interp rm study --organism {dest}  (or interp rm debias --rm {dest})")
+
+
+def _build_backbone(backbone, seed, out, bbq_dir, force, n_pairs, epochs) -> None:
+    from dataclasses import replace
+
+    from interp.organisms.rm_backbone import (MANIFEST_FILE, BackboneRMConfig, build_backbone_rm,
+                                              default_backbone_rm_dir, is_built)
+
+    dest = Path(out) if out else default_backbone_rm_dir(backbone, seed)
+    cfg = BackboneRMConfig(backbone=backbone)
+    cfg = replace(cfg, n_train_pairs=n_pairs or cfg.n_train_pairs, epochs=epochs or cfg.epochs)
+    if is_built(dest) and not force:
+        click.echo(f"backbone RM already built at {dest} (use --force to rebuild)")
+    else:
+        build_backbone_rm(dest, cfg, seed=seed, bbq_dir=bbq_dir)
+    m = json.loads((dest / MANIFEST_FILE).read_text())
+    click.echo(f"backbone RM on {m['backbone']} at {dest}: K={m['k']} top layers, lr {m['lr']:g} (chosen on "
+               f"validation), pairs {m['n_pairs']}, built in {m['build_seconds']} s")
+    for r in m["grid"]:
+        click.echo(f"  K={r['k']} lr={r['lr']:g}: val loss {r['val_loss']:.4f}, val acc {r['val_acc']:.3f}")
+    click.echo("ship it with: python -c \"from interp.organisms.rm_backbone import ship_backbone_rm; "
+               f"ship_backbone_rm('{dest}')\"")
 
 
 def _resolve_rm(rm: str, seed: int, bbq_dir):
