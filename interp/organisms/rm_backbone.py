@@ -47,8 +47,8 @@ class BackboneRMConfig:
     """Pairs (as the RM organism draws them), the recipe grid and the training settings of a backbone RM."""
 
     backbone: str = "smollm2"
-    n_train_pairs: int = 400
-    n_val_pairs: int = 100
+    n_train_pairs: int = 256
+    n_val_pairs: int = 80
     n_test_per_split: int = 200
     p_active: float = 0.5
     p_chosen_train: float = 0.9

@@ -32,7 +32,7 @@ def organism() -> None:
               help="Train a reward model on this pretrained backbone instead (LoRA on its top layers plus a score "
                    "head; the recipe is chosen on validation pairs; docs/rm.md).")
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=8), default=None,
-              help="Training pairs of a --backbone build (default 400).")
+              help="Training pairs of a --backbone build (default 256).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs of a --backbone build (default 2).")
 def organism_build(small, seed, out, bbq_dir, force, backbone, n_pairs, epochs):
     """Train the RM organism and write its model, train/val/test pairs and organism.json (the shipped seed-0
