@@ -386,16 +386,28 @@ def build_backbone_rm(out_dir: str | os.PathLike, cfg: BackboneRMConfig | None =
             "train_seconds": round(train_s, 1),
         }
         with staged_dir(out, is_built, "a backbone RM") as tmp:
-            tmp.mkdir(parents=True)
-            save_file(load_file(str(work / f"{best['tag']}.adapter.safetensors")), str(tmp / ADAPTER_FILE))
-            save_file(load_file(str(work / f"{best['tag']}.score.safetensors")), str(tmp / HEAD_FILE))
-            manifest["files"] = {f: _sha(tmp / f) for f in (ADAPTER_FILE, HEAD_FILE)}
             manifest["build_seconds"] = round(time.time() - t0, 1)
-            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+            write_built(tmp, load_file(str(work / f"{best['tag']}.adapter.safetensors")),
+                        load_file(str(work / f"{best['tag']}.score.safetensors")), manifest)
         shutil.rmtree(work, ignore_errors=True)
     finally:
         torch.set_num_threads(prev_threads)
     return out
+
+
+def write_built(folder: str | os.PathLike, lora: dict[str, torch.Tensor], head: dict[str, torch.Tensor],
+                manifest: dict) -> Path:
+    """Write adapter, head and manifest (with each file's sha256 under ``files``) into a new folder."""
+    from safetensors.torch import save_file
+
+    d = Path(folder)
+    d.mkdir(parents=True)
+    save_file(lora, str(d / ADAPTER_FILE))
+    save_file(head, str(d / HEAD_FILE))
+    man = {"format_version": FORMAT_VERSION, **manifest,
+           "files": {f: _sha(d / f) for f in (ADAPTER_FILE, HEAD_FILE)}}
+    (d / MANIFEST_FILE).write_text(json.dumps(man, indent=1))
+    return d
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,8 +30,14 @@ class RewardModelError(ValueError):
 def load_reward_model(path: str, device: str | None = "auto", dtype: str | None = "auto") -> LoadedModel:
     """Load an ``AutoModelForSequenceClassification`` with one output and its tokenizer (no remote code).
 
-    A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``."""
+    A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``. A shipped
+    backbone RM's name (``rm-smollm2``) loads its merged folder (``ensure_backbone_rm``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from interp.organisms.rm_backbone import SHIPPED_BACKBONE_RMS, ensure_backbone_rm
+
+    if str(path) in SHIPPED_BACKBONE_RMS:
+        path = str(ensure_backbone_rm(str(path)))
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(path)

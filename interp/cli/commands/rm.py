@@ -86,6 +86,10 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
     if rm in ("organism", "organism-small"):
         org = ensure_rm_organism(small=rm == "organism-small", seed=seed, bbq_dir=bbq_dir)
         return org / MODEL_DIR, org
+    from interp.organisms.rm_backbone import SHIPPED_BACKBONE_RMS, ensure_backbone_rm
+
+    if rm in SHIPPED_BACKBONE_RMS:
+        return ensure_backbone_rm(rm), None
     p = Path(rm)
     if is_complete(p):
         return p / MODEL_DIR, p
@@ -193,10 +197,30 @@ def _print_summary(result) -> None:
 @click.option("--out", type=click.Path(), default="results/rm_study", show_default=True)
 @click.option("--organism", "organism_dir", type=click.Path(), default=None,
               help="An RM organism folder you built (`interp rm organism build --out DIR`) instead of the shipped one.")
-def study(small, seed, device, bbq_dir, out, organism_dir):
-    """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), or on
-    --organism."""
-    from interp.rm.study import run_rm_study
+@click.option("--rm", "rm", type=click.Choice(["organism", "rm-smollm2"]), default="organism", show_default=True,
+              help="The RM organism, or the reward model on SmolLM2 (merged onto the installed smollm2 once; the "
+                   "paper's claims are then measured checks in claims.json).")
+@click.option("--n-val", type=click.IntRange(min=4), default=60, show_default=True,
+              help="--rm rm-smollm2: validation pairs for neurons, directions, medians and baseline fits.")
+@click.option("--n-test-per-split", type=click.IntRange(min=2), default=60, show_default=True,
+              help="--rm rm-smollm2: test pairs per split (neutral, easy, hard).")
+def study(small, seed, device, bbq_dir, out, organism_dir, rm, n_val, n_test_per_split):
+    """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), on
+    --organism, or on --rm rm-smollm2."""
+    from interp.rm.study import run_backbone_study, run_rm_study
+
+    if rm != "organism":
+        if small or organism_dir:
+            raise click.UsageError("--small and --organism apply to the RM organism, not --rm " + rm)
+        s = run_backbone_study(out, rm=rm, n_val=n_val, n_test_per_split=n_test_per_split, seed=seed,
+                               device=device, bbq_dir=bbq_dir)
+        acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")}
+               for m, row in s["accuracy"].items()}
+        click.echo(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
+                               "fraction": s["fraction"], "direction": s.get("direction"),
+                               "claims": s["claims"]}, indent=1))
+        click.echo(f"wrote {out} (claims.json holds the paper's claims as measured checks)")
+        return
 
     s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, organism_dir=organism_dir, device=device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
