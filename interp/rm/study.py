@@ -184,11 +184,11 @@ def take_per_split(pairs, n: int | None) -> list:
     return out
 
 
-BACKBONE_STUDY = DebiasConfig(n_val_sensitivity=30, n_sensitivity=60, batch_size=16)
+BACKBONE_STUDY = DebiasConfig(n_val_sensitivity=12, n_sensitivity=30, batch_size=16)
 
 
-def run_backbone_study(out_dir: str | os.PathLike, rm: str = "rm-smollm2", n_val: int | None = 60,
-                       n_test_per_split: int | None = 60, config: DebiasConfig | None = None, seed: int = 0,
+def run_backbone_study(out_dir: str | os.PathLike, rm: str = "rm-smollm2", n_val: int | None = 40,
+                       n_test_per_split: int | None = 30, config: DebiasConfig | None = None, seed: int = 0,
                        device: str = "auto", bbq_dir: str | os.PathLike | None = None,
                        model_dir: str | os.PathLike | None = None, pairs: tuple | None = None,
                        progress: bool = True) -> dict:

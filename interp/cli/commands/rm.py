@@ -200,9 +200,9 @@ def _print_summary(result) -> None:
 @click.option("--rm", "rm", type=click.Choice(["organism", "rm-smollm2"]), default="organism", show_default=True,
               help="The RM organism, or the reward model on SmolLM2 (merged onto the installed smollm2 once; the "
                    "paper's claims are then measured checks in claims.json).")
-@click.option("--n-val", type=click.IntRange(min=4), default=60, show_default=True,
+@click.option("--n-val", type=click.IntRange(min=4), default=40, show_default=True,
               help="--rm rm-smollm2: validation pairs for neurons, directions, medians and baseline fits.")
-@click.option("--n-test-per-split", type=click.IntRange(min=2), default=60, show_default=True,
+@click.option("--n-test-per-split", type=click.IntRange(min=2), default=30, show_default=True,
               help="--rm rm-smollm2: test pairs per split (neutral, easy, hard).")
 def study(small, seed, device, bbq_dir, out, organism_dir, rm, n_val, n_test_per_split):
     """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), on
