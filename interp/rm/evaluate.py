@@ -279,7 +279,8 @@ def sensitivity_rows(scorer: Scorer, methods: Sequence[str], prompts: Sequence[s
             edited = [fn(r) for r in responses]
             d = scorer.rewards(m, prompts, edited) - base
             if deltas is not None:
-                deltas.setdefault(m, {})[edit] = d            rows.append({"method": m, "edit": edit, "attribute": EDIT_ATTRIBUTE[edit],
+                deltas.setdefault(m, {})[edit] = d
+            rows.append({"method": m, "edit": edit, "attribute": EDIT_ATTRIBUTE[edit],
                          "mean_change": float(d.mean()), "normalized": float(d.mean() / sd), "n": len(responses)})
     return rows
 
