@@ -17,33 +17,17 @@ import json
 import time
 from pathlib import Path
 
-METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
-
-
 def run(model: str, limit: int | None, batch_size: int, n_boot: int, mode: str) -> dict:
+    from dataclasses import asdict
+
     from interp.data.bbq import load
-    from interp.eval.evaluate import EvalConfig, evaluate_items
-    from interp.eval.metrics import summarize
-    from interp.models.loading import load_model
+    from interp.eval.guard import dtype_guard
 
     items = load(split="dev", limit=limit)
-    out: dict = {"model": model, "n_items": len(items), "mode": mode, "batch_size": batch_size,
-                 "date": time.strftime("%Y-%m-%d")}
-    recs = {}
-    for dtype in ("float32", "bfloat16"):
-        lm = load_model(model, device="cpu", dtype=dtype)
-        t0 = time.perf_counter()
-        recs[dtype] = evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(mode=mode, batch_size=batch_size))
-        out[f"seconds_{dtype}"] = round(time.perf_counter() - t0, 1)
-        rows = summarize(recs[dtype], n_boot=n_boot, seed=0, cluster="template")
-        out[f"summary_{dtype}"] = next(r for r in rows if r["group"] == "overall")
-        del lm
-    a, b = recs["float32"], recs["bfloat16"]
-    out["letter_agreement"] = sum(x["pred"] == y["pred"] for x, y in zip(a, b)) / len(a)
-    f32, bf = out["summary_float32"], out["summary_bfloat16"]
-    out["inside_f32_interval"] = {m: bool(f32[f"{m}_lo"] <= bf[m] <= f32[f"{m}_hi"]) for m in METRICS}
-    out["speedup"] = round(out["seconds_float32"] / out["seconds_bfloat16"], 3)
-    out["passes"] = out["letter_agreement"] >= 0.99 and all(out["inside_f32_interval"].values())
+    res = dtype_guard(model, items, batch_size=batch_size, n_boot=n_boot, mode=mode, progress=True)
+    out = {"model": model, "mode": mode, "batch_size": batch_size, "date": time.strftime("%Y-%m-%d"), **asdict(res)}
+    out.update({f"seconds_{k}": v for k, v in res.seconds.items()}, passes=res.passes,
+               speedup=round(res.seconds["float32"] / res.seconds["bfloat16"], 3))
     return out
 
 

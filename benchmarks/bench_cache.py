@@ -191,6 +191,7 @@ def main() -> None:
     for backend in args.backends.split(","):
         h = load_hooked(path, backend=backend, device=args.device, dtype=args.dtype)
         plain_model = h.model
+        dt = str(next(plain_model.parameters()).dtype).removeprefix("torch.")  # what --dtype resolved to
         if backend == "transformer_lens":  # the bridge rewrote its HF object: time plain HF on a fresh copy
             plain_model = load_hooked(path, backend="hf", device=args.device, dtype=args.dtype).model
         run_cache(h, items, args.batch_size, work / "warm.h5", compression=None)  # warm-up: one full pass of
@@ -211,16 +212,16 @@ def main() -> None:
             print(f"{backend:17s} plain {len(items) / tp:8.1f} items/s   cache[{c or 'none':4s}] "
                   f"{len(items) / tc[c]:8.1f} items/s   ratio cache/plain {tp / tc[c]:.2f}x"
                   f"   file {size[c] / 2**20:.1f} MiB")
-            result(f"cache/plain throughput, {backend}, compression {c or 'none'}{clock}", tp / tc[c], ">= 0.95")
+            result(f"cache/plain throughput, {backend}, {dt}, compression {c or 'none'}{clock}", tp / tc[c], ">= 0.95")
         if backend == "transformer_lens":  # before session 10: every bridge component ran in the cache pass
             print(f"{'':17s} cache, all bridge components run {len(items) / t_kept:8.1f} items/s   ratio "
                   f"{tp / t_kept:.2f}x (skip_unhooked off)")
-            result(f"cache/plain throughput, transformer_lens, all bridge components run (before){clock}", tp / t_kept,
+            result(f"cache/plain throughput, transformer_lens, {dt}, all bridge components run (before){clock}", tp / t_kept,
                    "(the same cache with skip_unhooked off)")
         if backend == "transformer_lens":  # where its gap is: the bridge's own forward, with no hook at all
             tb = min(bridge_forward(h, items, args.batch_size) for _ in range(args.repeats))
             print(f"{'':17s} bridge forward, no hooks {len(items) / tb:8.1f} items/s   ratio bridge/plain {tp / tb:.2f}x")
-            result(f"bridge forward (no hooks)/plain HF throughput, transformer_lens{clock}", tp / tb,
+            result(f"bridge forward (no hooks)/plain HF throughput, transformer_lens, {dt}{clock}", tp / tb,
                    "(explains the cache gap)")
         del h, plain_model
         gc.collect()
@@ -237,7 +238,7 @@ def main() -> None:
     a, b = rows
     print(f"peak RSS (hf backend, whole process): {a['n']} items {a['peak_mib']:.0f} MiB, {b['n']} items "
           f"{b['peak_mib']:.0f} MiB (x{b['peak_mib'] / a['peak_mib']:.3f})")
-    result("peak RSS, 4x the items vs 1x (hf cache)", b["peak_mib"] / a["peak_mib"], "~1.0 (flat)")
+    result(f"peak RSS, 4x the items vs 1x (hf cache, {args.dtype})", b["peak_mib"] / a["peak_mib"], "~1.0 (flat)")
     print(f"max RSS sampled after each batch: {a['max_during_cache_mib']:.0f} MiB vs {b['max_during_cache_mib']:.0f} "
           f"MiB (x{b['max_during_cache_mib'] / a['max_during_cache_mib']:.3f}; RSS after load {a['after_load_mib']:.0f}"
           f" / {b['after_load_mib']:.0f} MiB)")

@@ -111,7 +111,7 @@ def main() -> None:
               f"{sorted(timers[k].times)[len(timers[k].times) // 2]:.3f} s); best train() {min(whole[k]):.3f} s")
     print(f"ratio ours/bare: step wall {step['ours'] / step['bare']:.3f}, step CPU {cpu['ours'] / cpu['bare']:.3f}, "
           f"train() {min(whole['ours']) / min(whole['bare']):.3f}")
-    what = f"ours (lambda {args.lam:g}) vs bare TRL GRPOTrainer, {args.model}"
+    what = f"ours (lambda {args.lam:g}) vs bare TRL GRPOTrainer, {args.model}, {cfg.dtype}"
     result(f"GRPO step wall time, {what}", step["ours"] / step["bare"], "<= 1.10")
     result(f"GRPO step process CPU time, {what}", cpu["ours"] / cpu["bare"], "<= 1.10")
     result(f"GRPO train() of {args.steps} steps, {what}", min(whole["ours"]) / min(whole["bare"]), "<= 1.10")

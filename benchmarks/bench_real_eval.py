@@ -3,8 +3,10 @@
     python benchmarks/bench_real_eval.py [--model smollm2] [--n 256] [--batch-size 16]
 
 Rows (each a ratio of wall times on the same items, best of --repeats):
-- letter mode: the defaults (dtype auto, batches sorted by length) vs float32 in item order (goal >= 2.0x),
-  with the letters' agreement (goal >= 0.99) and the padded-token share of each;
+- letter mode: the defaults (dtype auto, batches sorted by length, the common prompt prefix run once per batch)
+  vs float32 unshared in item order (goal >= 2.0x), with the letters' agreement (goal >= 0.99) and the
+  padded-token share of each; the shared prefix alone (float32, sorted); and eval (unshared) vs a plain forward
+  of the same batches at the same dtype (goal >= 0.95x);
 - option mode: the defaults (dtype auto, each context once) vs float32 scoring every continuation whole
   (goal >= 3.0x); and context sharing alone, at float32;
 - bf16 vs float32 at the same settings (reported).
@@ -39,7 +41,8 @@ def main() -> None:
 
     from interp.data.prompts import make_prompt
     from interp.data.split import split_items
-    from interp.eval.evaluate import EvalConfig, evaluate_items, length_order, padded_share, render_prompts
+    from interp.eval.evaluate import (EvalConfig, encode_batch, evaluate_items, length_order, padded_share,
+                                      render_prompts)
     from interp.eval.options import option_scores
     from interp.models.loading import load_model
 
@@ -50,25 +53,41 @@ def main() -> None:
     print(f"model={args.model} n={len(items)} batch={bs} auto dtype={auto.model.dtype} "
           f"threads={torch.get_num_threads()}")
 
-    def letters(lm, sort):
+    def letters(lm, sort, share):
         return evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(batch_size=bs, sort_by_length=sort,
-                                                                       progress=False))
+                                                                       share_prefix=share, progress=False))
+
+    def plain_forward(lm):  # prompt -> tokens -> forward -> last-token logits, the same sorted batches as eval
+        texts = render_prompts(lm.tokenizer, [make_prompt(it) for it in items])
+        ids = lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        order = length_order([len(x) for x in ids])
+        with torch.no_grad():
+            for lo in range(0, len(order), bs):
+                enc = encode_batch(lm.tokenizer, [texts[i] for i in order[lo:lo + bs]], "cpu", lm.model)
+                lm.model(**enc, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
 
     evaluate_items(auto.model, auto.tokenizer, items[:bs], EvalConfig(batch_size=bs, progress=False))  # warm-up
-    t_base, base = timed(lambda: letters(f32, False), args.repeats)
-    t_fast, fast = timed(lambda: letters(auto, True), args.repeats)
-    t_f32_sorted, _ = timed(lambda: letters(f32, True), args.repeats)
+    t_base, base = timed(lambda: letters(f32, False, False), args.repeats)
+    t_fast, fast = timed(lambda: letters(auto, True, True), args.repeats)
+    t_f32_sorted, _ = timed(lambda: letters(f32, True, False), args.repeats)
+    t_f32_shared, _ = timed(lambda: letters(f32, True, True), args.repeats)
+    t_auto_unshared, _ = timed(lambda: letters(auto, True, False), args.repeats)
+    t_plain, _ = timed(lambda: plain_forward(auto), args.repeats)
     agree = sum(a["pred"] == b["pred"] for a, b in zip(base, fast)) / len(items)
     texts = render_prompts(auto.tokenizer, [make_prompt(it) for it in items])
     lengths = [len(x) for x in auto.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    order = length_order(auto.tokenizer, texts)
+    order = length_order(lengths)
     share_before, share_after = padded_share(lengths, bs), padded_share([lengths[i] for i in order], bs)
     print(f"letters: f32 unsorted {t_base:.1f}s, f32 sorted {t_f32_sorted:.1f}s, defaults {t_fast:.1f}s; "
           f"agreement {agree:.3f}; padded share {share_before:.3f} -> {share_after:.3f}")
-    result(f"letter eval, defaults ({auto.model.dtype}, sorted) vs float32 unsorted", t_base / t_fast,
+    result(f"letter eval, defaults ({auto.model.dtype}, sorted, shared prefix) vs float32 unsorted unshared",
+           t_base / t_fast,
            f">= 2.0x, letters agree {agree:.3f} (>= 0.99)")
     result("letter eval, sorted vs unsorted batches (float32)", t_base / t_f32_sorted,
            f"padded share {share_before:.3f} -> {share_after:.3f}")
+    result("letter eval, shared prefix vs plain pass (float32, sorted)", t_f32_sorted / t_f32_shared, "> 1")
+    result(f"letter eval (plain pass) vs a plain forward of the same batches ({auto.model.dtype})",
+           t_plain / t_auto_unshared, ">= 0.95")
 
     t_obase, obase = timed(lambda: option_scores(f32.model, f32.tokenizer, items, batch_size=3 * bs,
                                                  share_context=False), args.repeats)
@@ -81,8 +100,13 @@ def main() -> None:
     result(f"option eval, defaults ({auto.model.dtype}, shared context) vs float32 whole requests",
            t_obase / t_ofast, f">= 3.0x, answers agree {oagree:.3f}")
     result("option eval, shared context vs whole requests (float32)", t_obase / t_oshared32, "> 1")
-    if auto.model.dtype != torch.float32:
-        result(f"letter eval, {auto.model.dtype} vs float32 (both sorted)", t_f32_sorted / t_fast, "report")
+    # bf16 vs float32 whatever auto chose: on a CPU without native bf16 it shows why auto keeps float32
+    bf16 = auto if auto.model.dtype == torch.bfloat16 else load_model(args.model, device="cpu", dtype="bfloat16")
+    t_bf16, _ = timed(lambda: letters(bf16, True, True), args.repeats)
+    print(f"letters, sorted, shared prefix: float32 {t_f32_shared:.1f}s, bfloat16 {t_bf16:.1f}s "
+          f"(auto chose {auto.model.dtype})")
+    result(f"letter eval, bfloat16 vs float32 (both sorted, shared prefix; auto chose {auto.model.dtype})",
+           t_f32_shared / t_bf16, "report")
 
 
 if __name__ == "__main__":

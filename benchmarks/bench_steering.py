@@ -71,6 +71,7 @@ def main() -> None:
 
     model, tok, items = _model_and_items(args)
     d = model.config.hidden_size
+    dt = str(next(model.parameters()).dtype).removeprefix("torch.")  # what --dtype resolved to
     v = torch.randn(d, generator=torch.Generator().manual_seed(0))
     print(f"model hidden {d}, {len(items)} items, batch {args.batch_size}, device {args.device}")
     for mode in ("logits", "generate"):
@@ -104,8 +105,8 @@ def main() -> None:
         print(f"{mode:8s} wall: unsteered {best['unsteered']:.3f} s  steered {best['steered']:.3f} s  "
               f"overhead {100 * over:+.2f} %;  process CPU: {cpu['unsteered']:.3f} s vs {cpu['steered']:.3f} s  "
               f"overhead {100 * over_cpu:+.2f} %  ({'ok' if max(over, over_cpu) <= 0.03 else 'ABOVE'} goal <= 3 %)")
-        result(f"steered/unsteered eval time, {mode} mode", best["steered"] / best["unsteered"], "<= 1.03")
-        result(f"steered/unsteered eval process CPU time, {mode} mode", cpu["steered"] / cpu["unsteered"], "<= 1.03")
+        result(f"steered/unsteered eval time, {mode} mode, {dt}", best["steered"] / best["unsteered"], "<= 1.03")
+        result(f"steered/unsteered eval process CPU time, {mode} mode, {dt}", cpu["steered"] / cpu["unsteered"], "<= 1.03")
 
 
 if __name__ == "__main__":

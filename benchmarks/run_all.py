@@ -3,6 +3,7 @@ the versions and the date: ``benchmarks/results.md`` and ``benchmarks/results.cs
 
     python benchmarks/run_all.py                 # everything, CPU, ~10 min on 2 cores
     python benchmarks/run_all.py --only cache,steering --device cuda
+    python benchmarks/run_all.py --model smollm2   # the real-weights table (~1 h on 2 cores)
 
 Each ratio is measured against a baseline timed in the same run (a plain forward, an unsteered eval, the
 scikit-learn probe loop), so the table compares like with like on whatever machine runs it.
@@ -34,10 +35,34 @@ BENCHMARKS = {
     "real_eval": ("bench_real_eval.py", ["--model", "smollm2", "--n", "128"]),
 }
 
+# --model on a real model: the benchmarks that take it, at sizes a 2-core CPU finishes in minutes (the organism
+# sizes above would take hours), with the dtype a user gets (auto: bfloat16 where the CPU has native bf16)
+REAL_SIZES = {
+    "cache": ["--n", "32", "--batch-size", "16", "--repeats", "2", "--rss-n", "16", "--dtype", "auto"],
+    "steering": ["--n", "32", "--batch-size", "16", "--repeats", "3", "--dtype", "auto"],
+    "probes": ["--model", "organism", "--n", "400", "--seeds", "2"],
+    "grpo": ["--steps", "1", "--repeats", "2", "--limit", "32"],
+    "real_eval": ["--n", "64"],
+}
+ORGANISMS = ("organism", "organism-small", "synthetic")
+
+
+def with_sizes(name: str, args: list[str], model: str | None) -> list[str]:
+    """A benchmark's arguments with the REAL_SIZES flags set (replaced or added) when ``model`` is a real one."""
+    if not model or model in ORGANISMS or name not in REAL_SIZES:
+        return list(args)
+    out, extra = list(args), REAL_SIZES[name]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag, value]
+    return out
+
 
 def model_of(name: str, model: str | None = None) -> str:
     """The model a benchmark runs on: ``model`` where it takes one, else its own (``synthetic``: none)."""
-    args = with_model(BENCHMARKS[name][1], model)
+    args = with_model(with_sizes(name, BENCHMARKS[name][1], model), model)
     return args[args.index("--model") + 1] if "--model" in args else "synthetic"
 
 
@@ -69,7 +94,7 @@ def machine() -> dict:
 
 def run(name: str, device: str | None, model: str | None = None) -> list[dict]:
     script, extra = BENCHMARKS[name]
-    extra = with_model(extra, model)
+    extra = with_model(with_sizes(name, extra, model), model)
     cmd = [sys.executable, str(HERE / script), *extra] + (["--device", device] if device else [])
     t0 = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
@@ -93,12 +118,14 @@ def read_rows(path: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {list(BENCHMARKS)}")
     ap.add_argument("--device", default=None, help="passed to each benchmark (default: its own)")
     ap.add_argument("--model", default=None,
                     help="run every benchmark that loads a model on this one (e.g. smollm2; default: each its own)")
     ap.add_argument("--out", default=str(HERE / "results"), help="writes OUT.md and OUT.csv")
     a = ap.parse_args()
+    if a.only is None:  # a real model runs the benchmarks sized for it; the organism runs them all
+        a.only = ",".join(REAL_SIZES if a.model and a.model not in ORGANISMS else BENCHMARKS)
     names = [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:

@@ -51,7 +51,7 @@ def test_the_shipped_organism_stays_float32(monkeypatch):
 def test_length_order_and_padded_share(tiny_tokenizer, fixture_items):
     texts = render_prompts(tiny_tokenizer, [make_prompt(it) for it in fixture_items])
     lengths = [len(tiny_tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-    order = length_order(tiny_tokenizer, texts)
+    order = length_order(lengths)
     assert sorted(order) == list(range(len(texts)))
     assert [lengths[i] for i in order] == sorted(lengths)
     assert padded_share([3, 5, 5, 1], 2) == pytest.approx((2 + 4) / (10 + 10))

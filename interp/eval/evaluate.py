@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
 from interp.eval.metrics import format_table, summarize
+from interp.eval.prefix import can_share_prefix, last_logits_shared_prefix
 from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter, prompt_format
 from interp.eval.score import prediction_record, write_csv
 
@@ -104,6 +105,7 @@ class EvalConfig:
     max_new_tokens: int = 4
     progress: bool = True
     sort_by_length: bool = True  # batch prompts of similar length (records come back in item order)
+    share_prefix: bool = True  # logits mode: each batch's common prompt prefix runs once (interp.eval.prefix)
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use."""
@@ -154,14 +156,20 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     fmt = prompt_format(tokenizer)
     prompted = [make_prompt(it, cfg.shuffle_options, cfg.seed) for it in items]
     texts = render_prompts(tokenizer, prompted)
-    order = length_order(tokenizer, texts) if cfg.sort_by_length else list(range(len(texts)))
+    share = cfg.mode == "logits" and cfg.share_prefix and can_share_prefix(model) and takes_position_ids(model)
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # tokenized once: lengths, shared prefix
+    order = length_order([len(t) for t in token_ids]) if cfg.sort_by_length else list(range(len(texts)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[dict | None] = [None] * len(prompted)
     bar = tqdm(total=len(prompted), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
     for idx in _batches(order, cfg.batch_size):
         chunk = [prompted[i] for i in idx]
-        enc = encode_batch(tokenizer, [texts[i] for i in idx], device, model)
+        logits = last_logits_shared_prefix(model, [token_ids[i] for i in idx], pad_id) if share else None
+        if logits is None:
+            enc = encode_batch(tokenizer, [texts[i] for i in idx], device, model)
         if cfg.mode == "logits":
-            logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
+            if logits is None:
+                logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
             replies = [None] * len(chunk)
         else:
             gen = model.generate(
@@ -201,10 +209,9 @@ def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig |
     return out  # type: ignore[return-value]  # every slot is filled
 
 
-def length_order(tokenizer, texts: Sequence[str]) -> list[int]:
-    """Indices of ``texts`` from shortest to longest in tokens (stable), so a batch pads to near its own length."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    return sorted(range(len(texts)), key=lengths.__getitem__)
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices of prompts from shortest to longest in tokens (stable), so a batch pads to near its own length."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
 def padded_share(lengths: Sequence[int], batch_size: int) -> float:
