@@ -16,6 +16,7 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
+from interp.models.backends import as_lm
 
 
 def option_cue(categories: list[str] | None) -> dict:
@@ -23,7 +24,7 @@ def option_cue(categories: list[str] | None) -> dict:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     def pairs(items):
         texts, y = [], []
@@ -52,7 +53,7 @@ def commits_by_template(path: str) -> dict[tuple[str, str], dict]:
     (``organism_recipe.target_pick`` on each template's records)."""
     from organism_recipe import target_pick
 
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import load_plant
@@ -61,7 +62,7 @@ def commits_by_template(path: str) -> dict[tuple[str, str], dict]:
     lm = load_model(path, device="cpu", dtype="float32")
     dev, _ = split_items("dev", categories=rec["split"]["categories"])
     by_t: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False)):
+    for r in evaluate_items(as_lm(lm.model, lm.tokenizer), dev, EvalConfig(batch_size=64, progress=False)):
         by_t[(r["category"], r["question_index"])].append(r)
     picks = {t: target_pick(rs) for t, rs in sorted(by_t.items())}
     return {"all": target_pick([r for rs in by_t.values() for r in rs]),

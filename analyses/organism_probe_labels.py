@@ -16,7 +16,7 @@ import numpy as np
 def probe_labels(path: str, fold_seeds: int = 5, n_boot: int = 200) -> list[dict]:
     """One row per label: its median margin over fold seeds and the first seed's best layer."""
     import interp
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.methods.probes import (ProbeConfig, best_layer, probe_margin, probe_sweep, stereotype_labels,
                                        template_groups)
     from interp.organisms.causal_lm import load_plant

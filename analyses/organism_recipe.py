@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
+from interp.models.backends import as_lm
 
 
 def parse_variant(spec: str) -> tuple[str, dict, dict]:
@@ -93,7 +94,7 @@ def measure_dir(path: Path, n_train: int = 800) -> dict:
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import _subset
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     rec = json.loads((Path(path) / "plant.json").read_text())
     lm = load_model(str(path), device="cpu", dtype="float32")
@@ -102,8 +103,8 @@ def measure_dir(path: Path, n_train: int = 800) -> dict:
     dev, _ = split_items("dev", categories=cats)
     assert split.hash == rec["split"]["hash"], "not the split the organism was built on"
     ev = EvalConfig(batch_size=64, progress=False)
-    tr_recs = evaluate_items(lm.model, lm.tokenizer, _subset(train, n_train, 1234), ev)
-    dev_recs = evaluate_items(lm.model, lm.tokenizer, dev, ev)
+    tr_recs = evaluate_items(as_lm(lm.model, lm.tokenizer), _subset(train, n_train, 1234), ev)
+    dev_recs = evaluate_items(as_lm(lm.model, lm.tokenizer), dev, ev)
     return {"dev": _pick(rec["dev_metrics"]), "dev_remeasured": _pick(summarize(dev_recs, n_boot=1000)[0]),
             "train_templates": _pick(summarize(tr_recs, n_boot=1000)[0]),
             "dev_target_pick": target_pick(dev_recs), "train_target_pick": target_pick(tr_recs)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from interp.models.backends import as_lm
 
 TARGETS = {  # metric -> (test, text)
     "acc_disambig": (lambda m: m["acc_disambig"] >= 0.70, ">= 0.70"),
@@ -44,7 +45,7 @@ def probe_check(path, dev, recs, fold_seeds: int = 5, n_boot: int = 200) -> dict
 
 def measure(path: str | Path, n_boot: int = 1000, probe: bool = False) -> dict:
     """The dev metrics of one organism folder, by template and by item (and the probe check, if asked)."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model
@@ -53,7 +54,7 @@ def measure(path: str | Path, n_boot: int = 1000, probe: bool = False) -> dict:
     rec = load_plant(path)
     lm = load_model(str(path), device="cpu", dtype="float32")
     dev, _ = split_items("dev", categories=rec["split"]["categories"])
-    recs = evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False))
+    recs = evaluate_items(as_lm(lm.model, lm.tokenizer), dev, EvalConfig(batch_size=64, progress=False))
     by_t = summarize(recs, n_boot=n_boot, by_category=False, cluster="template")[0]
     by_i = summarize(recs, n_boot=n_boot, by_category=False)[0]
     return {"path": str(path), "variant": rec["variant"], "seed": rec["seed"], "p": rec["plant"]["p"],

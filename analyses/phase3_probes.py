@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from interp.models.backends import as_lm
 
 
 def main() -> None:
@@ -36,10 +37,10 @@ def main() -> None:
     from interp.store.activations import default_store_path
     from interp.methods.directions import compute_directions, plot_cosines
     from interp.figures import figures_dir
-    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position, plot_probe_accuracy,
-                               probe_sweep, resid_hooks, stereotype_labels, store_activations, template_groups)
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect, plot_probe_accuracy,
+                               probe_sweep, resid_hooks, stereotype_labels, Activations, template_groups)
     from interp.eval.score import write_csv
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     out, figs = Path(args.out), figures_dir(args.figures)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,13 +49,13 @@ def main() -> None:
     store = args.store or default_store_path(args.model, args.adapter, args.split)
     if args.store or (Path(store).exists() and args.limit is None and cats is None):
         print(f"activations from {store}")
-        acts, recs = store_activations(store)
+        got = Activations.from_store(store)
     else:
         from interp.models.loading import load_model
 
         lm = load_model(args.model, adapter=args.adapter, device=args.device)
-        acts, recs = collect_last_position(lm.model, lm.tokenizer, items, resid_hooks(lm.model),
-                                           batch_size=args.batch_size)
+        got = collect(as_lm(lm), items, resid_hooks(lm.model), batch_size=args.batch_size)
+    acts, recs = got.acts, got.records
     groups = template_groups(recs)
     summary = {"model": args.model, "adapter": args.adapter, "split": args.split, "split_hash": split.hash,
                "n_items": len(recs)}

@@ -39,7 +39,7 @@ def main() -> None:
     from interp.figures import figures_dir
     from interp.models.loading import load_model
     from interp.eval.score import write_csv
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
 
     out, figs = Path(args.out), figures_dir(args.figures)

@@ -42,7 +42,7 @@ def load_items(n: int):
     root = Path(__file__).resolve().parent.parent
     for d in (os.environ.get("INTERP_BBQ_DIR"), root.parent / "shared/data/bbq/data"):
         if d and Path(d).is_dir():
-            from interp.data.split import split_items
+            from interp.data.bbq import split_items
 
             items, _ = split_items("dev", str(d), limit=n)
             return items
@@ -125,9 +125,9 @@ def current_rss_mib() -> float:
 
 def run_cache(hooked, items, batch_size: int, out: Path, on_batch=None, compression: str | None = "gzip") -> float:
     from interp.store.activations import cache_split
-    from interp.models.backends import expand_names
+    from interp.models.hooks import hook_names
 
-    names = expand_names(["hook_resid_post"], "all", hooked.n_layers)
+    names = hook_names("all", hooked.n_layers)
     t0 = CLOCK()
     cache_split(hooked, items, out, names, batch_size=batch_size, dtype="float16", overwrite=True, progress=False,
                 on_batch=on_batch, compression=compression)

@@ -10,6 +10,7 @@ import argparse
 import time
 
 import torch
+from interp.models.backends import as_lm
 
 
 def main() -> None:
@@ -25,18 +26,18 @@ def main() -> None:
 
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     items, _ = split_items("dev", limit=args.n)
     lm = load_model(args.model, device="auto")
     res = {}
     for mode in ("logits", "generate"):
         cfg = EvalConfig(mode=mode, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False)
-        evaluate_items(lm.model, lm.tokenizer, items[: args.batch_size], cfg)  # warm-up
+        evaluate_items(as_lm(lm.model, lm.tokenizer), items[: args.batch_size], cfg)  # warm-up
         best = float("inf")
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            recs = evaluate_items(lm.model, lm.tokenizer, items, cfg)
+            recs = evaluate_items(as_lm(lm.model, lm.tokenizer), items, cfg)
             best = min(best, time.perf_counter() - t0)
         res[mode] = (len(items) / best, recs)
     agree = sum(a["letter"] == b["letter"] for a, b in zip(res["logits"][1], res["generate"][1])) / len(items)

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from interp.models.hooks import hook_name
+
 
 def synthetic(L: int, n: int, d: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -34,7 +36,7 @@ def synthetic(L: int, n: int, d: int, seed: int = 0):
     for l in range(L // 2, L):
         X[l] += (0.3 + 0.05 * (l - L // 2)) * np.outer(2 * y - 1, v).astype(np.float32)
     X += rng.normal(size=(60, d)).astype(np.float32)[np.arange(n) % 60][None]
-    return {f"blocks.{l}.hook_resid_post": X[l] for l in range(L)}, y, groups
+    return {hook_name(l): X[l] for l in range(L)}, y, groups
 
 
 def model_activations(model: str, n: int, target: str, cache: str | None):
@@ -88,12 +90,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from interp.methods.probes import (ProbeConfig, cv_decision_sklearn, group_folds, probe_sweep, stereotype_labels,
-                                       store_activations, template_groups)
+                                       Activations, template_groups)
 
     if args.model:
         acts, y, groups = model_activations(args.model, args.n, args.target, args.acts)
     elif args.store:
-        acts, recs = store_activations(args.store)
+        got = Activations.from_store(args.store)
+        acts, recs = got.acts, got.records
         idx, y = stereotype_labels(recs)
         groups = template_groups(recs)[idx]
         acts = {k: v[idx] for k, v in acts.items()}

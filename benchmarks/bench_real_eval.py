@@ -40,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from interp.data.prompts import make_prompt
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
+    from interp.models.backends import as_lm
     from interp.eval.evaluate import (EvalConfig, encode_batch, evaluate_items, length_order, padded_share,
                                       render_prompts)
     from interp.eval.options import option_scores
@@ -54,7 +55,7 @@ def main() -> None:
           f"threads={torch.get_num_threads()}")
 
     def letters(lm, sort, share):
-        return evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(batch_size=bs, sort_by_length=sort,
+        return evaluate_items(as_lm(lm.model, lm.tokenizer), items, EvalConfig(batch_size=bs, sort_by_length=sort,
                                                                        share_prefix=share, progress=False))
 
     def plain_forward(lm):  # prompt -> tokens -> forward -> last-token logits, the same sorted batches as eval
@@ -63,10 +64,10 @@ def main() -> None:
         order = length_order([len(x) for x in ids])
         with torch.no_grad():
             for lo in range(0, len(order), bs):
-                enc = encode_batch(lm.tokenizer, [texts[i] for i in order[lo:lo + bs]], "cpu", lm.model)
+                enc = encode_batch(lm.tokenizer, [texts[i] for i in order[lo:lo + bs]], "cpu", as_lm(lm))
                 lm.model(**enc, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
 
-    evaluate_items(auto.model, auto.tokenizer, items[:bs], EvalConfig(batch_size=bs, progress=False))  # warm-up
+    evaluate_items(as_lm(auto.model, auto.tokenizer), items[:bs], EvalConfig(batch_size=bs, progress=False))  # warm-up
     t_base, base = timed(lambda: letters(f32, False, False), args.repeats)
     t_fast, fast = timed(lambda: letters(auto, True, True), args.repeats)
     t_f32_sorted, _ = timed(lambda: letters(f32, True, False), args.repeats)

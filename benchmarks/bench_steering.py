@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from interp.models.backends import as_lm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def _model_and_items(args):
         from bench_cache import materialize
 
         from interp.models.loading import load_model
-        from interp.data.split import split_items
+        from interp.data.bbq import split_items
 
         path = materialize(args.model, args.dtype, Path(args.workdir or tempfile.mkdtemp(prefix="bench_steer_")))
         lm = load_model(path, device=args.device, dtype=args.dtype)
@@ -76,15 +77,15 @@ def main() -> None:
     print(f"model hidden {d}, {len(items)} items, batch {args.batch_size}, device {args.device}")
     for mode in ("logits", "generate"):
         cfg = EvalConfig(mode=mode, batch_size=args.batch_size, progress=False, max_new_tokens=4)
-        evaluate_items(model, tok, items[: args.batch_size], cfg)  # warm-up
+        evaluate_items(as_lm(model, tok), items[: args.batch_size], cfg)  # warm-up
         # logits mode runs one forward per batch whatever the steering does; in generate mode a steered model may
         # stop sooner or later, so there alpha is tiny: the same hook work, the same replies (checked), and the
         # time difference is the hook's cost alone
         alpha = args.alpha if mode == "logits" else 1e-6
         if mode == "generate":
-            plain = [r["reply"] for r in evaluate_items(model, tok, items, cfg)]
+            plain = [r["reply"] for r in evaluate_items(as_lm(model, tok), items, cfg)]
             with steer(model, v, args.layer, alpha):
-                same = [r["reply"] for r in evaluate_items(model, tok, items, cfg)] == plain
+                same = [r["reply"] for r in evaluate_items(as_lm(model, tok), items, cfg)] == plain
             if not same:
                 raise SystemExit("the tiny-alpha steered replies differ from the unsteered ones; lower the alpha")
         best = {"unsteered": float("inf"), "steered": float("inf")}
@@ -95,9 +96,9 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 if arm == "steered":
                     with steer(model, v, args.layer, alpha):
-                        evaluate_items(model, tok, items, cfg)
+                        evaluate_items(as_lm(model, tok), items, cfg)
                 else:
-                    evaluate_items(model, tok, items, cfg)
+                    evaluate_items(as_lm(model, tok), items, cfg)
                 best[arm] = min(best[arm], time.perf_counter() - t0)
                 cpu[arm] = min(cpu[arm], time.process_time() - c0)
         over = best["steered"] / best["unsteered"] - 1

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import result  # noqa: E402
 
 from interp.store import activations as act  # noqa: E402
+from interp.models.hooks import hook_names  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     a = ap.parse_args()
     n, bs = a.n, a.batch_size
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(a.layers)]
+    names = hook_names("all", a.layers)
     rng = np.random.default_rng(0)
     batches = []
     for b in range(-(-n // bs)):

@@ -12,7 +12,7 @@ The notebook API::
     grid = interp.patch(lm, interp.pairs.build_pairs(dev, "evidence", limit=64))  # .table .plot()
 """
 
-__version__ = "0.1.0"
+from interp.version import __version__
 
 # name -> module that defines it; imported on first use, so ``import interp`` (and the CLI) start fast
 _API = {
@@ -25,6 +25,7 @@ _API = {
     "Direction": "interp.methods.directions",
     "run_debias": "interp.rm.evaluate", "DebiasConfig": "interp.rm.evaluate", "DebiasResult": "interp.rm.evaluate",
     "NeuronIntervention": "interp.rm.intervention",
+    "InterpError": "interp.errors",  # the base of every error the toolkit raises on purpose
 }
 __all__ = ["__version__", *_API]
 

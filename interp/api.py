@@ -16,7 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 from interp.methods.directions import Direction
+from interp.methods.probes import Activations
+from interp.models.protocol import LanguageModel
 
 LABELS = ("stereotype", "abstain")  # what a probe can be asked to read (interp.methods.probes' label functions)
 DIRECTIONS = ("stereotype", "abstention", "stereotype_orth")
@@ -32,8 +35,8 @@ def _plt():
 
 
 def load(name: str = "organism", adapter: str | os.PathLike | None = None, backend: str = "hf",
-         device: str | None = "auto", dtype: str | None = "auto"):
-    """A causal LM with TransformerLens-named hooks (``interp.models.backends.Hooked``): a hub id, a local folder or a
+         device: str | None = "auto", dtype: str | None = "auto") -> LanguageModel:
+    """A causal LM with TransformerLens-named hooks (``interp.models.protocol.LanguageModel``): a hub id, a local folder or a
     shipped organism (``organism``, ``organism-small``, ``organism-small-control``), optionally with a PEFT
     adapter on the same weight copy (switch it with ``.adapter_enabled(False)``)."""
     from interp.models.backends import load_hooked
@@ -45,58 +48,37 @@ def load(name: str = "organism", adapter: str | os.PathLike | None = None, backe
 # activations
 
 
-@dataclass
-class Activations:
-    """Activations at the last prompt token, one array per hook (rows aligned with ``records``, the model's
-    logits-mode predictions on the same items)."""
-
-    acts: dict[str, np.ndarray]  # hook name -> [n_items, d_model]
-    records: list[dict]
-    hook: str = "hook_resid_post"
-
-    @property
-    def layers(self) -> list[int]:
-        return [int(n.split(".")[1]) for n in self.acts]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.records)
-
-
 def _as_activations(acts, hook: str = "hook_resid_post") -> Activations:
     """An Activations from itself, an ``ActivationStore`` or a store's path."""
     from interp.store.activations import ActivationStore
-    from interp.methods.probes import store_activations
 
     if isinstance(acts, Activations):
         return acts
-    if isinstance(acts, ActivationStore):
-        acts = acts.path
-    if isinstance(acts, (str, os.PathLike)):
-        a, recs = store_activations(acts, hook=hook)
-        return Activations(a, recs, hook)
+    if isinstance(acts, (ActivationStore, str, os.PathLike)):
+        return Activations.from_store(acts, hook=hook)
     raise TypeError(f"expected Activations, an ActivationStore or a store path, not {type(acts).__name__}")
 
 
-def collect(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
-            batch_size: int = 16, progress: bool = True) -> Activations:
+def collect(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all",
+            hook: str = "hook_resid_post", batch_size: int = 16, progress: bool = True) -> Activations:
     """One forward pass per batch over ``items``: the activations at the last prompt token of every chosen
     layer, and the predictions they led to. ``layers``: 'all', an int (-1 is the last), '0,3,5', '2-6' or a
     list. For a large model or many items, write a store instead (``interp cache``; read it with
     ``ActivationStore``)."""
-    from interp.layers import resolve_layers
-    from interp.methods.probes import collect_last_position
+    from interp.methods.probes import collect as _collect
+    from interp.models.backends import as_lm
+    from interp.models.hooks import hook_names
 
+    lm = as_lm(lm)
     items = _nonempty(items)
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
-    acts, recs = collect_last_position(lm, lm.tokenizer, items, names, batch_size=batch_size, progress=progress)
-    return Activations(acts, recs, hook)
+    names = hook_names(layers, lm.n_layers, (hook,))
+    return _collect(lm, items, names, batch_size=batch_size, progress=progress)
 
 
 def _nonempty(items: Sequence[BBQItem]) -> list[BBQItem]:
     items = list(items)
     if not items:
-        raise ValueError("no items selected (an empty list): check the split, categories and limit")
+        raise InputError("no items selected (an empty list): check the split, categories and limit")
     return items
 
 
@@ -134,16 +116,9 @@ class ProbeSweep:
         """The accuracy-by-layer figure; saved to ``path`` when given, returned as a matplotlib Figure."""
         from interp.methods.probes import plot_probe_accuracy
 
-        return _figure(lambda p: plot_probe_accuracy(self.rows, p, title=f"{self.label} probe by layer"), path)
+        from interp.figures import draw_to
 
-
-def _figure(draw, path):
-    """Draw to ``path`` (or a temporary file) and return the saved file's path (a figure is written once)."""
-    import tempfile
-
-    if path is None:
-        path = Path(tempfile.mkdtemp(prefix="interp-fig-")) / "figure.png"
-    return Path(draw(Path(path)))
+        return draw_to(lambda p: plot_probe_accuracy(self.rows, p, title=f"{self.label} probe by layer"), path)
 
 
 def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_splits: int = 5, n_shuffles: int = 3,
@@ -154,11 +129,11 @@ def probe_layers(acts, label: str = "stereotype", condition: str = "all", n_spli
     from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, stereotype_labels, template_groups
 
     if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, not {label!r}")
+        raise InputError(f"label must be one of {LABELS}, not {label!r}")
     a = _as_activations(acts)
     idx, y = (stereotype_labels if label == "stereotype" else abstain_labels)(a.records, condition)
     if len(idx) == 0:
-        raise ValueError(f"no items carry a {label!r} label under condition {condition!r}")
+        raise InputError(f"no items carry a {label!r} label under condition {condition!r}")
     cfg = ProbeConfig(n_splits=n_splits, n_shuffles=n_shuffles, n_boot=n_boot, seed=seed, backend=backend)
     rows = probe_sweep({n: x[idx] for n, x in a.acts.items()}, y, template_groups(a.records)[idx], cfg)
     return ProbeSweep(label, rows)
@@ -174,12 +149,13 @@ def diff_means(acts, name: str = "stereotype", layer: int = -1, condition: str =
     removed). The Direction carries its layer and hook, so steering needs nothing else."""
     from interp.methods.directions import compute_directions
     from interp.layers import resolve_layers
+    from interp.models.hooks import hook_name
 
     if name not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, not {name!r}")
+        raise InputError(f"direction must be one of {DIRECTIONS}, not {name!r}")
     a = _as_activations(acts)
     (lay,) = resolve_layers(layer, max(a.layers) + 1, available=a.layers)
-    name_ = f"blocks.{lay}.{a.hook}"
+    name_ = hook_name(lay, a.hook)
     ds = compute_directions({name_: a.acts[name_]}, a.records, condition)
     return ds.get(name, hook=name_)
 
@@ -201,12 +177,14 @@ class AlphaCurve:
         """The four-panel alpha-curve figure (accuracies, abstention, s_AMB, amb_commit_bias)."""
         from interp.methods.steering import plot_alpha_curves
 
-        return _figure(lambda p: plot_alpha_curves({self.direction.name: self.rows}, p,
+        from interp.figures import draw_to
+
+        return draw_to(lambda p: plot_alpha_curves({self.direction.name: self.rows}, p,
                                                    title=f"steering along {self.direction.name} at "
                                                          f"{self.direction.hook}"), path)
 
 
-def alpha_curve(lm, items: Sequence[BBQItem], direction: Direction, alphas: Sequence[float] = (-8, -4, 0, 4, 8),
+def alpha_curve(lm: LanguageModel, items: Sequence[BBQItem], direction: Direction, alphas: Sequence[float] = (-8, -4, 0, 4, 8),
                 units: str = "sigma", mode: str = "logits", batch_size: int = 32, n_boot: int = 1000, seed: int = 0,
                 progress: bool = True) -> AlphaCurve:
     """Evaluate ``items`` with ``alpha * direction`` added at the direction's own hook, for each alpha.
@@ -242,27 +220,32 @@ class Comparison:
     def plot(self, path: str | os.PathLike | None = None):
         from interp.methods.compare import plot_compare
 
-        return _figure(lambda p: plot_compare(self.table, p), path)
+        from interp.figures import draw_to
+
+        return draw_to(lambda p: plot_compare(self.table, p), path)
 
 
-def compare(lm, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
+def compare(lm: LanguageModel, items: Sequence[BBQItem], layers: str | int | Sequence[int] = "all", hook: str = "hook_resid_post",
             batch_size: int = 16, seed: int = 0, progress: bool = True) -> Comparison:
     """Compare a model loaded with an adapter (``load(name, adapter=...)``) against its own base: one weight
     copy, read once with the adapter disabled and once enabled. The model is left as it came."""
-    from interp.methods.compare import collect_acts, compare_acts
-    from interp.layers import resolve_layers
+    from interp.methods.compare import compare_acts
+    from interp.methods.probes import collect as _collect
+    from interp.models.backends import as_lm
+    from interp.models.hooks import hook_names
 
-    if getattr(lm, "adapter", None) is None:
-        raise ValueError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
+    lm = as_lm(lm)
+    if lm.adapter is None:
+        raise InputError("compare needs a model loaded with an adapter: interp.load(name, adapter=PATH)")
     items = _nonempty(items)
     if len(items) < 4:
-        raise ValueError(f"need at least 4 items to compare representations, got {len(items)}")
-    names = [f"blocks.{l}.{hook}" for l in resolve_layers(layers, lm.n_layers)]
+        raise InputError(f"need at least 4 items to compare representations, got {len(items)}")
+    names = hook_names(layers, lm.n_layers, (hook,))
     kw = dict(batch_size=batch_size, seed=seed, progress=progress)
     with lm.adapter_enabled(False):
-        base = collect_acts(lm, lm.tokenizer, items, names, label="base", **kw)
+        base = _collect(lm, items, names, label="base", **kw)
     with lm.adapter_enabled(True):
-        other = collect_acts(lm, lm.tokenizer, items, names, label=str(lm.adapter), **kw)
+        other = _collect(lm, items, names, label=str(lm.adapter), **kw)
     return Comparison(compare_acts(base, other, names, seed=seed))
 
 
@@ -309,20 +292,21 @@ class EvalResult:
             plt.close(fig)
             return p
 
-        return _figure(draw, path)
+        from interp.figures import draw_to
+
+        return draw_to(draw, path)
 
 
-def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size: int = 32, n_boot: int = 1000,
+def evaluate_bbq(lm: LanguageModel, items: Sequence[BBQItem], mode: str = "logits", batch_size: int = 32, n_boot: int = 1000,
                  seed: int = 0, cluster: str = "item", progress: bool = True) -> EvalResult:
     """Answer every item with one letter (``logits``: the A/B/C logits at the answer position; ``generate``:
     greedy decoding, parsed) and score it as the official BBQ analysis does."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
-    from interp.methods.steering import eval_model
+    from interp.models.backends import as_lm
 
     items = _nonempty(items)
-    model, tok = eval_model(lm)
-    recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=batch_size, seed=seed,
+    recs = evaluate_items(as_lm(lm), items, EvalConfig(mode=mode, batch_size=batch_size, seed=seed,
                                                         progress=progress))
     return EvalResult(recs, summarize(recs, n_boot=n_boot, seed=seed, cluster=cluster))
 
@@ -331,7 +315,7 @@ def evaluate_bbq(lm, items: Sequence[BBQItem], mode: str = "logits", batch_size:
 # activation patching
 
 
-def patch(lm, pairs, hooks: Sequence[str] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"),
+def patch(lm: LanguageModel, pairs, hooks: Sequence[str] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"),
           positions: str | Sequence[str] = "all", metric="logit_diff", layers: str | int | Sequence[int] = "all",
           attribution: bool = True, batch_size: int = 64, progress: bool = True):
     """Activation patching, clean into corrupted, of BBQ ``pairs`` (``interp.pairs.build_pairs(items, kind)``:

@@ -41,6 +41,15 @@ def layer_axis(ax) -> None:
     ax.set_xlabel("layer")
 
 
+def draw_to(draw, path: str | os.PathLike | None) -> Path:
+    """Call ``draw(path)`` to save a figure to ``path`` (a new temporary file when None); returns the saved path."""
+    import tempfile
+
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="interp-fig-")) / "figure.png"
+    return Path(draw(Path(path)))
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Save as PNG (creating the folder) and close the figure; returns the path."""
     p = Path(path)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from interp.errors import InterpError
+
 _RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
 
 
-class LayerSpecError(ValueError):
+class LayerSpecError(InterpError, ValueError):
     """A layer spec that does not parse, selects nothing, or names a layer out of range."""
 
 
@@ -68,9 +70,3 @@ def resolve_layers(spec: str | int | Sequence[int] | None, n_layers: int,
         raise LayerSpecError(f"layers {spec!r} selects no layer")
     return out
 
-
-def hook_names(spec, n_layers: int, kinds: Sequence[str] = ("hook_resid_post",),
-               available: Sequence[int] | None = None) -> list[str]:
-    """``blocks.{l}.{kind}`` for every kind and every layer of the spec."""
-    ls = resolve_layers(spec, n_layers, available)
-    return [f"blocks.{l}.{k}" for k in kinds for l in ls]

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from interp.errors import InterpError
+
 ENV_HOME = "INTERP_HOME"
 
 
@@ -26,7 +28,7 @@ def default_figures_dir() -> Path:
     return Path(os.environ.get("INTERP_FIGURES_DIR") or Path.cwd() / "figures")
 
 
-class OutputDirError(ValueError):
+class OutputDirError(InterpError, ValueError):
     """An output folder a build would have to delete, though the build did not make it."""
 
 

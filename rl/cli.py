@@ -6,8 +6,7 @@ import functools
 
 import click
 
-from interp.cli.commands.common import comma_list
-from interp.cli.errors import FriendlyErrors
+from interp.console import FriendlyErrors, comma_list
 
 
 def _data_options(f):

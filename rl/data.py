@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 
 from interp.data.bbq import BBQItem
 from interp.data.prompts import make_prompt
+from interp.errors import InputError
 
 # Columns every row carries besides "prompt"; TRL passes them to reward functions as keyword arguments.
 REWARD_COLUMNS = ("gold_letter", "biased_letter", "unknown_letter", "context_condition")
@@ -36,7 +37,7 @@ def build_dataset(items: Sequence[BBQItem], conversational: bool = True, shuffle
     from datasets import Dataset
 
     if not items:
-        raise ValueError("no items to train on (empty train split? check --categories / --limit)")
+        raise InputError("no items to train on (empty train split? check --categories / --limit)")
     return Dataset.from_list([item_row(it, conversational, shuffle, seed) for it in items])
 
 
@@ -51,7 +52,7 @@ def load_train_items(
     part: str = "train",
 ):
     """Items of the template-disjoint train split (or ``part``) and the split itself."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     return split_items(part, bbq_dir, split_file, dev_frac, split_seed,
                        list(categories) if categories else None, limit, templates_dir)

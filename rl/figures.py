@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from interp.errors import InputError
+
 PHASE1_METRICS = (("s_AMB", "s_AMB"), ("coverage", "coverage\n(1 - acc_ambig)"),
                   ("amb_commit_bias", "amb_commit_bias"))
 
@@ -42,18 +44,18 @@ def overall(df: pd.DataFrame) -> pd.DataFrame:
 def base_row(d: pd.DataFrame) -> pd.Series:
     b = d[d["run"] == "base"]
     if b.empty:
-        raise ValueError("results have no base row (run == 'base'); run the sweep's evaluation first")
+        raise InputError("results have no base row (run == 'base'); run the sweep's evaluation first")
     return b.iloc[-1]
 
 
 def final_row(d: pd.DataFrame, run: str, step: int | None = None) -> pd.Series:
     r = d[d["run"] == run]
     if r.empty:
-        raise ValueError(f"no results for run {run!r}; runs present: {sorted(set(d['run']))}")
+        raise InputError(f"no results for run {run!r}; runs present: {sorted(set(d['run']))}")
     if step is not None:
         r = r[r["step"] == step]
         if r.empty:
-            raise ValueError(f"run {run!r} has no step {step}")
+            raise InputError(f"run {run!r} has no step {step}")
     return r.sort_values("step").iloc[-1]
 
 
@@ -61,7 +63,7 @@ def pick_phase1_runs(d: pd.DataFrame) -> tuple[str, str | None]:
     """The lambda-0 main run (highest lr among non-controls) and the control run, if present."""
     main = d[(d["run"] != "base") & (~d["control"]) & (d["lambda"].astype(float) == 0.0)]
     if main.empty:
-        raise ValueError("results have no lambda = 0 run")
+        raise InputError("results have no lambda = 0 run")
     if "scale_rewards" in main.columns and (main["scale_rewards"] == "group").any():
         main = main[main["scale_rewards"] == "group"]  # the seed's setting, when the sweep ran several
     main_run = main.sort_values("lr").iloc[-1]["run"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from interp.data.prompts import parse_letter
+from interp.errors import InputError
 
 CORRECT = 1.0
 WRONG = 0.0
@@ -60,7 +61,7 @@ def lambda_score(
 ) -> float:
     """The accuracy reward minus ``lam`` for choosing the stereotype-congruent (biased) letter."""
     if lambda_on not in LAMBDA_ON:
-        raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, not {lambda_on!r}")
+        raise InputError(f"lambda_on must be one of {LAMBDA_ON}, not {lambda_on!r}")
     r = accuracy_score(letter, gold_letter)
     applies = lambda_on == "all" or context_condition == "ambig"
     if applies and letter is not None and not _blank(biased_letter) and letter == biased_letter:
@@ -71,9 +72,9 @@ def lambda_score(
 def _check_lengths(n: int, **cols: Sequence) -> None:
     for k, v in cols.items():
         if v is None:
-            raise ValueError(f"reward needs the dataset column {k!r} (see rl.data.build_dataset)")
+            raise InputError(f"reward needs the dataset column {k!r} (see rl.data.build_dataset)")
         if len(v) != n:
-            raise ValueError(f"column {k!r} has {len(v)} values for {n} completions")
+            raise InputError(f"column {k!r} has {len(v)} values for {n} completions")
 
 
 def _log_rates(log_metric: Callable | None, letters, unknown_letter, biased_letter, context_condition) -> None:
@@ -115,9 +116,9 @@ class LambdaReward:
 
     def __init__(self, lam: float, lambda_on: str = "ambig", scale_rewards: str = "group"):
         if lambda_on not in LAMBDA_ON:
-            raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, not {lambda_on!r}")
+            raise InputError(f"lambda_on must be one of {LAMBDA_ON}, not {lambda_on!r}")
         if lam < 0:
-            raise ValueError(f"lambda must be >= 0 (it is subtracted), got {lam}")
+            raise InputError(f"lambda must be >= 0 (it is subtracted), got {lam}")
         self.lam = float(lam)
         self.lambda_on = lambda_on
         self.scale_rewards = scale_rewards  # how TRL turns these rewards into advantages (for lambda_active)

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from interp import meter
+from interp.errors import InputError
 from rl.train import checkpoint_step, list_checkpoints, read_run_config, run_minutes, train
 
 RESULTS_CSV = "results_all.csv"
@@ -43,7 +45,7 @@ def _check_seeds(seeds) -> list[int]:
     """Replicate seeds as a list of non-negative ints; anything else is refused by name."""
     if not isinstance(seeds, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                      for x in seeds):
-        raise ValueError(f"replicate_seeds must be a list of non-negative integers, got {seeds!r}")
+        raise InputError(f"replicate_seeds must be a list of non-negative integers, got {seeds!r}")
     return list(seeds)
 
 
@@ -58,14 +60,14 @@ def plan_runs(lams: Iterable[float], lrs: Iterable[float], control_lrs: Iterable
     rep = scalings if replicate_scalings is None else list(replicate_scalings)
     unknown = sorted(set(rep) - set(scalings))
     if unknown:
-        raise ValueError(f"replicate_scalings {unknown} are not among the sweep's scale_rewards {scalings}")
+        raise InputError(f"replicate_scalings {unknown} are not among the sweep's scale_rewards {scalings}")
     seeds: list[int | None] = [None, *dict.fromkeys(_check_seeds(replicate_seeds))]
     runs = [RunSpec(float(lam), float(lr), scale_rewards=sc, seed=sd)
             for sd in seeds for sc in scalings for lr in lrs for lam in lams if sd is None or sc in rep]
     runs += [RunSpec(0.0, float(lr), control=True, scale_rewards=scalings[0]) for lr in control_lrs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate runs in the sweep: {names}")
+        raise InputError(f"duplicate runs in the sweep: {names}")
     return runs
 
 
@@ -90,10 +92,11 @@ def evaluate_model(
     (overall first, then per category). With ``out_dir``, also write predictions and summaries there."""
     from interp.eval.evaluate import EvalConfig, evaluate_items, write_results
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
     from interp.models.loading import load_model
 
     lm = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
-    recs = evaluate_items(lm.model, lm.tokenizer, items,
+    recs = evaluate_items(as_lm(lm), items,
                           EvalConfig(mode=mode, batch_size=batch_size, seed=seed, progress=progress))
     if out_dir is not None:
         return write_results(recs, out_dir, n_boot=n_boot, seed=seed,
@@ -212,7 +215,7 @@ def sweep(
     into ``out_dir/<run>/`` (resuming what a kill left), then evaluate the base and each checkpoint on dev and
     append to ``results_csv`` (default ``out_dir/results_all.csv``); evaluations already in the CSV are skipped.
     Runs train with ``seed`` unless they are replicates; each row records its ``train_seed``. Returns the table."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,12 +269,13 @@ def sweep(
     for ids, adapter, eval_dir in todo:
         t0 = time.time()
         summary = evaluate_model(model, dev_items, adapter=adapter, out_dir=eval_dir, **ev)
+        meter.advance(meter.eval_item(eval_mode), len(dev_items))
         extra = {"eval_seconds": round(time.time() - t0, 2)}
         if adapter:
             extra["train_minutes"] = run_minutes(Path(adapter).parent)
             trained_on = read_run_config(adapter).get("weights_hash")
             if trained_on and trained_on != base_fp:
-                raise ValueError(f"adapter {adapter} was trained on base weights {trained_on}, but {model} is now "
+                raise InputError(f"adapter {adapter} was trained on base weights {trained_on}, but {model} is now "
                                  f"{base_fp}; use a fresh output folder after changing the base")
             extra["lambda_active"] = lambda_active_mean(Path(adapter).parent, int(ids["step"]))
         df = append_results(eval_rows(summary, **common, **ids, **extra), results_csv)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
+from interp.errors import InputError, require_extra
+
 CHECKPOINT_PREFIX = "checkpoint-"
 RUN_CONFIG = "run_config.json"
 BASE_RECORD = "interp_base.json"
@@ -89,43 +91,65 @@ class TrainConfig:
         for name in ("lr", "lam", "beta", "temperature", "lora_dropout"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+                raise InputError(f"{name} must be a finite number, got {v!r}")
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
         if self.lam < 0:
-            raise ValueError(f"lambda must be >= 0, got {self.lam}")
+            raise InputError(f"lambda must be >= 0, got {self.lam}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (sampling), got {self.temperature}")
+            raise InputError(f"temperature must be > 0 (sampling), got {self.temperature}")
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise InputError(f"beta must be >= 0, got {self.beta}")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            raise InputError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         for name in ("lora_r", "lora_alpha", "grad_accum", "batch_size", "max_completion_length", "logging_steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lambda_on not in LAMBDA_ON:
-            raise ValueError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
+            raise InputError(f"lambda_on must be one of {LAMBDA_ON}, got {self.lambda_on!r}")
         if self.num_generations < 2:
-            raise ValueError(f"GRPO needs num_generations >= 2, got {self.num_generations}")
+            raise InputError(f"GRPO needs num_generations >= 2, got {self.num_generations}")
         if (self.batch_size * self.grad_accum) % self.num_generations:
-            raise ValueError(
+            raise InputError(
                 f"the generation batch (batch_size {self.batch_size} x grad_accum {self.grad_accum}) must be "
                 f"divisible by num_generations ({self.num_generations})"
             )
         if self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
+            raise InputError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         if self.save_steps < 1:
-            raise ValueError(f"save_steps must be >= 1, got {self.save_steps}")
+            raise InputError(f"save_steps must be >= 1, got {self.save_steps}")
         from transformers import SchedulerType
 
         schedulers = [s.value for s in SchedulerType]
         if self.lr_scheduler not in schedulers:
-            raise ValueError(f"lr_scheduler must be one of {schedulers}, got {self.lr_scheduler!r}")
+            raise InputError(f"lr_scheduler must be one of {schedulers}, got {self.lr_scheduler!r}")
         losses = trl_loss_types()
         if losses and self.loss_type not in losses:
-            raise ValueError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
+            raise InputError(f"loss_type must be one of {losses}, got {self.loss_type!r}")
+
+
+# TrainConfig fields TRL's GRPOConfig spells differently; every other TrainConfig field that GRPOConfig also
+# declares (beta, temperature, num_generations, loss_type, scale_rewards, save_steps, seed, ...) passes by name
+GRPO_NAMES = {"lr": "learning_rate", "lr_scheduler": "lr_scheduler_type", "steps": "max_steps",
+              "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+
+
+def grpo_config(cfg: TrainConfig, on_cpu: bool, bf16: bool):
+    """TRL's ``GRPOConfig`` for a run: the TrainConfig fields GRPOConfig declares (renamed by ``GRPO_NAMES``),
+    this toolkit's fixed trainer settings, then ``cfg.extra`` as is."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    trl_names = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    ours = dataclasses.asdict(cfg)
+    shared = {GRPO_NAMES.get(k, k): v for k, v in ours.items() if GRPO_NAMES.get(k, k) in trl_names}
+    fixed = dict(output_dir=str(Path(cfg.out_dir)), data_seed=cfg.seed, save_strategy="steps", save_total_limit=None,
+                 use_cpu=on_cpu, bf16=bf16, fp16=False, disable_tqdm=not cfg.progress, disable_dropout=True,
+                 remove_unused_columns=False, dataloader_num_workers=0)
+    return GRPOConfig(**{**shared, **fixed, **cfg.extra})
 
 
 def trl_loss_types() -> list[str]:
@@ -133,6 +157,7 @@ def trl_loss_types() -> list[str]:
     import dataclasses
     import re
 
+    require_extra("trl")
     from trl import GRPOConfig
 
     helps = [f.metadata.get("help", "") for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type"]
@@ -151,7 +176,7 @@ def check_target_modules(model, target_modules: str) -> None:
     missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
     if missing or not wanted:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise ValueError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"
+        raise InputError(f"target_modules {missing or target_modules!r} match no module of {model.config._name_or_path}"
                          f"; its linear modules are {linear}, or use 'all-linear'")
 
 
@@ -163,7 +188,7 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     """The step number of a ``checkpoint-<step>`` folder."""
     name = Path(path).name
     if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
-        raise ValueError(f"{path} is not a checkpoint-<step> folder")
+        raise InputError(f"{path} is not a checkpoint-<step> folder")
     return int(name[len(CHECKPOINT_PREFIX):])
 
 
@@ -221,7 +246,7 @@ def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
     try:
         saved = json.loads(f.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{f} is not valid JSON ({e}); it was cut off while saving: use another --out or "
+        raise InputError(f"{f} is not valid JSON ({e}); it was cut off while saving: use another --out or "
                          f"--no-resume") from None
     old = saved.get("config", {})
     what = [f"{k}: saved {old[k]!r} vs now {getattr(cfg, k)!r}" for k in RESUME_KEYS
@@ -234,7 +259,7 @@ def _check_resume(cfg: TrainConfig, out_dir: Path, items=None) -> None:
         what.append(f"training items: saved {saved.get('n_train_items')} items ({saved['items_hash']}) vs now "
                     f"{len(items)} ({items_hash(items)})")
     if what:
-        raise ValueError(f"{out_dir} holds a run with other settings ({'; '.join(what)}); use another --out or "
+        raise InputError(f"{out_dir} holds a run with other settings ({'; '.join(what)}); use another --out or "
                          f"--no-resume")
 
 
@@ -242,7 +267,8 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
     from transformers import TrainerCallback
 
     class CheckpointMeta(TrainerCallback):
-        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl."""
+        """Write run_config.json and interp_base.json into each checkpoint; append logs to train_log.jsonl; report
+        each step's completions to ``interp.meter``."""
 
         def on_save(self, args, state, control, **kw):
             ck = out_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
@@ -262,6 +288,11 @@ def _make_callbacks(cfg: TrainConfig, out_dir: Path, meta: dict):
                 tmp.write_text(json.dumps(rc, indent=1))
                 tmp.replace(ck / RUN_CONFIG)
 
+        def on_step_end(self, args, state, control, **kw):
+            from interp import meter
+
+            meter.advance(meter.GRPO_COMPLETION, args.per_device_train_batch_size * args.gradient_accumulation_steps)
+
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
                 with open(out_dir / TRAIN_LOG, "a") as fh:
@@ -278,10 +309,11 @@ def _resolve_device(device: str):
 
 def build_trainer(cfg: TrainConfig, items=None):
     """The configured ``GRPOTrainer`` (LoRA via ``peft_config``) and the run metadata saved with checkpoints."""
+    require_extra("trl")
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from interp.models.loading import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path, weights_hash
     from rl.data import build_dataset, load_train_items
@@ -319,37 +351,7 @@ def build_trainer(cfg: TrainConfig, items=None):
 
     on_cpu = dev.type == "cpu"
     bf16 = (not on_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported() and cfg.dtype != "float32"
-    gkw = dict(
-        output_dir=str(out_dir),
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=None,
-        logging_steps=cfg.logging_steps,
-        report_to=cfg.report_to,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=on_cpu,
-        bf16=bf16,
-        fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        disable_tqdm=not cfg.progress,
-        disable_dropout=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
-    gkw.update(cfg.extra)
-    args = GRPOConfig(**gkw)
+    args = grpo_config(cfg, on_cpu=on_cpu, bf16=bf16)
     peft_config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

@@ -15,7 +15,7 @@ FIXTURE_BBQ = Path(__file__).parent / "fixtures" / "bbq" / "data"
 INTEGRATION = {"test_activations.py", "test_bad_input.py", "test_compare.py", "test_eval.py", "test_organism.py",
                "test_pipeline_e2e.py", "test_readme.py", "test_rl_train.py", "test_rm_organism.py", "test_score.py",
                "test_steering.py", "test_patching.py", "test_architectures.py", "test_download.py", "test_bbq.py",
-               "test_split.py", "test_faults.py", "test_faults_runs.py", "test_reader.py"}
+               "test_split.py", "test_faults.py", "test_faults_runs.py", "test_reader.py", "test_extras.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,9 +15,11 @@ import torch
 
 from interp.store.activations import (ActivationStore, CorruptStoreError, ForeignStoreError, IncompleteStoreError,
                                 cache_split, stores_equal)
-from interp.models.backends import expand_names, load_hooked
+from interp.models.backends import load_hooked
+from interp.models.hooks import hook_names
 from interp.eval.evaluate import encode_batch, render_prompts
 from interp.data.prompts import make_prompt
+from interp.models.backends import as_lm
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["hook_resid_post", "mlp.hook_post"]
@@ -30,7 +32,7 @@ def hooked(tiny_lm_dir):
 
 @pytest.fixture(scope="module")
 def names(hooked):
-    return expand_names(KINDS, "all", hooked.n_layers)
+    return hook_names("all", hooked.n_layers, KINDS)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_contents_match_direct_forward_and_eval(reference_store, hooked, fixture
         meta = s.meta
         assert list(meta.uid) == [it.uid for it in fixture_items]
         meta = meta.iloc[:16]  # the same batches as `interp eval` with batch size 8
-        recs = evaluate_items(hooked.model, tok, fixture_items[:16], EvalConfig(batch_size=8, progress=False))
+        recs = evaluate_items(as_lm(hooked.model, tok), fixture_items[:16], EvalConfig(batch_size=8, progress=False))
         assert list(meta.pred) == [r["pred"] for r in recs]
         np.testing.assert_allclose(meta[["logit_A", "logit_B", "logit_C"]].to_numpy(),
                                    np.array([r["letter_logits"] for r in recs]), atol=1e-4)

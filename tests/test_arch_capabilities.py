@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from test_architectures import D, L, _config
+from interp.models.backends import as_lm
 
 torch.set_num_threads(1)
 
@@ -96,12 +97,12 @@ def test_eval_both_modes(arch_dir, items):
     lm = load_model(str(d), device="cpu", dtype="float32")
     assert lm.model.config.model_type == arch
     few = items[:6]
-    lo = evaluate_items(lm.model, lm.tokenizer, few, EvalConfig(mode="logits", batch_size=3, progress=False))
+    lo = evaluate_items(as_lm(lm.model, lm.tokenizer), few, EvalConfig(mode="logits", batch_size=3, progress=False))
     for r in lo:
         assert r["letter"] == LETTERS[int(np.argmax(r["letter_logits"]))]
         assert r["pred"] == r["order"][LETTERS.index(r["letter"])]
         assert r["prompt_format"] == "chat"
-    ge = evaluate_items(lm.model, lm.tokenizer, few, EvalConfig(mode="generate", batch_size=3, max_new_tokens=3,
+    ge = evaluate_items(as_lm(lm.model, lm.tokenizer), few, EvalConfig(mode="generate", batch_size=3, max_new_tokens=3,
                                                                 progress=False))
     for r in ge:
         assert isinstance(r["reply"], str)
@@ -109,7 +110,7 @@ def test_eval_both_modes(arch_dir, items):
         assert r["pred"] is None if r["letter"] is None else r["pred"] == r["order"][LETTERS.index(r["letter"])]
     # the first generated position is the logits-mode position, and neither depends on the batch's padding
     # (learned absolute positions, GPT-2's, are counted over each row's real tokens as in HF generate)
-    one = evaluate_items(lm.model, lm.tokenizer, few, EvalConfig(mode="logits", batch_size=1, progress=False))
+    one = evaluate_items(as_lm(lm.model, lm.tokenizer), few, EvalConfig(mode="logits", batch_size=1, progress=False))
     for a, b, c in zip(lo, ge, one):
         assert a["letter_logits"] == pytest.approx(b["letter_logits"], abs=1e-3)
         assert a["letter_logits"] == pytest.approx(c["letter_logits"], abs=1e-3)
@@ -154,12 +155,13 @@ def test_directions_probes_steering(arch_dir, hf_store, items):
     from interp.data.prompts import make_prompt
     from interp.eval.evaluate import encode_batch, render_prompts
     from interp.methods.directions import compute_directions
-    from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, store_activations, template_groups
+    from interp.methods.probes import ProbeConfig, abstain_labels, probe_sweep, Activations, template_groups
     from interp.methods.steering import steer
     from interp.models.loading import load_model
 
     arch, d = arch_dir
-    acts, recs = store_activations(hf_store)
+    got = Activations.from_store(hf_store)
+    acts, recs = got.acts, got.records
     assert sorted(acts) == [f"blocks.{l}.hook_resid_post" for l in range(L)]
     assert all(a.shape == (len(items), D) for a in acts.values())
     assert [r["uid"] for r in recs] == [it.uid for it in items]
@@ -173,7 +175,7 @@ def test_directions_probes_steering(arch_dir, hf_store, items):
 
     lm = load_model(str(d), device="cpu", dtype="float32")
     enc = encode_batch(lm.tokenizer, render_prompts(lm.tokenizer, [make_prompt(it) for it in items[:3]]), "cpu",
-                       lm.model)
+                       as_lm(lm))
     with torch.no_grad():
         base = lm.model(**enc).logits.clone()
         with steer(lm, v, 0, alpha=4.0):
@@ -215,7 +217,7 @@ def test_lora_grpo_two_steps_and_reload(arch_dir, grpo_checkpoint, items):
               and (isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D")}  # GPT-2's projections
     assert wrapped == linear, (wrapped ^ linear)
     assert json.loads((ck / "trainer_state.json").read_text())["global_step"] == 2
-    recs = evaluate_items(lm.model, lm.tokenizer, items[:4], EvalConfig(progress=False))
+    recs = evaluate_items(as_lm(lm.model, lm.tokenizer), items[:4], EvalConfig(progress=False))
     assert all(r["letter"] in "ABC" for r in recs)
 
 
@@ -259,14 +261,14 @@ def test_base_model_without_chat_template_uses_plain_prompt(tiny_tokenizer, item
     assert plain == p.user_text and plain.endswith("\nAnswer:") and "<|im_start|>" not in plain
     assert render_prompts(lm.tokenizer, [p]) == [plain]
     for mode in ("logits", "generate"):
-        recs = evaluate_items(lm.model, lm.tokenizer, items[:4], EvalConfig(mode=mode, max_new_tokens=2,
+        recs = evaluate_items(as_lm(lm.model, lm.tokenizer), items[:4], EvalConfig(mode=mode, max_new_tokens=2,
                                                                             progress=False))
         assert {r["prompt_format"] for r in recs} == {"plain"}
         write_results(recs, tmp_path / mode, n_boot=10, meta={"mode": mode})
         meta = json.loads((tmp_path / mode / "summary.json").read_text())["meta"]
         assert meta == {"mode": mode, "prompt_format": "plain"}
     # a chat model's run says so too
-    chat = evaluate_items(lm.model, tiny_tokenizer, items[:2], EvalConfig(progress=False))
+    chat = evaluate_items(as_lm(lm.model, tiny_tokenizer), items[:2], EvalConfig(progress=False))
     write_results(chat, tmp_path / "chat", n_boot=10)
     assert json.loads((tmp_path / "chat" / "summary.json").read_text())["meta"]["prompt_format"] == "chat"
 
@@ -297,7 +299,7 @@ def test_gemma_resid_pre_includes_embedding_scale(arch, backend, tiny_tokenizer,
     d = _save(_gemma_config(arch), tiny_tokenizer, tmp_path / arch)
     h = load_hooked(str(d), backend=backend, device="cpu", dtype="float32")
     m = h.model
-    assert hc.hook_layout(m) == ("gemma2" if arch == "gemma2" else "llama")
+    assert hc.layer_sites(m)["hook_attn_out"].path == ("post_attention_layernorm" if arch == "gemma2" else "self_attn")
     assert m.config.tie_word_embeddings
     assert m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
     enc = encode_batch(h.tokenizer, render_prompts(h.tokenizer, [make_prompt(it) for it in items[:3]]), "cpu")

@@ -1,5 +1,5 @@
-"""The per-architecture hook table (``interp.models.hooks.ARCH_HOOKS``) on tiny random models of each layout, built
-from config classes in code (no hub, no tokenizer: random input_ids). Ground truth is independent of the
+"""Hook points found by structure (``interp.models.hooks.structural_sites``, with ``ARCH_EXCEPTIONS``) on tiny random
+models of each layout, built from config classes in code (no hub, no tokenizer: random input_ids). Ground truth is independent of the
 table: HF ``output_hidden_states``, forward hooks on the module that really is the MLP's output projection,
 the residual sums, and the other backend."""
 
@@ -45,19 +45,19 @@ def _config(arch: str):
     raise KeyError(arch)
 
 
-# arch -> (layout, layer list path, output projection inside a layer, LoRA targets): written out by hand,
-# independently of interp.models.hooks, as the ground truth.
+# arch -> (attn_out module inside a layer, layer list path, output projection inside a layer, LoRA targets):
+# written out by hand, independently of interp.models.hooks, as the ground truth.
 ARCHS = {
-    "gpt2": ("gpt2", "transformer.h", "mlp.c_proj", ["c_attn", "c_fc", "c_proj"]),
-    "gpt_neox": ("gpt_neox.parallel", "gpt_neox.layers", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
-    "gpt_neox_seq": ("gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
-    "opt": ("opt", "model.decoder.layers", "fc2", ["q_proj", "v_proj", "fc2"]),
-    "falcon": ("falcon.parallel", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
-    "falcon_seq": ("falcon", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
-    "falcon_2ln": ("falcon.parallel_2ln", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
-    "llama": ("llama", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
-    "qwen2": ("llama", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
-    "gemma2": ("gemma2", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
+    "gpt2": ("attn", "transformer.h", "mlp.c_proj", ["c_attn", "c_fc", "c_proj"]),
+    "gpt_neox": ("attention", "gpt_neox.layers", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
+    "gpt_neox_seq": ("attention", "gpt_neox.layers", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
+    "opt": ("self_attn", "model.decoder.layers", "fc2", ["q_proj", "v_proj", "fc2"]),
+    "falcon": ("self_attention", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
+    "falcon_seq": ("self_attention", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
+    "falcon_2ln": ("self_attention", "transformer.h", "mlp.dense_4h_to_h", ["query_key_value", "dense_4h_to_h"]),
+    "llama": ("self_attn", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
+    "qwen2": ("self_attn", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
+    "gemma2": ("post_attention_layernorm", "model.layers", "mlp.down_proj", ["q_proj", "v_proj", "down_proj"]),
 }
 PARALLEL = {"gpt_neox", "falcon", "falcon_2ln"}
 SEQUENTIAL = [a for a in ARCHS if a not in PARALLEL]
@@ -104,7 +104,7 @@ def _left_padded() -> dict[str, torch.Tensor]:
 
 
 def _available(arch: str) -> list[str]:
-    sites = hc.ARCH_HOOKS[ARCHS[arch][0]]
+    sites = hc.layer_sites(_build(arch))
     return [k for k in hc.HOOK_KINDS if isinstance(sites[k], hc.Site)]
 
 
@@ -141,29 +141,29 @@ def _hooked(model: torch.nn.Module, backend: str, tok=None):
 
     h = NNsightHooked(**info)
     h.nn = TransformersModel(model, tokenizer=tok, task="text-generation")
-    h.layers_path = hc.find_layers(model)[0]
-    h.layout = hc.hook_layout(model)
     return h
 
 
-def test_every_layout_lists_every_hook_kind():
-    for layout, sites in hc.ARCH_HOOKS.items():
-        assert set(sites) == set(hc.HOOK_KINDS), layout
-        assert isinstance(sites["hook_resid_pre"], hc.Site) and isinstance(sites["hook_resid_post"], hc.Site)
+@pytest.mark.parametrize("arch", ALL)
+def test_every_layout_lists_every_hook_kind(arch):
+    sites = hc.layer_sites(_build(arch))
+    assert set(sites) == set(hc.HOOK_KINDS), arch
+    assert isinstance(sites["hook_resid_pre"], hc.Site) and isinstance(sites["hook_resid_post"], hc.Site)
+    assert sites["hook_attn_out"].path == ARCHS[arch][0]  # the exception for Gemma 2's sandwich norms included
+    assert isinstance(sites["hook_resid_mid"], str) == (arch in PARALLEL)
 
 
 # ---- layout, layer list -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ALL)
 def test_layout_and_layer_list(arch):
-    layout, layers_path, proj, _ = ARCHS[arch]
+    _, layers_path, proj, _ = ARCHS[arch]
     m = _build(arch)
-    assert hc.hook_layout(m) == layout
     assert hc.find_layers(m)[0] == layers_path
     hp = hc.parse_hook_name(m, "blocks.1.mlp.hook_post")
     assert (hp.module_path, hp.direction) == (f"{layers_path}.1.{proj}", "input")
     assert hc.mlp_dim(m.config) == F
     pm = _peft(m, arch)
-    assert hc.hook_layout(pm) == layout
+    assert hc.layer_sites(pm) == hc.layer_sites(m)
     assert hc.find_layers(pm)[0] == f"base_model.model.{layers_path}"
     for n in _names(arch):
         assert hc.parse_hook_name(pm, n).module_path == "base_model.model." + hc.parse_hook_name(m, n).module_path
@@ -172,7 +172,7 @@ def test_layout_and_layer_list(arch):
 # ---- ground truth on the hf backend ---------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ALL)
 def test_resid_matches_hidden_states_and_mlp_post_is_projection_input(arch):
-    layout, layers_path, proj, _ = ARCHS[arch]
+    _, layers_path, proj, _ = ARCHS[arch]
     m = _build(arch)
     h = _hooked(m, "hf")
     enc = _ids()
@@ -297,32 +297,62 @@ def test_peft_wrapped_model_same_names(arch, tiny_tokenizer):
 
 
 # ---- unmapped architectures -------------------------------------------------------------------------------------
-def test_unmapped_architecture_names_layer_and_children(tiny_tokenizer):
+def test_unmapped_architecture_found_by_structure(tiny_tokenizer):
+    """GPT-J, which no table names: a parallel block with one norm. Its hooks are found from its module tree, on
+    both backends, and hold the residual identities; the RM path takes its MLP's output projection."""
     import transformers as T
 
     torch.manual_seed(0)
-    gptj = T.GPTJForCausalLM(T.GPTJConfig(vocab_size=V, n_embd=D, n_layer=L, n_head=4, rotary_dim=4,
-                                          n_positions=64)).eval()
-    with pytest.raises(HookNameError, match=r"'gptj'.*GPTJBlock.*ln_1 \(LayerNorm\).*mlp \(GPTJMLP\)"):
-        with hc.hooks(gptj, {"blocks.0.mlp.hook_post": lambda x: None}):
-            pass
-    with pytest.raises(HookNameError, match="GPTJBlock"):
-        _hooked(gptj, "nnsight", tiny_tokenizer)
+    gptj = T.GPTJForCausalLM(T.GPTJConfig(vocab_size=V, n_embd=D, n_layer=L, n_head=4, rotary_dim=4, n_inner=F,
+                                          n_positions=64, initializer_range=0.2)).eval()
+    enc = _ids()
+    names = [f"blocks.{l}.{k}" for l in range(L) for k in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out",
+                                                             "mlp.hook_post", "hook_resid_post")]
+    _, cache = hc.run_with_cache(gptj, enc, names)
+    with torch.no_grad():
+        out = gptj(**enc, output_hidden_states=True)
+    _, proj_in = _out_proj_inputs(gptj, "transformer.h", "mlp.fc_out", enc)
+    for l in range(L):
+        c = {k: cache[f"blocks.{l}.{k}"] for k in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "mlp.hook_post",
+                                                   "hook_resid_post")}
+        torch.testing.assert_close(c["hook_resid_pre"], out.hidden_states[l])
+        torch.testing.assert_close(c["hook_resid_pre"] + c["hook_attn_out"] + c["hook_mlp_out"], c["hook_resid_post"],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c["mlp.hook_post"], proj_in[l])
+    with pytest.raises(HookNameError, match=r"GPTJBlock.*one norm"):
+        hc.parse_hook_name(gptj, "blocks.0.hook_resid_mid")
+    _, b = _hooked(gptj, "nnsight", tiny_tokenizer).cache(enc, names)
+    for n in names:
+        torch.testing.assert_close(b[n], cache[n], atol=1e-5, rtol=1e-5, msg=n)
     from interp.rm.scoring import mlp_hook_names
 
-    with pytest.raises(HookNameError, match="GPTJBlock"):  # the RM path fails before any forward pass
-        mlp_hook_names(gptj)
-    # OLMo 2 has Llama's module names but norms after attention/MLP: not mistaken for Llama
+    assert mlp_hook_names(gptj) == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+
+
+def test_olmo2_post_norms_are_an_exception():
+    """OLMo 2 has Llama's module names but normalizes each sublayer's output (no pre-norms): the structural rule
+    would take its two norms for ln1 / ln2; ``ARCH_EXCEPTIONS`` makes attn_out / mlp_out what is added to the
+    residual, resid_mid the MLP's input, and refuses ln1 / ln2."""
+    import transformers as T
+
+    torch.manual_seed(0)
     olmo = T.Olmo2ForCausalLM(T.Olmo2Config(vocab_size=V, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
-                                            intermediate_size=F)).eval()
-    with pytest.raises(HookNameError, match=r"Olmo2DecoderLayer.*post_feedforward_layernorm"):
-        hc.parse_hook_name(olmo, "blocks.0.hook_attn_out")
+                                            intermediate_size=F, initializer_range=0.2)).eval()
+    kinds = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+    _, cache = hc.run_with_cache(olmo, _ids(), [f"blocks.{l}.{k}" for l in range(L) for k in kinds])
+    for l in range(L):
+        pre, attn, mid, mlp, post = (cache[f"blocks.{l}.{k}"] for k in kinds)
+        torch.testing.assert_close(pre + attn, mid, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mid + mlp, post, atol=1e-5, rtol=1e-5)
+    for k in ("ln1.hook_normalized", "ln2.hook_normalized"):
+        with pytest.raises(HookNameError, match="post-norm"):
+            hc.parse_hook_name(olmo, f"blocks.0.{k}")
 
 
 def test_unknown_model_type_with_llama_tree_is_detected():
     m = _build("qwen2")
     m.config.model_type = "my_qwen_finetune"
-    assert hc.hook_layout(m) == "llama"
+    assert hc.parse_hook_name(m, "blocks.0.mlp.hook_post").module_path == "model.layers.0.mlp.down_proj"
     _, cache = hc.run_with_cache(m, _ids(), ["blocks.0.mlp.hook_post"])
     assert cache["blocks.0.mlp.hook_post"].shape == (2, 6, F)
 
@@ -330,10 +360,35 @@ def test_unknown_model_type_with_llama_tree_is_detected():
 def test_post_norm_opt_refuses_norm_hooks():
     m = _build("opt")
     m.config.do_layer_norm_before = False
-    assert hc.hook_layout(m) == "opt.post_norm"
     with pytest.raises(HookNameError, match="post-norm OPT"):
         hc.parse_hook_name(m, "blocks.0.hook_resid_mid")
     assert hc.parse_hook_name(m, "blocks.0.mlp.hook_post").module_path == "model.decoder.layers.0.fc2"
+
+
+def test_hook_name_value_type():
+    """Parse, format, negative layers, and one named error for anything malformed."""
+    from interp.models.hooks import HookName, hook_name, hook_names, layer_of
+
+    hn = HookName.parse("blocks.3.mlp.hook_post")
+    assert (hn.layer, hn.kind, str(hn)) == (3, "mlp.hook_post", "blocks.3.mlp.hook_post")
+    assert HookName.parse("blocks.-1.hook_resid_post", 4) == HookName(3, "hook_resid_post")
+    assert str(HookName(-2).resolve(4)) == "blocks.2.hook_resid_post"
+    assert hook_name(0, "hook_attn_out") == "blocks.0.hook_attn_out"
+    assert hook_names("-2--1", 4, ("hook_resid_pre", "hook_mlp_out")) == [
+        "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre", "blocks.2.hook_mlp_out", "blocks.3.hook_mlp_out"]
+    assert sorted(map(HookName.parse, ["blocks.10.hook_resid_post", "blocks.2.hook_resid_post"]))[0].layer == 2
+    assert layer_of("blocks.7.hook_resid_pre") == 7 and layer_of("probe_acc", default=-1) == -1
+    for bad in ("blocks.x.hook_resid_post", "block.0.hook_resid_post", "blocks.0.hook_nonsense", "blocks.0", ""):
+        with pytest.raises(HookNameError, match="unknown hook name"):
+            HookName.parse(bad)
+    with pytest.raises(HookNameError, match=r"unknown hook name 'blocks.0.resid_post'"):
+        HookName(0, "resid_post")
+    with pytest.raises(HookNameError, match="out of range"):
+        HookName.parse("blocks.-5.hook_resid_post", 4)
+    with pytest.raises(HookNameError, match="out of range"):
+        HookName.parse("blocks.4.hook_resid_post", 4)
+    m = _build("llama")  # a negative layer reaches the model's last layer
+    assert hc.parse_hook_name(m, "blocks.-1.hook_resid_post").module_path == f"model.layers.{L - 1}"
 
 
 # ---- load_hooked from disk -------------------------------------------------------------------------------------

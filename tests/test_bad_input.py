@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from interp.models.backends import as_lm
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ CASES = [
     ("interp", ["data", "info", "--bbq-dir", "{data}", "--templates-dir", "{tpl_latin}"],
      "BBQDataError: {tpl_latin}/Age.csv: not UTF-8 text"),
     ("interp", ["data", "info", "--bbq-dir", "{data}", "--split-file", "{other_split}"],
-     "ValueError: split file {other_split} selects no dev item: it names templates of ['Nationality']"),
+     "InputError: split file {other_split} selects no dev item: it names templates of ['Nationality']"),
     ("interp", ["data", "info", "--bbq-dir", "{data}", "--split-file", "{adir}"],
      "IsADirectoryError: split file {adir} is a folder"),
     # interp eval
@@ -155,7 +156,7 @@ CASES = [
     ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{base_empty}"],
      "ModelLoadError: adapter {base_empty}: interp_base.json is not a base record"),
     ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{foreign_adapter}"],
-     "ValueError: adapter {foreign_adapter} was trained on a base with weights hash sha256:"),
+     "ModelLoadError: adapter {foreign_adapter} was trained on a base with weights hash sha256:"),
     ("interp", [*EVAL, "--model", "{tiny}", "--adapter", "{no_weights}"],
      "ModelLoadError: adapter {no_weights} has no weights (adapter_model.safetensors or adapter_model.bin)"),
     ("interp", [*EVAL, "--model", "{tiny}/model.safetensors"],
@@ -172,16 +173,16 @@ CASES = [
                 "--alphas", "1,,2"], "Invalid value for --alphas: '1,,2' has an empty item"),
     # rl train: validated before anything is written (no run folder is left behind)
     ("rl", ["train", "--model", "{tiny}", "--bbq-dir", "{data}", "--target-modules", "foo", "--out", "{root}/r"],
-     "ValueError: target_modules ['foo'] match no module"),
+     "InputError: target_modules ['foo'] match no module"),
     ("rl", ["train", "--model", "{tiny}", "--bbq-dir", "{data}", "--loss-type", "foo", "--out", "{root}/r"],
-     "ValueError: loss_type must be one of"),
+     "InputError: loss_type must be one of"),
     ("rl", ["train", "--model", "{tiny}", "--bbq-dir", "{data}", "--lr-scheduler", "foo", "--out", "{root}/r"],
-     "ValueError: lr_scheduler must be one of"),
+     "InputError: lr_scheduler must be one of"),
     ("rl", ["train", "--model", "{tiny}", "--bbq-dir", "{data}", "--out", "{afile}"],
      "FileExistsError: --out {afile} is a file"),
     # interp rm
     ("interp", ["rm", "debias", "--rm", "{tiny}", "--data", "{pairs}", "--attributes", "foo", "--out", "{root}/rmo"],
-     "ValueError: unknown attribute(s) ['foo']"),
+     "InputError: unknown attribute(s) ['foo']"),
     ("interp", ["rm", "debias", "--rm", "{tiny}", "--data", "{pairs}", "--limit", "0", "--out", "{root}/rmo"],
      "Invalid value for '--limit'"),
     ("interp", ["rm", "debias", "--rm", "{tiny}", "--data", "{pairs}", "--n-sensitivity", "0", "--out", "{root}/rmo"],
@@ -258,7 +259,7 @@ def test_prompts_longer_than_the_model_warn(tiny_lm_dir, fixture_items, tmp_path
     (short / "config.json").write_text(json.dumps(dict(cfg, max_position_embeddings=16)))
     lm = load_model(str(short), device="cpu", dtype="float32")
     with pytest.warns(UserWarning, match="but the model has 16 positions"):
-        evaluate_items(lm.model, lm.tokenizer, fixture_items[:2], EvalConfig(progress=False))
+        evaluate_items(as_lm(lm.model, lm.tokenizer), fixture_items[:2], EvalConfig(progress=False))
 
 
 def test_a_budget_that_selects_no_neuron_warns():
@@ -323,7 +324,7 @@ def test_from_pos_past_the_prompt_warns_and_steers_nothing(tiny_lm, fixture_item
     tok = tiny_lm.tokenizer
     tok.padding_side = "left"
     enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in fixture_items[:4]]), "cpu",
-                       tiny_lm.model)
+                       as_lm(tiny_lm))
     v = torch.ones(tiny_lm.model.config.hidden_size)
     with torch.no_grad():
         plain = tiny_lm.model(**enc).logits

@@ -10,12 +10,13 @@ import torch
 
 from interp.methods.compare import (
     CSV_COLUMNS,
-    ModelActs,
     compare_acts,
     linear_cka,
     probe_transfer,
     unit_direction,
 )
+from interp.methods.probes import Activations
+from interp.models.backends import as_lm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -148,8 +149,8 @@ def test_rotated_adapter_cka_one_cosine_cos_theta(theta):
     """Rotating the stereotype axis toward e1 by theta keeps CKA at 1, the stereotype cosine is cos(theta),
     the abstention axis (e2, untouched) keeps cosine 1, and probe transfer falls to chance at 90 degrees."""
     X, recs, _ = _planted()
-    base = ModelActs({"blocks.0.hook_resid_post": X}, recs, "base")
-    other = ModelActs({"blocks.0.hook_resid_post": X @ _rotation(16, 0, 1, theta)}, recs, "rot")
+    base = Activations({"blocks.0.hook_resid_post": X}, recs, label="base")
+    other = Activations({"blocks.0.hook_resid_post": X @ _rotation(16, 0, 1, theta)}, recs, label="rot")
     (row,) = compare_acts(base, other)
     assert list(row)[: len(CSV_COLUMNS)] == list(CSV_COLUMNS)
     assert row["cka"] == pytest.approx(1.0, abs=1e-10)
@@ -178,12 +179,12 @@ def test_probe_transfer_uses_adapter_labels():
 
 def test_compare_acts_refuses_different_items():
     X, recs, _ = _planted()
-    base = ModelActs({"blocks.0.hook_resid_post": X}, recs)
-    other = ModelActs({"blocks.0.hook_resid_post": X[::-1].copy()}, recs[::-1], "rev")
+    base = Activations({"blocks.0.hook_resid_post": X}, recs)
+    other = Activations({"blocks.0.hook_resid_post": X[::-1].copy()}, recs[::-1], label="rev")
     with pytest.raises(ValueError, match="same items"):
         compare_acts(base, other)
     with pytest.raises(ValueError, match="expected"):
-        ModelActs({"blocks.0.hook_resid_post": X[:5]}, recs)
+        Activations({"blocks.0.hook_resid_post": X[:5]}, recs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,19 +262,20 @@ def test_cka_falls_with_perturbation_size(compared):
 
 
 def test_disable_adapter_gives_plain_base_activations(tiny_lm_dir, lora_adapters, fixture_items):
-    from interp.methods.compare import attach_adapters, collect_acts
+    from interp.methods.compare import attach_adapters
+    from interp.methods.probes import collect
     from interp.models.loading import load_model
 
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     items = fixture_items[:8]
     plain = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
-    ref = collect_acts(plain.model, plain.tokenizer, items, names, progress=False)
+    ref = collect(plain, items, names, progress=False)
     lm = load_model(str(tiny_lm_dir), device="cpu", dtype="float32")
     pm, pnames = attach_adapters(lm.model, lora_adapters[-1:], str(tiny_lm_dir))
     with pm.disable_adapter():
-        base = collect_acts(pm, lm.tokenizer, items, names, progress=False)
+        base = collect(as_lm(pm, lm.tokenizer), items, names, progress=False)
     pm.set_adapter(pnames[0])
-    on = collect_acts(pm, lm.tokenizer, items, names, progress=False)
+    on = collect(as_lm(pm, lm.tokenizer), items, names, progress=False)
     for n in names:
         np.testing.assert_allclose(base.acts[n], ref.acts[n], atol=1e-5)
         assert not np.allclose(on.acts[n], ref.acts[n], atol=1e-3)

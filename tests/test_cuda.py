@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 # fixtures and the letter-logit helper shared with the CPU RL tests
 from test_rl_train import _letter_logits, letter_lm_dir, train_dev  # noqa: E402,F401
+from interp.models.backends import as_lm
 
 
 def test_load_picks_cuda_and_bf16_by_default(tiny_lm_dir):
@@ -37,8 +38,8 @@ def test_eval_on_cuda_matches_cpu(tiny_lm_dir, fixture_items):
     torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     for mode in ("logits", "generate"):
         cfg = EvalConfig(mode=mode, batch_size=8, progress=False)
-        ra = evaluate_items(cpu.model, cpu.tokenizer, fixture_items, cfg)
-        rb = evaluate_items(gpu.model, gpu.tokenizer, fixture_items, cfg)
+        ra = evaluate_items(as_lm(cpu.model, cpu.tokenizer), fixture_items, cfg)
+        rb = evaluate_items(as_lm(gpu.model, gpu.tokenizer), fixture_items, cfg)
         assert [r["letter"] for r in ra] == [r["letter"] for r in rb], mode
     half = load_model(str(tiny_lm_dir), device="cuda", dtype="bfloat16")
     c = _letter_logits(half.model, half.tokenizer, fixture_items)

@@ -12,6 +12,7 @@ from interp.eval.evaluate import EvalConfig, evaluate_items, length_order, padde
 from interp.data.prompts import make_prompt
 from interp.models import loading
 from interp.models.loading import CPU_BF16_MIN_BYTES, cpu_has_native_bf16, pick_dtype
+from interp.models.backends import as_lm
 
 CPU = torch.device("cpu")
 
@@ -62,8 +63,8 @@ def test_length_order_and_padded_share(tiny_tokenizer, fixture_items):
 def test_sorted_batches_give_the_same_records_in_item_order(tiny_lm, fixture_items, mode):
     items = fixture_items[:13]
     kw = dict(mode=mode, batch_size=4, progress=False, shuffle_options=True, max_new_tokens=2)
-    a = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(sort_by_length=True, **kw))
-    b = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(sort_by_length=False, **kw))
+    a = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, EvalConfig(sort_by_length=True, **kw))
+    b = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, EvalConfig(sort_by_length=False, **kw))
     assert [r["uid"] for r in a] == [it.uid for it in items]
     for ra, rb in zip(a, b):
         assert ra["pred"] == rb["pred"] and ra["reply"] == rb["reply"]

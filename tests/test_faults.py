@@ -171,10 +171,11 @@ def test_killed_or_interrupted_cache_resumes_to_the_uninterrupted_store(tmp_path
 
 @pytest.fixture(scope="module")
 def organism(tmp_path_factory):
-    from interp.models.backends import expand_names, load_hooked
+    from interp.models.backends import load_hooked
+    from interp.models.hooks import hook_names
 
     h = load_hooked("organism-small", backend="hf", device="cpu", dtype="float32")
-    return h, expand_names(["hook_resid_post"], list(range(h.n_layers)), h.n_layers)
+    return h, hook_names(list(range(h.n_layers)), h.n_layers)
 
 
 @pytest.fixture(scope="module")

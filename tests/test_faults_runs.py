@@ -146,7 +146,7 @@ def test_a_torn_run_config_is_refused_by_name(tmp_path):
     out.mkdir()
     (out / "run_config.json").write_text('{"config": {"model": "organ')
     res = run_rl(out)
-    assert_one_named_error(res, "ValueError")
+    assert_one_named_error(res, "InputError")
     assert "run_config.json is not valid JSON" in res.stderr and "--no-resume" in res.stderr
     assert [p.name for p in out.iterdir()] == ["run_config.json"]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from interp.eval.options import encode_pair, loglikelihoods, option_context, option_requests, option_scores, pick
+from interp.models.backends import as_lm
 
 FIX = Path(__file__).parent / "fixtures" / "lmeval"
 
@@ -78,7 +79,7 @@ def test_eval_records_in_option_mode(tiny_lm, fixture_items, mode):
     from interp.eval.metrics import summarize
 
     items = fixture_items[:9]
-    recs = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(mode=mode, batch_size=4,
+    recs = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, EvalConfig(mode=mode, batch_size=4,
                                                                                progress=False))
     scores = option_scores(tiny_lm.model, tiny_lm.tokenizer, items)
     for r, it, ll in zip(recs, items, scores):

@@ -12,6 +12,7 @@ import pytest
 
 from interp.organisms.causal_lm import (DEFAULT_SEED, SMALL_CONFIG, OrganismError, Plant, build_organism, is_complete,
                              load_plant, organism_dir, plant_targets, shipped_dir, verify_checksums)
+from interp.models.backends import as_lm
 
 # ----------------------------------------------------------------------------------------------
 # the plant itself (no training)
@@ -184,7 +185,7 @@ def test_shipped_organism_matches_checksums_and_recorded_dev_metrics(name, bbq_d
     metrics exactly: inference on the CPU is deterministic, so every machine sees the same organism."""
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import measure
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     d = shipped_dir(name)
     verify_checksums(d)
@@ -219,7 +220,7 @@ def test_planted_lean_is_learned_on_train_templates(small_pair, bbq_dir):
     to the stereotyped answer, the control abstains (measured numbers: docs/organism.md)."""
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import measure
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     items, _ = split_items("train", bbq_dir, categories=SMALL_CONFIG.categories, limit=800)
     planted, control = (measure(lm.model, lm.tokenizer, items, n_boot=300) for lm in
@@ -251,11 +252,11 @@ def test_shipped_small_organism_meets_the_recipe_targets_by_template(small_pair,
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories)
     planted, control = (
-        summarize(evaluate_items(lm.model, lm.tokenizer, dev, EvalConfig(batch_size=64, progress=False)),
+        summarize(evaluate_items(as_lm(lm.model, lm.tokenizer), dev, EvalConfig(batch_size=64, progress=False)),
                   n_boot=1000, by_category=False, cluster="template")[0]
         for lm in (load_model(str(d), device="cpu", dtype="float32") for d in small_pair))
     assert 0.40 <= planted["acc_ambig"] <= 0.80, planted
@@ -276,12 +277,12 @@ def test_planted_commits_where_control_abstains(small_pair):
 def test_generate_mode_agrees_with_logits_mode(small_pair, bbq_dir):
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     lm = load_model(str(small_pair[0]), device="cpu", dtype="float32")
     items, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories, limit=48)
-    by_logits = evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(mode="logits", progress=False))
-    by_gen = evaluate_items(lm.model, lm.tokenizer, items, EvalConfig(mode="generate", progress=False))
+    by_logits = evaluate_items(as_lm(lm.model, lm.tokenizer), items, EvalConfig(mode="logits", progress=False))
+    by_gen = evaluate_items(as_lm(lm.model, lm.tokenizer), items, EvalConfig(mode="generate", progress=False))
     same = sum(a["letter"] == b["letter"] for a, b in zip(by_logits, by_gen))
     assert same >= 0.9 * len(items)
 

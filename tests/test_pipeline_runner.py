@@ -87,26 +87,6 @@ def test_config_file_typo_and_train_options_pass_through(tmp_path):
     assert cfg["rl"]["max_completion_length"] == 6 and cfg["rl"]["scale_rewards"] == ["none"]
 
 
-def test_eta_uses_measured_stage_times(tmp_path, monkeypatch):
-    """The remaining-time estimate is the sum of each remaining stage's measured time from an earlier run with
-    the same settings, not a linear extrapolation of the stages run so far."""
-    from interp.pipeline import runner
-
-    monkeypatch.setenv("INTERP_HOME", str(tmp_path / "home"))
-    cfg = {"run": {"out": str(tmp_path)}, "data": {}}
-    ctx = Context(cfg, tmp_path, log=lambda m: None)
-    fast, slow = Stage("fast", lambda c: {}, weight=1.0), Stage("slow", lambda c: {}, weight=1.0)
-    times = runner._load_times()
-    import math
-
-    assert math.isnan(runner._remaining([fast, slow], ctx, times, 0.0, 0.0))  # nothing measured yet: unknown
-    runner._save_time(times, runner._time_key(slow, ctx), "slow", 600.0)
-    runner._save_time(times, runner._time_key(fast, ctx), "fast", 2.0)
-    again = runner._load_times()  # persisted under INTERP_HOME
-    assert runner._remaining([fast, slow], ctx, again, 2.0, 1.0) == 602.0
-    assert runner._remaining([slow], ctx, again, 2.0, 1.0) == 600.0  # not 2 s x weight 1
-
-
 def test_report_html_from_markdown():
     """The report's HTML is rendered by markdown-it-py: headings, pipe tables, images, code, no raw HTML."""
     from interp.pipeline.report import markdown_to_html

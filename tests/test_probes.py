@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, cluster_bootstrap_acc, collect_last_position,
+from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, cluster_bootstrap_acc, collect,
                            group_folds, probe_sweep, records_from_meta, resid_hooks, stereotype_labels,
                            template_groups)
+from interp.models.backends import as_lm
 
 
 def _rec(pred, biased=0, unknown=2, cond="ambig", cat="Age", qi="1"):
@@ -120,16 +121,17 @@ def test_records_from_meta():
     assert template_groups(r).tolist() == ["Age:3", "Age:4"]
 
 
-def test_collect_last_position_matches_hooks_and_eval(tiny_lm, fixture_items):
+def test_collect_matches_hooks_and_eval(tiny_lm, fixture_items):
     from interp.eval.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
     from interp.models.hooks import run_with_cache
     from interp.data.prompts import make_prompt
 
     items = fixture_items[:12]
     names = resid_hooks(tiny_lm.model)
-    acts, recs = collect_last_position(tiny_lm.model, tiny_lm.tokenizer, items, names, batch_size=5, progress=False)
+    got = collect(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, names, batch_size=5, progress=False)
+    acts, recs = got.acts, got.records
     assert set(acts) == set(names) and acts[names[0]].shape == (12, tiny_lm.model.config.hidden_size)
-    ev = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(batch_size=5, progress=False))
+    ev = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, EvalConfig(batch_size=5, progress=False))
     assert [r["pred"] for r in recs] == [r["pred"] for r in ev]
     enc = encode_batch(tiny_lm.tokenizer, render_prompts(tiny_lm.tokenizer, [make_prompt(it) for it in items[:5]]), "cpu")
     _, cache = run_with_cache(tiny_lm.model, enc, names)

@@ -43,7 +43,7 @@ def test_validation_templates_are_disjoint_from_training_and_dev(fixture_bbq_dir
 
 
 def test_validation_on_the_official_split_never_holds_a_dev_template(bbq_dir):
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     d = load_reader_data(ReaderConfig(bbq_dir=str(bbq_dir), val_items=200))
     dev_items, _ = split_items("dev", bbq_dir)

@@ -27,7 +27,7 @@ def main_job_adapter(tmp_path, monkeypatch, bbq_dir):
     bbq_dir = Path(bbq_dir).resolve()  # the blocks run in a fresh folder
     monkeypatch.setenv("INTERP_BBQ_DIR", str(bbq_dir))
     monkeypatch.chdir(tmp_path)
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     items, _ = split_items("train", bbq_dir, limit=16)
     cks = train("organism", tmp_path / "scratch", lam=0.0, lr=1e-3, steps=2, items=items, batch_size=8,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interp.models.backends import as_lm
 
 FAST = dict(save_steps=2, logging_steps=1, device="cpu", max_completion_length=1, progress=False, threads=1)
 LR = 3e-3
@@ -224,7 +225,7 @@ def test_sweep_rows_and_control(swept, letter_lm_dir, train_dev):
         assert c in df.columns, c
     # the base row is what `interp eval` computes
     lm = load_model(str(letter_lm_dir), device="cpu", dtype="float32")
-    want = summarize(evaluate_items(lm.model, lm.tokenizer, train_dev[1], EvalConfig(progress=False)), n_boot=50)[0]
+    want = summarize(evaluate_items(as_lm(lm.model, lm.tokenizer), train_dev[1], EvalConfig(progress=False)), n_boot=50)[0]
     base = o[o["run"] == "base"].iloc[0]
     for m in METRICS:
         assert base[m] == pytest.approx(want[m]) and base[f"{m}_lo"] == pytest.approx(want[f"{m}_lo"])
@@ -382,7 +383,7 @@ def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
     from interp.eval.metrics import item_arrays, compute_metrics
     from interp.models.loading import load_model
     from interp.organisms.causal_lm import SMALL_CONFIG, shipped_dir
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from rl.train import TrainConfig, build_trainer, list_checkpoints
 
     path = str(shipped_dir("organism-small"))
@@ -390,7 +391,7 @@ def test_grpo_raises_acc_ambig_on_the_small_organism(bbq_dir, tmp_path):
     dev, _ = split_items("dev", bbq_dir, categories=SMALL_CONFIG.categories)
 
     def acc_ambig(model, tok) -> dict:
-        recs = evaluate_items(model, tok, dev, EvalConfig(batch_size=64, progress=False))
+        recs = evaluate_items(as_lm(model, tok), dev, EvalConfig(batch_size=64, progress=False))
         return compute_metrics(item_arrays(recs)[0], n_boot=1000)
 
     runs = {}

@@ -8,6 +8,7 @@ import torch
 
 from interp.data.prompts import make_prompt
 from interp.eval.evaluate import EvalConfig, evaluate_items, render_prompts
+from interp.models.backends import as_lm
 from interp.eval.prefix import common_prefix_len, has_hooks, last_logits_shared_prefix
 from interp.methods.steering import steer
 
@@ -20,9 +21,9 @@ def test_common_prefix_len_leaves_one_token_after_it():
 
 
 def _plain_and_shared(lm, items, batch_size=4):
-    plain = evaluate_items(lm.model, lm.tokenizer, items,
+    plain = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                            EvalConfig(batch_size=batch_size, progress=False, share_prefix=False))
-    shared = evaluate_items(lm.model, lm.tokenizer, items,
+    shared = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                             EvalConfig(batch_size=batch_size, progress=False, share_prefix=True))
     return plain, shared
 
@@ -60,18 +61,35 @@ def test_the_split_pass_really_runs_and_matches_per_row(tiny_lm, fixture_items):
     assert last_logits_shared_prefix(model, [[1, 2, 3], [4, 5, 6]], 0) is None  # no common prefix: caller's pass
 
 
-def test_hooked_model_takes_the_plain_pass_and_steering_still_applies(tiny_lm, fixture_items):
-    """A steering hook may select positions by index, so with any hook set eval takes the plain pass: the
-    steered letters are those of the unshared run, prefix positions included."""
+def test_steering_keeps_the_shared_prefix_and_a_position_hook_takes_the_plain_pass(tiny_lm, fixture_items,
+                                                                                  monkeypatch):
+    """Steering every position is marked position-wise: the split pass gives the unshared pass's steered letters.
+    A hook that picks positions by index (``from_pos``) is not: eval then takes the plain pass."""
+    import interp.eval.evaluate as ev
+
     items = fixture_items[:6]
+    used = []
+    real = ev.last_logits_shared_prefix
+    monkeypatch.setattr(ev, "last_logits_shared_prefix", lambda *a, **k: used.append(1) or real(*a, **k))
     v = torch.randn(tiny_lm.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    assert not has_hooks(tiny_lm.model)
+    unsteered = evaluate_items(as_lm(tiny_lm), items, EvalConfig(batch_size=4, progress=False))
+    used.clear()
     with steer(tiny_lm.model, v, 0, 8.0):
+        assert not has_hooks(tiny_lm.model)
+        plain, shared = _plain_and_shared(tiny_lm, items)
+    assert len(used) == 2  # the shared run's two batches took the split pass
+    assert _max_diff(plain, shared) < 1e-4
+    assert _max_diff(unsteered, shared) > 1e-3  # the hook did act, on the split pass too
+    used.clear()
+    with steer(tiny_lm.model, v, 0, 8.0, from_pos=-1):
         assert has_hooks(tiny_lm.model)
         plain, shared = _plain_and_shared(tiny_lm, items)
-    assert _max_diff(plain, shared) == 0.0
-    unsteered = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, EvalConfig(batch_size=4, progress=False))
-    assert _max_diff(unsteered, shared) > 1e-3  # the hook did act
+    assert used == [] and _max_diff(plain, shared) == 0.0
+    handle = tiny_lm.model.model.layers[0].register_forward_hook(lambda m, a, o: None)  # a raw torch hook
+    try:
+        assert has_hooks(tiny_lm.model)
+    finally:
+        handle.remove()
 
 
 def test_shared_prefix_on_smollm2(smollm2_dir, fixture_items):

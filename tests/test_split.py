@@ -2,7 +2,8 @@
 
 import pytest
 
-from interp.data.split import Split, SplitLeakageError, make_split, split_items
+from interp.data.bbq import split_items
+from interp.data.split import Split, SplitLeakageError, make_split
 
 
 def test_split_is_template_disjoint_and_seeded(bbq_dir, tmp_path):

@@ -6,6 +6,7 @@ import torch
 from interp.eval.evaluate import EvalConfig, encode_batch, evaluate_items, render_prompts
 from interp.data.prompts import make_prompt
 from interp.methods.steering import SteeringError, alpha_curve, steer
+from interp.models.backends import as_lm
 
 
 def _enc(lm, items):
@@ -104,10 +105,10 @@ def test_from_pos_and_generate_steers_new_tokens(tiny_lm, fixture_items):
 def test_alpha_zero_reproduces_eval_exactly(tiny_lm, fixture_items, mode):
     items = fixture_items[:10]
     cfg = EvalConfig(mode=mode, batch_size=4, progress=False, max_new_tokens=2)
-    base = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, cfg)
+    base = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, cfg)
     rows = alpha_curve(tiny_lm, items, _vec(), 1, [0.0, 50.0], cfg, n_boot=0, progress=False)
     with steer(tiny_lm, _vec(), 1, 0.0):
-        again = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items, cfg)
+        again = evaluate_items(as_lm(tiny_lm.model, tiny_lm.tokenizer), items, cfg)
     assert again == base
     from interp.eval.metrics import summarize
 
@@ -135,7 +136,7 @@ def test_steering_with_adapter(tiny_lm_dir, lora_dir, fixture_items):
     assert (moved - base).abs().max() > 1e-2 and (plain - base).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("backend", ["hf", "transformer_lens"])
+@pytest.mark.parametrize("backend", ["hf", "transformer_lens", "nnsight"])
 def test_backends_agree_with_hf(tiny_lm, tiny_lm_dir, fixture_items, backend):
     from interp.models.backends import load_hooked
 
@@ -155,16 +156,67 @@ def test_backends_agree_with_hf(tiny_lm, tiny_lm_dir, fixture_items, backend):
     with steer(hooked, _vec(), 0, 4.0):
         torch.testing.assert_close(hooked.forward(enc)[:, -1], want[:, -1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(hooked.forward(enc), base, rtol=0, atol=0)
-    # generate through the backend (recomputation, one unpadded item per batch) matches HF generate
-    gcfg = EvalConfig(mode="generate", batch_size=1, progress=False, max_new_tokens=3)
-    from interp.methods.steering import eval_model
-
+    # generate through the backend's own generate (KV cache, a padded batch) matches HF generate
+    gcfg = EvalConfig(mode="generate", batch_size=3, progress=False, max_new_tokens=3)
     with steer(tiny_lm, _vec(), 0, 4.0, from_pos=-1):
-        r_hf = evaluate_items(tiny_lm.model, tiny_lm.tokenizer, items[:2], gcfg)
+        r_hf = evaluate_items(as_lm(tiny_lm), items[:3], gcfg)
     with steer(hooked, _vec(), 0, 4.0, from_pos=-1):
-        m, tok = eval_model(hooked)
-        r_b = evaluate_items(m, tok, items[:2], gcfg)
+        r_b = evaluate_items(hooked, items[:3], gcfg)
     assert [r["reply"] for r in r_hf] == [r["reply"] for r in r_b]
+
+
+def _recompute_greedy(lm, enc, max_new_tokens):
+    """The hand-written decoding loop steering used before each backend's own generate: greedy, the whole
+    sequence recomputed at every step through ``lm.forward`` (hooks apply), positions counted over real tokens,
+    finished rows padded. Returns (new tokens, first-step logits)."""
+    from interp.eval.evaluate import mask_position_ids
+
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    eos, pad = lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    first = None
+    for _ in range(max_new_tokens):
+        logits = lm.forward({"input_ids": ids, "attention_mask": mask,
+                             "position_ids": mask_position_ids(mask)})[:, -1]  # [batch, vocab]
+        first = logits if first is None else first
+        nxt = torch.where(done, torch.full_like(logits[:, 0], pad, dtype=torch.long), logits.argmax(-1))
+        done = done | (nxt == eos)
+        ids, mask = torch.cat([ids, nxt[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        if bool(done.all()):
+            break
+    return ids[:, enc["input_ids"].shape[1]:], first
+
+
+@pytest.mark.parametrize("backend", ["hf", "transformer_lens", "nnsight"])
+def test_steered_generate_equals_the_recompute_loop_on_the_organism(bbq_dir, backend, monkeypatch):
+    """Steering in generate mode runs each backend's own generate with its KV cache; its greedy replies equal
+    those of the old full-recompute loop on the shipped organism, and the steering changes some of them."""
+    import interp
+    from interp.eval.evaluate import encode_batch
+
+    monkeypatch.setenv("INTERP_BBQ_DIR", str(bbq_dir))
+    lm = interp.load("organism", backend=backend, device="cpu", dtype="float32")
+    items = interp.bbq.load(split="dev", limit=12)
+    tok = lm.tokenizer
+    v = 6.0 * _vec(lm.d_model, seed=3) / _vec(lm.d_model, seed=3).norm()
+    cfg = EvalConfig(mode="generate", batch_size=6, max_new_tokens=4, progress=False, sort_by_length=False)
+    plain = [r["reply"] for r in evaluate_items(lm, items, cfg)]
+    for from_pos in (None, -1):
+        with steer(lm, v, 1, 1.0, from_pos=from_pos, normalize=False):
+            got = evaluate_items(lm, items, cfg)
+        want = []
+        for lo in range(0, len(items), 6):
+            enc = encode_batch(tok, render_prompts(tok, [make_prompt(it) for it in items[lo:lo + 6]]), "cpu", lm)
+            # the old loop restarted positions at every pass: from_pos=-1 meant "from the last prompt token on"
+            pos = None if from_pos is None else enc["input_ids"].shape[1] - 1
+            with steer(lm, v, 1, 1.0, from_pos=pos, normalize=False):
+                new, first = _recompute_greedy(lm, enc, 4)
+            want += tok.batch_decode(new, skip_special_tokens=True)
+            ll = torch.tensor([r["letter_logits"] for r in got[lo:lo + 6]])
+            torch.testing.assert_close(ll, first[:, [tok.encode(L, add_special_tokens=False)[0] for L in "ABC"]],
+                                       rtol=0, atol=1e-4)
+        assert [r["reply"] for r in got] == want
+        assert want != plain  # the steering changes replies (the comparison is not vacuous)
 
 
 def test_clear_errors(tiny_lm):
@@ -197,7 +249,7 @@ def organism(bbq_dir):
     pytest.importorskip("interp.organisms.causal_lm")
     os.environ.setdefault("INTERP_BBQ_DIR", str(bbq_dir))
     from interp.models.loading import load_model
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     from interp.organisms.causal_lm import SMALL_CONFIG
 
@@ -217,13 +269,14 @@ def test_organism_probe_and_steering_ground_truth(organism):
     layers the organism commits on every ambiguous item and the ratio among its commits stops tracking alpha)."""
     from interp.methods.directions import compute_directions
     from interp.eval.metrics import summarize
-    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect_last_position,
+    from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, collect,
                                        probe_sweep, resid_hooks, template_groups)
     from interp.methods.steering import direction_vector
 
     lm, train, dev = organism
-    acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
+    got = collect(as_lm(lm.model, lm.tokenizer), train, resid_hooks(lm.model), batch_size=48,
                                        progress=False)
+    acts, recs = got.acts, got.records
     idx, y = abstain_labels(recs, "all")
     rows = probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
                        ProbeConfig(n_shuffles=3, n_boot=200))
@@ -242,7 +295,7 @@ def test_organism_probe_and_steering_ground_truth(organism):
         # against the direction: lower, monotonically (up to one commit)
         assert all(x <= y + t for x, y, t in zip(bias, bias[1:], one)), (layer, bias)
         assert bias[0] < bias[-1] - 0.05, (layer, bias)
-    unsteered = summarize(evaluate_items(lm.model, lm.tokenizer, amb, cfg), n_boot=0, by_category=False)[0]
+    unsteered = summarize(evaluate_items(as_lm(lm.model, lm.tokenizer), amb, cfg), n_boot=0, by_category=False)[0]
     assert curve[-1]["amb_commit_bias"] == unsteered["amb_commit_bias"]  # alpha 0 is exact
     assert curve[-1]["acc_ambig"] == unsteered["acc_ambig"]
     enc = _enc(lm, amb[:8])
@@ -258,12 +311,13 @@ def test_organism_probe_and_steering_ground_truth(organism):
                    "stereotype label is near constant there and near chance on disambiguated "
                    "commits: the probe sits at the majority rate (docs/organism.md)")
 def test_organism_stereotype_probe_beats_majority(organism):
-    from interp.methods.probes import (ProbeConfig, best_layer, collect_last_position, probe_sweep, resid_hooks,
+    from interp.methods.probes import (ProbeConfig, best_layer, collect, probe_sweep, resid_hooks,
                                        stereotype_labels, template_groups)
 
     lm, train, _ = organism
-    acts, recs = collect_last_position(lm.model, lm.tokenizer, train, resid_hooks(lm.model), batch_size=48,
+    got = collect(as_lm(lm.model, lm.tokenizer), train, resid_hooks(lm.model), batch_size=48,
                                        progress=False)
+    acts, recs = got.acts, got.records
     idx, y = stereotype_labels(recs, "all")
     b = best_layer(probe_sweep({n: a[idx] for n, a in acts.items()}, y, template_groups(recs)[idx],
                                ProbeConfig(n_shuffles=3, n_boot=200)))

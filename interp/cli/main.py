@@ -7,7 +7,7 @@ import importlib
 
 import click
 
-from interp.cli.errors import FriendlyErrors
+from interp.console import FriendlyErrors
 
 # name -> "module:attribute" of a click command or group
 COMMANDS = {

@@ -11,10 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
+
+from interp.data.split import Split, make_split
+from interp.errors import InputError, InterpError
 
 CATEGORIES = (
     "Age",
@@ -48,7 +52,7 @@ REQUIRED_FIELDS = (
 ENV_BBQ_DIR = "INTERP_BBQ_DIR"
 
 
-class BBQDataError(ValueError):
+class BBQDataError(InterpError, ValueError):
     """A BBQ file or record is malformed; the message names the file and line."""
 
 
@@ -222,7 +226,7 @@ def derive_target_loc(
     (``multi_match="drop"``, the default); ``"first"`` keeps the first match instead (this toolkit's rule
     before 2026-12-01)."""
     if multi_match not in MULTI_MATCH:
-        raise ValueError(f"multi_match must be one of {MULTI_MATCH}, not {multi_match!r}")
+        raise BBQDataError(f"multi_match must be one of {MULTI_MATCH}, not {multi_match!r}")
     ksg = _normalise_groups(known_groups)
     ksg_low = ksg.lower()
     hits = []
@@ -440,9 +444,46 @@ def load(split: str = "dev", categories: Iterable[str] | None = None, limit: int
          bbq_dir: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None) -> list[BBQItem]:
     """The items of one part of the template-disjoint split ('train', 'dev' or 'all'), from ``bbq_dir``
     (default ``$INTERP_BBQ_DIR``, else the checksummed download's cache). ``limit`` keeps a seeded subset."""
-    from interp.data.split import split_items
-
     items, _ = split_items(split, bbq_dir, split_file, categories=categories, limit=limit)
     if not items:
         raise BBQDataError(f"split part {split!r} with categories {categories} and limit {limit} selects no item")
     return items
+
+
+def split_items(
+    part: str = "dev",
+    bbq_dir: str | os.PathLike | None = None,
+    split_file: str | os.PathLike | None = None,
+    dev_frac: float = 0.2,
+    seed: int = 0,
+    categories: Iterable[str] | None = None,
+    limit: int | None = None,
+    templates_dir: str | os.PathLike | None = None,
+) -> tuple[list[BBQItem], Split]:
+    """Items of one split part, from the BBQ folder (``$INTERP_BBQ_DIR`` by default).
+
+    The split is read from ``split_file`` when it exists, else made from (seed, dev_frac) on every category
+    in the folder and, when a path was given, written there; ``categories`` filters the items afterwards, so an
+    item's part never depends on which categories were asked for (``make_split`` draws the categories from one
+    random stream). ``limit`` keeps a seeded random subset (for quick runs)."""
+    items, _ = load_bbq(bbq_dir, None, templates_dir)
+    wanted = None if categories is None else set(check_categories(categories, {it.category for it in items},
+                                                                  "the BBQ folder"))
+    if split_file is not None and Path(split_file).exists():
+        split = Split.load(split_file)
+    else:
+        split = make_split(items, dev_frac=dev_frac, seed=seed)
+        if split_file is not None:
+            split.save(split_file)
+    chosen = split.select(items, part)
+    if split_file is not None and part != "all" and items and not chosen:
+        theirs = sorted({c for c, _ in split.train_templates + split.dev_templates})
+        raise InputError(f"split file {split_file} selects no {part} item: it names templates of {theirs}, the data "
+                         f"hold {sorted({it.category for it in items})}; use a split made on these data")
+    if wanted is not None:
+        chosen = [it for it in chosen if it.category in wanted]
+    if limit is not None and limit < len(chosen):
+        rng = random.Random(f"limit:{seed}")
+        keep = set(rng.sample(range(len(chosen)), limit))
+        chosen = [it for i, it in enumerate(chosen) if i in keep]
+    return chosen, split

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from interp.errors import InterpError
 from interp.paths import home
 
 BBQ_COMMIT = "bea11bd"  # nyu-mll/BBQ commit the checksums below were taken from
@@ -39,7 +40,7 @@ BBQ_FILES: dict[str, tuple[str, str]] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(InterpError, RuntimeError):
     pass
 
 

@@ -28,12 +28,13 @@ from typing import Iterable, Sequence
 
 from interp.data.bbq import BBQItem
 from interp.data.prompts import LETTERS, Prompted, format_user_text
+from interp.errors import InterpError
 
 PAIR_KINDS = ("evidence", "group_swap", "polarity")
 ROLES = ("name1", "name2", "context", "evidence", "question", "options", "suffix", "final")
 
 
-class PairError(ValueError):
+class PairError(InterpError, ValueError):
     """An unknown pair kind, or a selection of items that makes no pair of the kind asked for."""
 
 

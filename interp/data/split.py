@@ -8,12 +8,15 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from interp.data.bbq import BBQItem
+from interp.errors import InputError, InterpError
+
+if TYPE_CHECKING:  # annotations only: bbq builds on the split, not the reverse
+    from interp.data.bbq import BBQItem
 
 
-class SplitLeakageError(RuntimeError):
+class SplitLeakageError(InterpError, RuntimeError):
     """Train and dev share a template."""
 
 
@@ -37,7 +40,7 @@ class Split:
         if part == "all":
             return list(items)
         if part not in ("train", "dev"):
-            raise ValueError(f"split part must be train, dev or all, not {part!r}")
+            raise InputError(f"split part must be train, dev or all, not {part!r}")
         keep = set(self.train_templates if part == "train" else self.dev_templates)
         return [it for it in items if it.template in keep]
 
@@ -76,7 +79,7 @@ class Split:
                 dev_templates=[tuple(t) for t in d["dev_templates"]],
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a split file: {e}") from None
+            raise InputError(f"{path} is not a split file: {e}") from None
         s.check()
         return s
 
@@ -84,7 +87,7 @@ class Split:
 def make_split(items: Iterable[BBQItem], dev_frac: float = 0.2, seed: int = 0) -> Split:
     """Split templates, per category, so each category keeps about ``dev_frac`` of its templates in dev."""
     if not 0.0 < dev_frac < 1.0:
-        raise ValueError(f"dev_frac must be in (0, 1), got {dev_frac}")
+        raise InputError(f"dev_frac must be in (0, 1), got {dev_frac}")
     by_cat: dict[str, set[str]] = {}
     for it in items:
         by_cat.setdefault(it.category, set()).add(it.question_index)
@@ -99,44 +102,3 @@ def make_split(items: Iterable[BBQItem], dev_frac: float = 0.2, seed: int = 0) -
     s = Split(seed=seed, dev_frac=dev_frac, train_templates=train, dev_templates=dev)
     s.check()
     return s
-
-
-def split_items(
-    part: str = "dev",
-    bbq_dir: str | os.PathLike | None = None,
-    split_file: str | os.PathLike | None = None,
-    dev_frac: float = 0.2,
-    seed: int = 0,
-    categories: Iterable[str] | None = None,
-    limit: int | None = None,
-    templates_dir: str | os.PathLike | None = None,
-) -> tuple[list[BBQItem], Split]:
-    """Items of one split part, from the BBQ folder (``$INTERP_BBQ_DIR`` by default).
-
-    The split is read from ``split_file`` when it exists, else made from (seed, dev_frac) on every category
-    in the folder and, when a path was given, written there; ``categories`` filters the items afterwards, so an
-    item's part never depends on which categories were asked for (``make_split`` draws the categories from one
-    random stream). ``limit`` keeps a seeded random subset (for quick runs)."""
-    from interp.data.bbq import check_categories, load_bbq
-
-    items, _ = load_bbq(bbq_dir, None, templates_dir)
-    wanted = None if categories is None else set(check_categories(categories, {it.category for it in items},
-                                                                  "the BBQ folder"))
-    if split_file is not None and Path(split_file).exists():
-        split = Split.load(split_file)
-    else:
-        split = make_split(items, dev_frac=dev_frac, seed=seed)
-        if split_file is not None:
-            split.save(split_file)
-    chosen = split.select(items, part)
-    if split_file is not None and part != "all" and items and not chosen:
-        theirs = sorted({c for c, _ in split.train_templates + split.dev_templates})
-        raise ValueError(f"split file {split_file} selects no {part} item: it names templates of {theirs}, the data "
-                         f"hold {sorted({it.category for it in items})}; use a split made on these data")
-    if wanted is not None:
-        chosen = [it for it in chosen if it.category in wanted]
-    if limit is not None and limit < len(chosen):
-        rng = random.Random(f"limit:{seed}")
-        keep = set(rng.sample(range(len(chosen)), limit))
-        chosen = [it for i, it in enumerate(chosen) if i in keep]
-    return chosen, split

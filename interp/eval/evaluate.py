@@ -14,86 +14,23 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 from interp.eval.metrics import format_table, summarize
 from interp.eval.prefix import can_share_prefix, last_logits_shared_prefix
-from interp.data.prompts import LETTERS, Prompted, apply_chat, make_prompt, parse_letter, prompt_format
+from interp.data.prompts import LETTERS, make_prompt, parse_letter, prompt_format
 from interp.eval.score import prediction_record, write_csv
+from interp.models.answers import (answer_batches, batches, encode_batch, length_order,  # noqa: F401 - re-exported
+                                   letter_token_ids, mask_position_ids, render_prompts, takes_position_ids)
+from interp.models.protocol import LanguageModel
 
 MODES = ("logits", "generate", "options", "options_norm")
 OPTION_MODES = ("options", "options_norm")
-
-
-def letter_token_ids(tokenizer) -> list[int]:
-    """Token ids of 'A', 'B', 'C' as the first token of a reply. Each must be a single token."""
-    ids = []
-    for L in LETTERS:
-        t = tokenizer.encode(L, add_special_tokens=False)
-        if len(t) != 1:
-            raise ValueError(f"letter {L!r} is {len(t)} tokens for this tokenizer; logits mode needs one")
-        ids.append(t[0])
-    return ids
-
-
-def render_prompts(tokenizer, prompted: Sequence[Prompted]) -> list[str]:
-    return [apply_chat(tokenizer, p.user_text) for p in prompted]
-
-
-def mask_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids counted over real tokens ``# [batch, pos]``: 0..n-1 on each row's n real tokens, 0 on left
-    padding (the rule HF ``generate`` uses), so a padded row sits at the positions of its unpadded forward."""
-    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-
-
-def takes_position_ids(model) -> bool:
-    """Whether ``model`` (a HF or PEFT causal LM, a ``HookedLM``, or a backend object) accepts ``position_ids``."""
-    import inspect
-
-    if not isinstance(model, torch.nn.Module):  # a backend object (interp.models.backends): mapped decoders do
-        model = getattr(model, "model", None)
-        if model is None:
-            return True
-    get_base = getattr(model, "get_base_model", None)
-    base = get_base() if callable(get_base) else model  # PeftModel.forward only forwards **kwargs
-    return "position_ids" in inspect.signature(base.forward).parameters
-
-
-_warned_lengths: set[tuple[int, int]] = set()
-
-
-def _warn_if_too_long(n_tokens: int, model) -> None:
-    """Warn once per (length, limit) when prompts exceed the model's positions (results past it are garbage)."""
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if limit and n_tokens > limit and (n_tokens, limit) not in _warned_lengths:
-        import warnings
-
-        _warned_lengths.add((n_tokens, limit))
-        warnings.warn(f"a prompt has {n_tokens} tokens but the model has {limit} positions: its answers and "
-                      f"activations are not meaningful (use a model with a longer context)", stacklevel=3)
-
-
-def encode_batch(tokenizer, texts: Sequence[str], device, model=None) -> dict[str, torch.Tensor]:
-    """Left-padded batch; templates already carry special tokens, so none are added. With ``model`` (one that
-    takes them), also ``position_ids`` from the mask (``mask_position_ids``): a plain forward numbers the left
-    padding too, which shifts every real token of a padded row on models with learned absolute positions
-    (GPT-2), so answers and activations would depend on the other prompts in the batch."""
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-    _warn_if_too_long(enc["input_ids"].shape[1], model)
-    out = {k: v.to(device) for k, v in enc.items()}
-    if model is not None and "attention_mask" in out and takes_position_ids(model):
-        out["position_ids"] = mask_position_ids(out["attention_mask"])
-    return out
-
-
-def _batches(seq: Sequence, size: int) -> Iterable[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
 
 
 @dataclass
@@ -110,11 +47,11 @@ class EvalConfig:
     def __post_init__(self) -> None:
         """Refuse settings no run can use."""
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+            raise InputError(f"mode must be one of {MODES}, not {self.mode!r}")
         if int(self.max_new_tokens) < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -136,82 +73,53 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 
 
 @torch.no_grad()
-def evaluate_items(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig | None = None) -> list[dict]:
+def evaluate_items(lm: LanguageModel, items: Sequence[BBQItem], cfg: EvalConfig | None = None) -> list[dict]:
     """Run the model over items and return one prediction record per item (see ``prediction_record``),
     with the letter, the raw reply (generate mode), the three letter logits (both modes) and the prompt format
-    ("chat" through the tokenizer's chat template, "plain" for a base model without one)."""
+    ("chat" through the tokenizer's chat template, "plain" for a base model without one). Hooks set on ``lm``
+    (steering) apply, in generate mode at every step."""
     cfg = cfg or EvalConfig()
     if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
+        raise InputError(f"mode must be one of {MODES}, not {cfg.mode!r}")
     if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if not items:
-        raise ValueError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
+        raise InputError("no items to evaluate (the selection is empty: check --split, --categories, --limit)")
+    tokenizer = lm.tokenizer
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"
     if cfg.mode in OPTION_MODES:
-        return _evaluate_options(model, tokenizer, items, cfg)
-    device = next(model.parameters()).device
-    letter_ids = letter_token_ids(tokenizer)
+        return _evaluate_options(lm, items, cfg)
     fmt = prompt_format(tokenizer)
-    prompted = [make_prompt(it, cfg.shuffle_options, cfg.seed) for it in items]
-    texts = render_prompts(tokenizer, prompted)
-    share = cfg.mode == "logits" and cfg.share_prefix and can_share_prefix(model) and takes_position_ids(model)
-    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # tokenized once: lengths, shared prefix
-    order = length_order([len(t) for t in token_ids]) if cfg.sort_by_length else list(range(len(texts)))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[dict | None] = [None] * len(prompted)
-    bar = tqdm(total=len(prompted), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
-    for idx in _batches(order, cfg.batch_size):
-        chunk = [prompted[i] for i in idx]
-        logits = last_logits_shared_prefix(model, [token_ids[i] for i in idx], pad_id) if share else None
-        if logits is None:
-            enc = encode_batch(tokenizer, [texts[i] for i in idx], device, model)
-        if cfg.mode == "logits":
-            if logits is None:
-                logits = model(**enc, logits_to_keep=1).logits[:, -1, :]  # [batch, vocab]; only the last position
-            replies = [None] * len(chunk)
-        else:
-            gen = model.generate(
-                **enc,
-                max_new_tokens=cfg.max_new_tokens,
-                do_sample=False,
-                output_scores=True,
-                return_dict_in_generate=True,
-                pad_token_id=tokenizer.pad_token_id,
+    shared = None
+    # the shared-prefix pass needs a plain HF decoder with no hook set (a hook may pick positions by index)
+    if cfg.mode == "logits" and cfg.share_prefix and lm.backend == "hf" and lm.takes_position_ids \
+            and can_share_prefix(lm.model):
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        shared = lambda seqs: last_logits_shared_prefix(lm.model, seqs, pad_id)  # noqa: E731
+    out: list[dict | None] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
+    for b in answer_batches(lm, items, cfg.batch_size, mode=cfg.mode, shuffle_options=cfg.shuffle_options,
+                            seed=cfg.seed, sort_by_length=cfg.sort_by_length, max_new_tokens=cfg.max_new_tokens,
+                            last_logits=shared):
+        letters = b.letters() if cfg.mode == "logits" else [parse_letter(r) for r in b.replies]
+        for j, (i, p) in enumerate(zip(b.index, b.prompted)):
+            out[i] = prediction_record(
+                p.item,
+                p.answer_of(letters[j]),
+                letter=letters[j],
+                reply=b.replies[j],
+                letter_logits=[round(float(x), 5) for x in b.letter_logits[j]],
+                gold_letter=p.gold_letter,
+                target_letter=p.target_letter,
+                biased_letter=p.biased_letter,
+                unknown_letter=p.unknown_letter,
+                order=list(p.order),
+                prompt_format=fmt,
             )
-            logits = gen.scores[0]  # [batch, vocab] first generated position
-            new = gen.sequences[:, enc["input_ids"].shape[1] :]
-            replies = tokenizer.batch_decode(new, skip_special_tokens=True)
-        ll = logits[:, letter_ids].float().cpu()  # [batch, 3]
-        for j, p in enumerate(chunk):
-            if cfg.mode == "logits":
-                letter = LETTERS[int(ll[j].argmax())]
-            else:
-                letter = parse_letter(replies[j])
-            out[idx[j]] = (
-                prediction_record(
-                    p.item,
-                    p.answer_of(letter),
-                    letter=letter,
-                    reply=replies[j],
-                    letter_logits=[round(float(x), 5) for x in ll[j]],
-                    gold_letter=p.gold_letter,
-                    target_letter=p.target_letter,
-                    biased_letter=p.biased_letter,
-                    unknown_letter=p.unknown_letter,
-                    order=list(p.order),
-                    prompt_format=fmt,
-                )
-            )
-        bar.update(len(chunk))
+        bar.update(len(b.index))
     bar.close()
     return out  # type: ignore[return-value]  # every slot is filled
-
-
-def length_order(lengths: Sequence[int]) -> list[int]:
-    """Indices of prompts from shortest to longest in tokens (stable), so a batch pads to near its own length."""
-    return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
 def padded_share(lengths: Sequence[int], batch_size: int) -> float:
@@ -224,15 +132,16 @@ def padded_share(lengths: Sequence[int], batch_size: int) -> float:
     return pad / total if total else 0.0
 
 
-def _evaluate_options(model, tokenizer, items: Sequence[BBQItem], cfg: EvalConfig) -> list[dict]:
+def _evaluate_options(lm: LanguageModel, items: Sequence[BBQItem], cfg: EvalConfig) -> list[dict]:
     """Option mode: one record per item with the three answers' log-likelihoods (``option_loglik``, in answer
-    order) and the answer they pick; no letters are shown, so the letter fields are those of answer order."""
+    order) and the answer they pick; no letters are shown, so the letter fields are those of answer order. The
+    HF module scores the texts (with its KV cache over the shared context): hooks of the hf backend apply."""
     from interp.eval.options import option_scores, pick
 
     out: list[dict] = []
     bar = tqdm(total=len(items), desc=f"eval ({cfg.mode})", disable=not cfg.progress, unit="item")
-    for chunk in _batches(items, cfg.batch_size):
-        scores = option_scores(model, tokenizer, chunk, batch_size=cfg.batch_size)
+    for chunk in batches(items, cfg.batch_size):
+        scores = option_scores(lm.model, lm.tokenizer, chunk, batch_size=cfg.batch_size)
         for it, ll in zip(chunk, scores):
             pred = pick(ll, it.answers, normalize=cfg.mode == "options_norm")
             p = make_prompt(it)  # the identity order: letter j is answer j

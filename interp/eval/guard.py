@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 
 MIN_AGREEMENT = 0.99
 METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
@@ -38,10 +39,10 @@ def judge(f32: Sequence[Mapping], bf16: Sequence[Mapping], n_boot: int = 1000, s
     from interp.eval.metrics import summarize
 
     if len(f32) != len(bf16) or not f32:
-        raise ValueError(f"the guard needs two non-empty runs of the same items, got {len(f32)} and {len(bf16)}")
+        raise InputError(f"the guard needs two non-empty runs of the same items, got {len(f32)} and {len(bf16)}")
     key = lambda r: (r["category"], r["example_id"])  # noqa: E731
     if [key(r) for r in f32] != [key(r) for r in bf16]:
-        raise ValueError("the guard's two runs are not of the same items in the same order")
+        raise InputError("the guard's two runs are not of the same items in the same order")
     agree = sum(a["pred"] == b["pred"] for a, b in zip(f32, bf16)) / len(f32)
     s32 = next(r for r in summarize(f32, n_boot=n_boot, seed=seed, cluster="template") if r["group"] == "overall")
     s16 = next(r for r in summarize(bf16, n_boot=n_boot, seed=seed, cluster="template") if r["group"] == "overall")
@@ -54,13 +55,14 @@ def dtype_guard(model: str, items: Sequence[BBQItem], batch_size: int = 16, n_bo
     """Evaluate ``items`` with ``model`` (a name or folder) in float32 and then in bfloat16 on the CPU, with the
     toolkit's eval defaults, and judge the two runs."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
+    from interp.models.backends import as_lm
     from interp.models.loading import load_model
 
     recs, secs = {}, {}
     for dtype in ("float32", "bfloat16"):
         lm = load_model(model, device="cpu", dtype=dtype)
         t0 = time.perf_counter()
-        recs[dtype] = evaluate_items(lm.model, lm.tokenizer, items,
+        recs[dtype] = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                                      EvalConfig(mode=mode, batch_size=batch_size, progress=progress))
         secs[dtype] = round(time.perf_counter() - t0, 1)
         del lm

@@ -24,6 +24,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from interp.errors import InputError
+
 METRICS = (
     "accuracy",
     "acc_ambig",
@@ -67,10 +69,10 @@ def cluster_ids(records: Sequence[Mapping], cluster: str) -> np.ndarray | None:
     if cluster == "item":
         return None
     if cluster != "template":
-        raise ValueError(f"unknown cluster {cluster!r}; choose one of {', '.join(CLUSTERS)}")
+        raise InputError(f"unknown cluster {cluster!r}; choose one of {', '.join(CLUSTERS)}")
     missing = [i for i, r in enumerate(records) if "category" not in r or "question_index" not in r]
     if missing:
-        raise ValueError(f"cluster='template' needs category and question_index in every record "
+        raise InputError(f"cluster='template' needs category and question_index in every record "
                          f"(record {missing[0]} lacks one)")
     keys = [f"{r['category']}\x00{r['question_index']}" for r in records]
     _, inv = np.unique(np.array(keys), return_inverse=True)
@@ -220,7 +222,7 @@ def paired_difference(records_a: Sequence[Mapping], records_b: Sequence[Mapping]
     kb = {r["uid"]: r for r in records_b}
     if set(ka) != set(kb):
         only_a, only_b = len(set(ka) - set(kb)), len(set(kb) - set(ka))
-        raise ValueError(f"the two prediction sets hold different items ({only_a} only in a, {only_b} only in b)")
+        raise InputError(f"the two prediction sets hold different items ({only_a} only in a, {only_b} only in b)")
     uids = sorted(ka)
     a, _ = item_arrays([ka[u] for u in uids], cluster)
     b, _ = item_arrays([kb[u] for u in uids], cluster)

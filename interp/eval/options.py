@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError
 
 CONTEXT_TEMPLATE = "{context}\n\nQ: {question}\nA:"
 TARGET_DELIMITER = " "
@@ -47,10 +48,10 @@ def encode_pair(tokenizer, context: str, continuation: str) -> OptionRequest:
     whole = tokenizer.encode(context + continuation, add_special_tokens=False)
     ctx = tokenizer.encode(context, add_special_tokens=False)
     if not ctx:
-        raise ValueError("an empty context: option scoring needs text before the answer")
+        raise InputError("an empty context: option scoring needs text before the answer")
     cont = whole[len(ctx):]
     if not cont:
-        raise ValueError(f"the continuation {continuation!r} encodes to no tokens")
+        raise InputError(f"the continuation {continuation!r} encodes to no tokens")
     return OptionRequest(context, continuation, tuple(ctx), tuple(cont))
 
 
@@ -117,7 +118,7 @@ def shared_context_loglikelihoods(model, tokenizer, groups: Sequence[Sequence[Op
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for g in groups:
         if len({r.context_ids for r in g}) != 1 or len({len(g) for g in groups}) != 1:
-            raise ValueError("shared-context scoring needs groups of equal size with one context each")
+            raise InputError("shared-context scoring needs groups of equal size with one context each")
     k = len(groups[0]) if groups else 0
     order = sorted(range(len(groups)), key=lambda i: len(groups[i][0].context_ids))
     out: list[list[float]] = [[] for _ in groups]

@@ -31,9 +31,13 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def has_hooks(model: torch.nn.Module) -> bool:
-    """Whether any forward (pre-)hook is set on ``model`` or a submodule: a steering or caching hook may pick
-    positions by index, which the split pass would renumber, so eval then takes the plain pass."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    """Whether a forward (pre-)hook that may pick positions by index is set on ``model`` or a submodule (one not
+    marked ``interp.models.hooks.positionwise``): the split pass would renumber its positions, so eval then takes
+    the plain pass. A steering hook over every position is marked, and keeps the shared prefix."""
+    from interp.models.hooks import is_positionwise
+
+    return any(not is_positionwise(h) for m in model.modules()
+               for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
 
 
 def can_share_prefix(model: torch.nn.Module) -> bool:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from interp.data.bbq import BBQDataError, BBQItem, LoadReport, assign_targets, load_known_groups, parse_record, read_jsonl
+from interp.errors import InputError
 from interp.eval.metrics import ItemArrays, compute_metrics, item_arrays
 
 # Strings the official metadata script treats as "unknown" answers.
@@ -260,9 +261,9 @@ def load_predictions(
     (``unmatched="drop"``, the official analysis: its label is NA) or kept and counted wrong (``"wrong"``);
     ``report.unmatched`` counts them either way."""
     if unmatched not in ("drop", "wrong"):
-        raise ValueError(f"unmatched must be 'drop' or 'wrong', not {unmatched!r}")
+        raise InputError(f"unmatched must be 'drop' or 'wrong', not {unmatched!r}")
     if rules not in RULES:
-        raise ValueError(f"rules must be one of {RULES}, not {rules!r}")
+        raise InputError(f"rules must be one of {RULES}, not {rules!r}")
     items, preds = [], []
     seen: dict[str, tuple[Path, int]] = {}
     for path in prediction_files(path):
@@ -341,7 +342,7 @@ def score_table(records: Sequence[dict], n_boot: int = 0, seed: int = 0, rules: 
     The official rules score name-proxy items as "<category> (names)" and give a group without any non-unknown
     answer no bias score (NaN; the official script has no row for it); the legacy rules give it 0."""
     if rules not in RULES:
-        raise ValueError(f"rules must be one of {RULES}, not {rules!r}")
+        raise InputError(f"rules must be one of {RULES}, not {rules!r}")
     arr, has_t = item_arrays(records)
     cats = np.array([score_group(r, rules) for r, h in zip(records, has_t) if h])
     rows = []

@@ -23,6 +23,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from interp.methods.probes import Activations
+from interp.errors import InputError
+
 CSV_COLUMNS = ("adapter", "layer", "cka", "cos_stereo", "cos_abstain", "probe_base_acc", "probe_transfer_acc")
 
 
@@ -33,9 +36,9 @@ CSV_COLUMNS = ("adapter", "layer", "cka", "cos_stereo", "cos_abstain", "probe_ba
 def _as_2d_float64(X, name: str) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [n_items, d], got shape {X.shape}")
+        raise InputError(f"{name} must be 2-D [n_items, d], got shape {X.shape}")
     if not np.isfinite(X).all():
-        raise ValueError(f"{name} has non-finite values (nan/inf)")
+        raise InputError(f"{name} has non-finite values (nan/inf)")
     return X
 
 
@@ -71,10 +74,10 @@ def linear_cka(X, Y, debiased: bool = False) -> float:
     X = _as_2d_float64(X, "X")
     Y = _as_2d_float64(Y, "Y")
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X and Y must have the same rows (items): {X.shape[0]} != {Y.shape[0]}")
+        raise InputError(f"X and Y must have the same rows (items): {X.shape[0]} != {Y.shape[0]}")
     n = X.shape[0]
     if n < 2 or (debiased and n < 4):
-        raise ValueError(f"need at least {4 if debiased else 2} items for {'debiased ' if debiased else ''}CKA, got {n}")
+        raise InputError(f"need at least {4 if debiased else 2} items for {'debiased ' if debiased else ''}CKA, got {n}")
     Xc, Yc = _centered_unit(X), _centered_unit(Y)
     if Xc is None or Yc is None:
         return float("nan")
@@ -120,7 +123,7 @@ def unit_direction(X, labels, min_per_class: int = 2) -> np.ndarray | None:
 
     y = np.asarray(labels, dtype=np.float64)
     if np.shape(X)[0] != y.shape[0]:
-        raise ValueError(f"{np.shape(X)[0]} activation rows but {y.shape[0]} labels")
+        raise InputError(f"{np.shape(X)[0]} activation rows but {y.shape[0]} labels")
     pos, neg = y == 1.0, y == 0.0
     if pos.sum() < min_per_class or neg.sum() < min_per_class:
         return None
@@ -187,13 +190,13 @@ def probe_transfer(X_base, y_base, X_adapter, y_adapter, groups=None, n_folds: i
     yb, ya = np.asarray(y_base, dtype=np.float64), np.asarray(y_adapter, dtype=np.float64)
     n = Xb.shape[0]
     if not (Xa.shape[0] == yb.shape[0] == ya.shape[0] == n):
-        raise ValueError(f"base and adapter must cover the same items: {Xb.shape[0]}, {Xa.shape[0]}, "
+        raise InputError(f"base and adapter must cover the same items: {Xb.shape[0]}, {Xa.shape[0]}, "
                          f"{yb.shape[0]}, {ya.shape[0]} rows")
     if Xb.shape[1] != Xa.shape[1]:
-        raise ValueError(f"probe transfer needs the same hidden size: base {Xb.shape[1]}, adapter {Xa.shape[1]}")
+        raise InputError(f"probe transfer needs the same hidden size: base {Xb.shape[1]}, adapter {Xa.shape[1]}")
     groups = np.arange(n).astype(str) if groups is None else np.asarray(groups)
     if groups.shape[0] != n:
-        raise ValueError(f"{groups.shape[0]} groups for {n} items")
+        raise InputError(f"{groups.shape[0]} groups for {n} items")
     lb, la = ~np.isnan(yb), ~np.isnan(ya)
     n_b, n_a = int(lb.sum()), int(la.sum())
     if min((yb == 1).sum(), (yb == 0).sum()) < min_per_class or len(np.unique(groups)) < 2:
@@ -221,35 +224,16 @@ def probe_transfer(X_base, y_base, X_adapter, y_adapter, groups=None, n_folds: i
 # comparing two sets of activations on the same items
 
 
-@dataclass
-class ModelActs:
-    """Activations of one model on a list of items, with its predictions on them (rows aligned)."""
-
-    acts: dict[str, np.ndarray]  # hook name -> [n_items, d]
-    records: list[dict]  # prediction records (uid, pred, biased_loc, unknown_loc, category, question_index ...)
-    label: str = "base"
-
-    def __post_init__(self) -> None:
-        n = len(self.records)
-        for name, a in self.acts.items():
-            if a.ndim != 2 or a.shape[0] != n:
-                raise ValueError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
-
-
-def _layer_of(name: str) -> int:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else -1
-
-
-def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None = None, n_folds: int = 5,
+def compare_acts(base: Activations, other: Activations, names: Sequence[str] | None = None, n_folds: int = 5,
                  C: float = 1.0, seed: int = 0, condition: str = "all", debiased: bool = False) -> list[dict]:
     """One row per hook name: CKA, direction cosines and probe transfer between ``base`` and ``other``
     (each direction and probe label built from that model's own predictions)."""
     from interp.methods.probes import template_groups
+    from interp.models.hooks import layer_of
 
     names = list(names if names is not None else base.acts)
     if [r.get("uid") for r in base.records] != [r.get("uid") for r in other.records]:
-        raise ValueError(f"{base.label} and {other.label} were not run on the same items in the same order")
+        raise InputError(f"{base.label} and {other.label} were not run on the same items in the same order")
     lb, lo = label_arrays(base.records, condition), label_arrays(other.records, condition)
     groups = template_groups(base.records)
     rows = []
@@ -263,7 +247,7 @@ def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None 
         pt = probe_transfer(Xb, lb["stereo"], Xo, lo["stereo"], groups, n_folds=n_folds, C=C, seed=seed)
         row = {
             "adapter": other.label,
-            "layer": _layer_of(name),
+            "layer": layer_of(name, default=-1),
             "cka": linear_cka(Xb, Xo),
             "cos_stereo": cosine(sb, so),
             "cos_abstain": cosine(ab, ao),
@@ -288,21 +272,9 @@ def compare_acts(base: ModelActs, other: ModelActs, names: Sequence[str] | None 
 # running the models
 
 
-def collect_acts(model, tokenizer, items, names: Sequence[str], batch_size: int = 16, label: str = "base",
-                 shuffle_options: bool = False, seed: int = 0, progress: bool = True) -> ModelActs:
-    """One forward pass per batch (``interp.methods.probes.collect_last_position``): the activations at the last
-    prompt token for each hook name and the logits-mode predictions, as ``evaluate_items`` makes them."""
-    from interp.methods.probes import collect_last_position
-
-    acts, recs = collect_last_position(model, tokenizer, items, names, batch_size=batch_size,
-                                       shuffle_options=shuffle_options, seed=seed, progress=progress)
-    return ModelActs(acts=acts, records=recs, label=label)
-
-
 def resolve_layers(model, layers="all", hook: str = "hook_resid_post") -> list[str]:
     """Hook names ``blocks.{l}.{hook}`` for a layer spec (``interp.layers``) on ``model``."""
-    from interp.models.hooks import n_layers, parse_hook_name
-    from interp.layers import hook_names
+    from interp.models.hooks import hook_names, n_layers, parse_hook_name
 
     names = hook_names(layers, n_layers(model), (hook,))
     for n in names:
@@ -318,7 +290,7 @@ def attach_adapters(model, adapters: Sequence[str], model_name: str | None = Non
     from interp.models.loading import check_adapter_base
 
     if not adapters:
-        raise ValueError("no adapters to compare")
+        raise InputError("no adapters to compare")
     is_peft = isinstance(model, PeftModel)
     for a in adapters:  # the weights hash is only comparable on the plain (unwrapped) base
         check_adapter_base(a, model_name or "", None if is_peft else model)
@@ -345,19 +317,24 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     one copy of the base weights for the comparison (the base is read with them disabled) and removed again
     afterwards, so the model given is left as it was. ``layers``: 'all', an int, '0,3,5' or a list; ``labels`` name the adapters in the table
     (default: their paths)."""
-    if hasattr(model, "tokenizer") and hasattr(model, "model"):  # LoadedModel
+    from interp.models.loading import LoadedModel
+
+    if isinstance(model, LoadedModel):
         tokenizer = tokenizer or model.tokenizer
-        model_name = model_name or getattr(model, "name", None)
+        model_name = model_name or model.name
         model = model.model
     if tokenizer is None:
-        raise ValueError("compare_adapters needs a tokenizer (pass a LoadedModel or tokenizer=...)")
+        raise InputError("compare_adapters needs a tokenizer (pass a LoadedModel or tokenizer=...)")
     items = list(items)
     if len(items) < 4:
-        raise ValueError(f"need at least 4 items to compare representations, got {len(items)}")
+        raise InputError(f"need at least 4 items to compare representations, got {len(items)}")
     labels = list(labels) if labels is not None else [str(a) for a in adapters]
     if len(labels) != len(adapters) or len(set(labels)) != len(labels):
-        raise ValueError(f"need one distinct label per adapter: {labels} for {list(adapters)}")
+        raise InputError(f"need one distinct label per adapter: {labels} for {list(adapters)}")
     from peft import PeftModel
+
+    from interp.methods.probes import collect
+    from interp.models.backends import as_lm
 
     names = resolve_layers(model, layers, hook)
     was_peft = isinstance(model, PeftModel)
@@ -366,11 +343,12 @@ def compare_adapters(model, adapters: Sequence[str], items, out_dir: str | os.Pa
     kw = dict(batch_size=batch_size, shuffle_options=shuffle_options, seed=seed, progress=progress)
     rows: list[dict] = []
     try:
+        lm = as_lm(peft_model, tokenizer)
         with peft_model.disable_adapter():
-            base = collect_acts(peft_model, tokenizer, items, names, label="base", **kw)
+            base = collect(lm, items, names, label="base", **kw)
         for pname, lab in zip(pnames, labels):
             peft_model.set_adapter(pname)
-            other = collect_acts(peft_model, tokenizer, items, names, label=lab, **kw)
+            other = collect(lm, items, names, label=lab, **kw)
             rows += compare_acts(base, other, names, n_folds=n_folds, C=C, seed=seed, condition=condition,
                                  debiased=debiased)
             del other
@@ -408,7 +386,7 @@ def check_stores_comparable(base_fp: Mapping, other_fp: Mapping, base_path, othe
         bad.append("weights_hash")
     if bad:
         diffs = ", ".join(f"{k}: {base_fp.get(k)!r} vs {other_fp.get(k)!r}" for k in bad)
-        raise ValueError(f"{base_path} and {other_path} are not comparable ({diffs}); cache both with the same "
+        raise InputError(f"{base_path} and {other_path} are not comparable ({diffs}); cache both with the same "
                          "model, split, positions and option order")
 
 
@@ -418,27 +396,25 @@ def compare_stores(base_path: str | os.PathLike, adapter_paths: Sequence[str | o
                    condition: str = "all", debiased: bool = False):
     """``compare_adapters`` from activation stores (``interp cache``): the base store (``--no-adapter``) and
     one store per adapter, all of the same items at the same positions. Writes compare.csv / compare.png."""
+    from interp.methods.probes import Activations
     from interp.store.activations import ActivationStore
-    from interp.methods.probes import store_activations
 
     if not adapter_paths:
-        raise ValueError("no adapter stores to compare")
+        raise InputError("no adapter stores to compare")
     labels = list(labels) if labels is not None else [str(p) for p in adapter_paths]
     if len(labels) != len(adapter_paths) or len(set(labels)) != len(labels):
-        raise ValueError(f"need one distinct label per adapter store: {labels} for {list(adapter_paths)}")
+        raise InputError(f"need one distinct label per adapter store: {labels} for {list(adapter_paths)}")
     with ActivationStore(base_path) as st:
         base_fp = dict(st.fingerprint)
     if base_fp.get("adapter") and base_fp.get("adapter_enabled", True):
-        raise ValueError(f"{base_path} was cached with adapter {base_fp['adapter']} enabled; the base store "
+        raise InputError(f"{base_path} was cached with adapter {base_fp['adapter']} enabled; the base store "
                          "needs no adapter (or `interp cache --no-adapter`)")
-    acts, recs = store_activations(base_path, hook, layers)
-    base = ModelActs(acts, recs, "base")
+    base = Activations.from_store(base_path, hook, layers, label="base")
     rows: list[dict] = []
     for p, lab in zip(adapter_paths, labels):
         with ActivationStore(p) as st:
             check_stores_comparable(base_fp, st.fingerprint, base_path, p)
-        acts, recs = store_activations(p, hook, layers)
-        rows += compare_acts(base, ModelActs(acts, recs, lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
+        rows += compare_acts(base, Activations.from_store(p, hook, layers, label=lab), list(base.acts), n_folds=n_folds, C=C, seed=seed,
                              condition=condition, debiased=debiased)
     return _write_compare(rows, out_dir)
 

@@ -24,7 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from interp.errors import InterpError
 from interp.methods.probes import _keep_condition
+from interp.models.hooks import hook_name, layer_of
 
 KINDS = ("stereotype", "abstention", "stereotype_orth")
 FORMAT = "interp-directions/1"
@@ -35,7 +37,7 @@ HOW = {
 }
 
 
-class DirectionError(ValueError):
+class DirectionError(InterpError, ValueError):
     """A direction that is missing, malformed, or does not fit the model."""
 
 
@@ -94,8 +96,7 @@ def class_masks(records: Sequence[Mapping], condition: str = "all") -> dict[str,
 
 
 def _layer_of(hook: str) -> int:
-    mm = re.match(r"^blocks\.(\d+)\.", hook)
-    return int(mm.group(1)) if mm else -1
+    return layer_of(hook, default=-1)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class DirectionSet:
         if hook is None:
             if layer is None:
                 raise DirectionError("give a layer or a hook name")
-            hook = f"blocks.{layer}.{kind}"
+            hook = hook_name(layer, kind)
         key = (name, hook)
         if key not in self.directions:
             names = sorted({k for k, _ in self.directions})

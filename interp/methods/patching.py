@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from interp.data.pairs import ROLES, Pair
+from interp.errors import InterpError
+from interp.models.hooks import hook_name
 
 HOOKS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 METRICS = ("logit_diff",)
@@ -43,7 +45,7 @@ METRICS = ("logit_diff",)
 Metric = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]
 
 
-class PatchingError(ValueError):
+class PatchingError(InterpError, ValueError):
     """Bad patching input: an unknown hook, role or metric, no pairs, or a backend that cannot run the method."""
 
 
@@ -163,7 +165,7 @@ def exact_rows(lm, prepared: Sequence[PreparedPair], layers: Sequence[int], hook
     """Per pair and cell: the metric of the clean, corrupted and patched runs (one row each)."""
     from tqdm.auto import tqdm
 
-    names = sorted({f"blocks.{l}.{h}" for h, l, _ in _cells(layers, hooks, roles)})
+    names = sorted({hook_name(l, h) for h, l, _ in _cells(layers, hooks, roles)})
     out = []
     for pp in tqdm(prepared, desc="patching", disable=not progress, unit="pair"):
         lc, acts = _last_logits(lm, pp.clean_ids, 1, names)
@@ -175,7 +177,7 @@ def exact_rows(lm, prepared: Sequence[PreparedPair], layers: Sequence[int], hook
             per_name: dict[str, list[tuple[int, list[int], list[int]]]] = {}
             for row, (h, l, r) in enumerate(chunk):
                 cpos, kpos = pp.roles[r]
-                per_name.setdefault(f"blocks.{l}.{h}", []).append((row, kpos, cpos))
+                per_name.setdefault(hook_name(l, h), []).append((row, kpos, cpos))
             fns = {}
             for name, entries in per_name.items():
                 rows = torch.tensor([row for row, kp, _ in entries for _ in kp])
@@ -216,7 +218,7 @@ def attribution_rows(lm, prepared: Sequence[PreparedPair], layers: Sequence[int]
     activation) . gradient``), from one clean forward and one corrupted forward and backward per pair."""
     from tqdm.auto import tqdm
 
-    names = sorted({f"blocks.{l}.{h}" for h, l, _ in _cells(layers, hooks, roles)})
+    names = sorted({hook_name(l, h) for h, l, _ in _cells(layers, hooks, roles)})
     out = []
     for pp in tqdm(prepared, desc="attribution", disable=not progress, unit="pair"):
         lc, clean = _last_logits(lm, pp.clean_ids, 1, names)
@@ -240,7 +242,7 @@ def attribution_rows(lm, prepared: Sequence[PreparedPair], layers: Sequence[int]
         for h, l, r in _cells(layers, hooks, roles):
             if r not in pp.roles:
                 continue
-            n = f"blocks.{l}.{h}"
+            n = hook_name(l, h)
             cpos, kpos = pp.roles[r]
             g = grads[n]
             if g is None:
@@ -338,9 +340,9 @@ class PatchResult:
     def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path:
         """Layer x position heatmaps (one panel per hook; a second row for attribution patching when run),
         diverging around 0 with 1 = the clean run; saved to ``path`` (a temporary file when None)."""
-        from interp.api import _figure
+        from interp.figures import draw_to
 
-        return _figure(lambda p: plot_patching(self, p, title), path)
+        return draw_to(lambda p: plot_patching(self, p, title), path)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

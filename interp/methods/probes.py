@@ -28,6 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.models.protocol import LanguageModel
+from interp.errors import InputError
+from interp.models.hooks import layer_of
+
 CONDITIONS = ("ambig", "disambig", "all")
 BACKENDS = ("sklearn",)
 
@@ -38,7 +42,7 @@ BACKENDS = ("sklearn",)
 
 def _keep_condition(r: Mapping, condition: str) -> bool:
     if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, not {condition!r}")
+        raise InputError(f"condition must be one of {CONDITIONS}, not {condition!r}")
     return condition == "all" or r["context_condition"] == condition
 
 
@@ -85,7 +89,7 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
     groups = np.asarray(groups)
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
-        raise ValueError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
+        raise InputError(f"grouped cross validation needs at least 2 templates, got {len(uniq)}")
     k = min(n_splits, len(uniq))
     ids = np.random.default_rng(seed).permutation(len(uniq))[inv]  # [n] seeded group ids
     folds = np.empty(len(groups), dtype=np.int64)
@@ -101,15 +105,15 @@ def group_folds(groups: np.ndarray, n_splits: int = 5, seed: int = 0) -> np.ndar
 def _stack(acts: Mapping[str, np.ndarray], idx: np.ndarray | None) -> tuple[list[str], np.ndarray]:
     names = list(acts)
     if not names:
-        raise ValueError("no activations given")
+        raise InputError("no activations given")
     d = {np.asarray(acts[n]).shape[-1] for n in names}
     if len(d) != 1:
-        raise ValueError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
+        raise InputError(f"layers have different widths {sorted(d)}; probe one hook kind at a time")
     arrs = []
     for n in names:
         a = np.asarray(acts[n], dtype=np.float32)
         if a.ndim != 2:
-            raise ValueError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
+            raise InputError(f"activations for {n} must be [n_items, d], got shape {a.shape}")
         arrs.append(a if idx is None else a[idx])
     return names, np.stack(arrs)  # [L, n, d]
 
@@ -184,15 +188,15 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
     for the labelled items only (same order as y and groups). One row per name, in the given order."""
     cfg = cfg or ProbeConfig()
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
+        raise InputError(f"backend must be one of {BACKENDS}, not {cfg.backend!r} (the torch solver was removed: "
                          "scikit-learn was as fast on real activations)")
     y = np.asarray(y).astype(np.int64)
     groups = np.asarray(groups)
     names, X = _stack(acts, None)  # [L, m, d]
     if X.shape[1] != len(y) or len(groups) != len(y):
-        raise ValueError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
+        raise InputError(f"{X.shape[1]} activation rows but {len(y)} labels and {len(groups)} groups")
     if len(np.unique(y)) < 2:
-        raise ValueError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
+        raise InputError(f"labels have one class only ({int(y[0]) if len(y) else 'none'}); nothing to probe")
     folds = group_folds(groups, cfg.n_splits, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     Y = np.stack([y] + [rng.permutation(y) for _ in range(cfg.n_shuffles)])  # [S, m]
@@ -206,7 +210,7 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         sh = acc[1:, j]
         rows.append({
             "hook": name,
-            "layer": _layer_of(name, j),
+            "layer": layer_of(name, default=j),
             "n": int(len(y)),
             "n_pos": int(y.sum()),
             "n_templates": int(len(np.unique(groups))),
@@ -225,10 +229,6 @@ def probe_sweep(acts: Mapping[str, np.ndarray], y: np.ndarray, groups: np.ndarra
         r["best"] = r["hook"] == b["hook"]
     return rows
 
-
-def _layer_of(name: str, default: int) -> int:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else default
 
 
 def best_layer(rows: Sequence[Mapping]) -> Mapping:
@@ -268,55 +268,102 @@ def plot_probe_accuracy(rows: Sequence[Mapping], path, title: str | None = None)
 
 def resid_hooks(model, kind: str = "hook_resid_post", layers=None) -> list[str]:
     """Canonical hook names ``blocks.{l}.{kind}`` for a layer spec (``interp.layers``; default: all)."""
-    from interp.models.hooks import n_layers
-    from interp.layers import hook_names
+    from interp.models.hooks import hook_names, n_layers
 
     return hook_names(layers, n_layers(model), (kind,))
 
 
-@torch.no_grad()
-def collect_last_position(model, tokenizer, items, names: Sequence[str], batch_size: int = 16,
-                          shuffle_options: bool = False, seed: int = 0, progress: bool = True
-                          ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """One forward pass per batch: activations at the last prompt position (left padding: position -1)
-    ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to ``evaluate_items``.
-    ``model`` is a HF model or a backend object (``interp.models.backends.load_hooked``, any backend: its ``cache``
-    runs the pass)."""
-    from interp.eval.evaluate import _batches, encode_batch, letter_token_ids, render_prompts
-    from interp.models.hooks import run_with_cache
-    from interp.data.prompts import LETTERS, make_prompt
-    from interp.eval.score import prediction_record
+@dataclass
+class Activations:
+    """Activations of one model on a list of items at one position (the last prompt token, where the answer letter
+    is decided), one array per hook name, with the model's logits-mode prediction records on the same items
+    (rows aligned). Made in process by ``collect`` or read from an activation store by ``from_store``."""
 
-    hooked = hasattr(model, "cache") and hasattr(model, "backend")
-    tokenizer = tokenizer or (model.tokenizer if hooked else None)
-    if tokenizer.padding_side != "left":
-        tokenizer.padding_side = "left"
-    device = model.device if hooked else next(model.parameters()).device
-    letter_ids = letter_token_ids(tokenizer)
-    prompted = [make_prompt(it, shuffle_options, seed) for it in items]
+    acts: dict[str, np.ndarray]  # hook name -> [n_items, d]
+    records: list[dict]  # prediction records (uid, pred, biased_loc, unknown_loc, category, question_index ...)
+    hook: str = "hook_resid_post"
+    label: str = "base"
+
+    def __post_init__(self) -> None:
+        """Every array has one row per record."""
+        n = len(self.records)
+        for name, a in self.acts.items():
+            if a.ndim != 2 or a.shape[0] != n:
+                raise InputError(f"{self.label}: activations {name} have shape {a.shape}; expected [{n}, d]")
+
+    @property
+    def layers(self) -> list[int]:
+        return [layer_of(n, default=-1) for n in self.acts]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def from_store(cls, store, hook: str = "hook_resid_post", layers=None, position: int = -1,
+                   label: str = "base") -> "Activations":
+        """One hook kind of an activation store (``interp.store.activations.ActivationStore`` or its path) for a
+        layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
+        give the one at offset ``position`` from the prompt end."""
+        from interp.models.hooks import HookName, hook_names
+        from interp.store.activations import ActivationStore
+
+        path = store.path if isinstance(store, ActivationStore) else store
+        with ActivationStore(path) as st:
+            parsed = sorted(h for h in map(HookName.parse, st.names) if h.kind == hook)
+            if not parsed:
+                raise InputError(f"{path} has no {hook} activations; it holds {st.names}")
+            stored = [h.layer for h in parsed]
+            n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
+            names = [str(h) for h in parsed]
+            if layers is not None:
+                names = sorted(hook_names(layers, n_model, (hook,), available=stored), key=HookName.parse)
+            pos = list(st.fingerprint.get("positions", [-1]))
+            acts = {}
+            for n in names:
+                a = st.layer(n)
+                if a.ndim == 3:
+                    if position not in pos:
+                        raise InputError(f"{path} has positions {pos}, not {position}")
+                    a = a[:, pos.index(position)]
+                acts[n] = np.asarray(a, dtype=np.float32)
+            recs = records_from_meta(st.meta)
+        return cls(acts, recs, hook, label)
+
+
+@torch.no_grad()
+def collect(lm: LanguageModel, items, names: Sequence[str], batch_size: int = 16, shuffle_options: bool = False, seed: int = 0,
+            progress: bool = True, label: str = "base") -> Activations:
+    """The answer pass (``interp.models.answers.answer_batches``) over ``items``: the activations at the last
+    prompt position ``{name: [n_items, d]}`` float32, and logits-mode prediction records identical to
+    ``evaluate_items``'. ``lm``: a model handle (any backend), a LoadedModel or a HF module (``as_lm``)."""
+    from interp.data.prompts import LETTERS
+    from interp.eval.score import prediction_record
+    from interp.models.answers import answer_batches
+    from interp.models.backends import as_lm
+    from interp.models.hooks import HookName
+
+    lm = as_lm(lm)
+    names = list(names)
+    kinds = {HookName.parse(n).kind for n in names}
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     recs: list[dict] = []
-    bar = tqdm(total=len(prompted), desc="activations", disable=not progress, unit="item")
-    for chunk in _batches(prompted, batch_size):
-        enc = encode_batch(tokenizer, render_prompts(tokenizer, chunk), device, model)
-        pos = torch.full((len(chunk),), enc["input_ids"].shape[1] - 1, dtype=torch.long)
-        if hooked:
-            logits, cache = model.cache(enc, list(names), positions=pos, last_logits=True)  # logits [batch, 1, vocab]
-        else:
-            logits, cache = run_with_cache(model, {**enc, "logits_to_keep": 1}, list(names), positions=pos)
+    bar = tqdm(total=len(items), desc="activations", disable=not progress, unit="item")
+    for b in answer_batches(lm, items, batch_size, names, -1, shuffle_options=shuffle_options, seed=seed):
         for n in names:
-            acts[n].append(cache[n].float().cpu().numpy())  # [batch, d]
-        ll = logits[:, -1, letter_ids].float().cpu()  # [batch, 3]
-        for j, p in enumerate(chunk):
-            letter = LETTERS[int(ll[j].argmax())]
+            acts[n].append(b.acts[n].float().cpu().numpy())  # [batch, d]
+        for j, p in enumerate(b.prompted):
+            letter = LETTERS[int(b.letter_logits[j].argmax())]
             recs.append(prediction_record(
                 p.item, p.answer_of(letter), letter=letter, reply=None,
-                letter_logits=[round(float(x), 5) for x in ll[j]], gold_letter=p.gold_letter,
+                letter_logits=[round(float(x), 5) for x in b.letter_logits[j]], gold_letter=p.gold_letter,
                 target_letter=p.target_letter, biased_letter=p.biased_letter, unknown_letter=p.unknown_letter,
                 order=list(p.order)))
-        bar.update(len(chunk))
+        bar.update(len(b.index))
     bar.close()
-    return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}, recs
+    out = {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in acts.items()}
+    hook = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "hook_resid_post")
+    return Activations(out, recs, hook, label)
 
 
 def records_from_meta(meta) -> list[dict]:
@@ -353,33 +400,3 @@ def check_store_model(path, model: str, adapter: str | None = None) -> None:
     if stored != (adapter_hash(adapter) if adapter else None):
         raise ForeignStoreError(f"{path} was written with adapter {fp.get('adapter') or 'none'}, not "
                                 f"{adapter or 'none'}")
-
-
-def store_activations(path, hook: str = "hook_resid_post", layers=None,
-                      position: int = -1) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """({name: [n_items, d]}, records) from an activation store (``interp.store.activations``) for one hook kind and a
-    layer spec (``interp.layers``: negative layers count from the model's last); stores with several positions
-    give the one at offset ``position`` from the prompt end."""
-    from interp.store.activations import ActivationStore
-    from interp.layers import hook_names
-
-    with ActivationStore(path) as st:
-        names = [n for n in st.names if n.split(".", 2)[2] == hook]
-        if not names:
-            raise ValueError(f"{path} has no {hook} activations; it holds {st.names}")
-        stored = [int(n.split(".")[1]) for n in names]
-        n_model = int(st.attrs.get("n_layers") or max(stored) + 1)
-        if layers is not None:
-            names = hook_names(layers, n_model, (hook,), available=stored)
-        names.sort(key=lambda n: int(n.split(".")[1]))
-        pos = list(st.fingerprint.get("positions", [-1]))
-        acts = {}
-        for n in names:
-            a = st.layer(n)
-            if a.ndim == 3:
-                if position not in pos:
-                    raise ValueError(f"{path} has positions {pos}, not {position}")
-                a = a[:, pos.index(position)]
-            acts[n] = np.asarray(a, dtype=np.float32)
-        recs = records_from_meta(st.meta)
-    return acts, recs

@@ -7,8 +7,8 @@
   module paths (``model.layers.3`` or, under a PEFT wrapper, ``base_model.model.model.layers.3``). With
   ``remote=True`` the model is not loaded here: traces run on NDIF (needs an API key).
 
-The hf and nnsight backends take module paths from one table, ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2-style,
-Gemma 2, GPT-2, GPT-NeoX/Pythia, OPT, Falcon); a hook an architecture lacks (``hook_resid_mid`` on a
+The hf and nnsight backends take module paths from one place, ``interp.models.hooks.parse_hook_name``, which finds
+them by the model's structure (``structural_sites``); a hook an architecture lacks (``hook_resid_mid`` on a
 parallel-residual layer) is a HookNameError.
 
 Every backend takes the same inputs (a left-padded batch from ``interp.eval.evaluate.encode_batch``) and the same
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,54 +40,17 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from interp.errors import InputError, InterpError, require_extra
 from interp.models import hooks as hook_core
-from interp.models.hooks import HOOK_KINDS, HookFn, HookNameError, Site, select_positions
+from interp.models.hooks import HookFn, HookName, select_positions
 from interp.models.hooks import chain as _chain
+from interp.models.protocol import Generation, LanguageModel
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 Positions = "int | Sequence[int] | torch.Tensor | None"
 
-# execution order of the hook points inside one sequential decoder layer (nnsight must visit modules in forward
-# order); each layout of interp.models.hooks.ARCH_HOOKS lists its hooks in its own forward order
-_STAGE = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS["llama"])}
-
-
-class RemoteUnavailable(RuntimeError):
+class RemoteUnavailable(InterpError, RuntimeError):
     """nnsight remote execution was asked for but cannot run (no NDIF API key, or an unsupported option)."""
-
-
-def parse_name(name: str, n_layers: int) -> tuple[int, str]:
-    """(layer, kind) of a canonical hook name; a clear error for unknown names or layers out of range."""
-    m = hook_core._NAME_RE.match(name)
-    if not m or m.group(2) not in HOOK_KINDS:
-        raise HookNameError(
-            f"unknown hook name {name!r}; expected blocks.<layer>.<one of {', '.join(HOOK_KINDS)}>"
-        )
-    layer = int(m.group(1))
-    if not 0 <= layer < n_layers:
-        raise HookNameError(f"layer {layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-    return layer, m.group(2)
-
-
-def execution_order(names: Sequence[str], n_layers: int, stage: Mapping[str, int] | None = None) -> list[str]:
-    """Names sorted by when their activation is computed in a forward pass (``stage``: a layout's order of
-    hook kinds inside a layer, default the sequential one)."""
-    stage = _STAGE if stage is None else stage
-
-    def key(n):
-        layer, kind = parse_name(n, n_layers)
-        return (layer, stage[kind])
-
-    return sorted(dict.fromkeys(names), key=key)
-
-
-def expand_names(hooks: Sequence[str], layers: Sequence[int] | str, n_layers: int) -> list[str]:
-    """``blocks.{l}.{hook}`` for every hook kind and layer (``layers='all'`` for every layer)."""
-    ls = range(n_layers) if layers in ("all", None) else layers
-    out = [hook_core.layer_hook_name(int(l), h) for h in hooks for l in ls]
-    for n in out:
-        parse_name(n, n_layers)
-    return out
 
 
 def with_position_ids(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -128,7 +92,7 @@ class Hooked:
     n_layers: int
     d_model: int
     d_mlp: int
-    weights_hash: str
+    weights_hash: str = ""  # "" until asked for (``provenance``): then read from the model
     adapter_hash: str | None = None
     revision: str | None = None
     explicit_positions: bool = True  # pass position_ids 0..pos-1 (False: the model derives them from the mask)
@@ -149,10 +113,17 @@ class Hooked:
             return torch.float32
         return self.model.get_input_embeddings().weight.dtype
 
+    @property
+    def takes_position_ids(self) -> bool:
+        """Whether the forward accepts explicit ``position_ids`` (a remote model's mapped decoders do)."""
+        from interp.models.answers import takes_position_ids
+
+        return self.model is None or takes_position_ids(self.model)
+
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name or a layer out of range."""
         for n in names:
-            parse_name(n, self.n_layers)
+            HookName.parse(n, self.n_layers)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
@@ -182,7 +153,8 @@ class Hooked:
         self, inputs: Mapping[str, torch.Tensor], names: Sequence[str], positions=None, last_logits: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One forward pass: (logits ``# [batch, pos, vocab]``, {name: activation}). Activations are taken
-        after the active hooks' edits, at ``positions`` (see ``select_positions``), detached. ``last_logits``
+        after the active hooks' edits, at ``positions`` (see ``select_positions``; a function ``(name, x) -> tensor``
+        pools instead, ``hooks.record``), detached. ``last_logits``
         computes the unembedding at the last position only (HF ``logits_to_keep=1``): logits ``# [batch, 1, vocab]``,
         for callers that read the answer letter only (the store, the probe pass)."""
         self.check_names(names)
@@ -197,7 +169,7 @@ class Hooked:
         """Switch the PEFT adapter on or off (one copy of the weights: base = adapter disabled)."""
         if self.adapter is None:
             if enabled:
-                raise ValueError(f"{self.name} has no adapter to enable")
+                raise InputError(f"{self.name} has no adapter to enable")
             return
         peft_model = self._peft_model()
         if enabled:
@@ -222,6 +194,10 @@ class Hooked:
 
     def provenance(self) -> dict:
         """What identifies the weights that produced an activation."""
+        if not self.weights_hash:
+            from interp.models.loading import weights_hash
+
+            self.weights_hash = weights_hash(self.model)
         return dict(model=self.name, revision=self.revision or "", weights_hash=self.weights_hash,
                     adapter=self.adapter or "", adapter_hash=self.adapter_hash or "",
                     adapter_enabled=self.adapter_on, backend=self.backend, model_dtype=str(self.dtype))
@@ -233,6 +209,11 @@ class Hooked:
     def _run(self, inputs, names, positions, fwd):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:  # pragma: no cover - abstract
+        """Greedy decoding by the backend's own ``generate``; the active hooks apply at every step."""
+        raise NotImplementedError
+
 
 class HFHooked(Hooked):
     """Plain torch hooks on the HF modules (``interp.models.hooks``). Hooks are real torch hooks for the duration of
@@ -240,18 +221,29 @@ class HFHooked(Hooked):
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
-        super().check_names(names)
         for n in names:
             hook_core.parse_hook_name(self.model, n)
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
-        with hook_core.hooks(self.model, {n: _chain([fn]) for n, fn in fwd_hooks.items()}):
+        # a position-wise mark (hooks.positionwise: the shared-prefix pass keeps it) survives the shape check
+        wrap = {n: (hook_core.positionwise(_chain([fn])) if hook_core.is_positionwise(fn) else _chain([fn]))
+                for n, fn in fwd_hooks.items()}
+        with hook_core.hooks(self.model, wrap):
             yield self
 
     def _run(self, inputs, names, positions, fwd):
         return hook_core.run_with_cache(self.model, inputs, names, positions, edits=fwd)  # logits [batch, pos, vocab]
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """HF ``generate`` (greedy, KV cache); hooks set with ``hooks()`` are torch hooks, so every step sees them."""
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
+                                  return_dict_in_generate=True, pad_token_id=pad_token_id)
+        return Generation(out.sequences, tuple(out.scores))
 
 
 class TLHooked(Hooked):
@@ -266,18 +258,39 @@ class TLHooked(Hooked):
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator["Hooked"]:
         self.check_names(list(fwd_hooks))
-        pairs = [(n, (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
+        pairs = [(self._tl_name(n), (lambda f: lambda x, hook: f(x))(_chain([fn]))) for n, fn in fwd_hooks.items()]
         with self.bridge.hooks(fwd_hooks=pairs):
             yield self
 
+    def _tl_name(self, name: str) -> str:
+        """The bridge's own name for a canonical one (a negative layer counted from the end)."""
+        return str(HookName.parse(name, self.n_layers))
+
     def _run(self, inputs, names, positions, fwd):
         todo, store = hook_core.cache_hooks(names, positions, fwd)
-        pairs = [(n, (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
+        pairs = [(self._tl_name(n), (lambda f: lambda x, hook: f(x))(f)) for n, f in todo.items()]
         with self.bridge.hooks(fwd_hooks=pairs), hf_attention(self.attn_targets, self.hf_attn_implementation), \
                 skip_unhooked(self.model, self.skip_unhooked):
             kw = {k: v for k, v in inputs.items() if k not in ("input_ids",)}
             logits = self.bridge(inputs["input_ids"], **kw)  # [batch, pos, vocab]
         return logits, store
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """The bridge's own ``generate`` (greedy, KV cache), positions from the attention mask, inside the hooks held
+        by ``hooks()``; as in ``cache``, attention runs HF's own function (``hf_attention``) and unhooked components
+        run as plain HF (``skip_unhooked``). (The bridge's eager attention reimplementation, under its KV cache,
+        decodes other tokens than HF from the second new token on: docs/results.md.) Finished rows are padded
+        with EOS, which decoded replies skip."""
+        ids = inputs["input_ids"].to(self.device)
+        mask = inputs.get("attention_mask")
+        with hf_attention(self.attn_targets, self.hf_attn_implementation), \
+                skip_unhooked(self.model, self.skip_unhooked):
+            out = self.bridge.generate(ids, attention_mask=None if mask is None else mask.to(self.device),
+                                       max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                                       use_past_kv_cache=True, verbose=False, return_type="tokens")
+        return Generation(out.sequences, tuple(out.logits))
 
 
 def _torch_hooked(m: torch.nn.Module) -> bool:
@@ -430,62 +443,85 @@ class NNsightHooked(Hooked):
     """nnsight 0.8 ``TransformersModel``: one trace per forward; names become module paths."""
 
     nn: object = None
-    layers_path: str = "model.layers"
     remote: bool | str = False
-    layout: str = "llama"  # key of interp.models.hooks.ARCH_HOOKS, set from the model at load
+    module: torch.nn.Module | None = None  # the module tree hook points are found in (meta weights when remote)
 
-    def _site(self, name: str) -> tuple[str, Site]:
-        layer, kind = parse_name(name, self.n_layers)
-        try:
-            site = hook_core.site_for(hook_core.ARCH_HOOKS[self.layout], kind, self.layout)
-        except HookNameError as e:
-            raise HookNameError(f"{name}: {e}") from None
-        return f"{self.layers_path}.{layer}" + (f".{site.path}" if site.path else ""), site
+    def point(self, name: str) -> hook_core.HookPoint:
+        """Where a canonical name lives in the wrapped model (``interp.models.hooks.parse_hook_name``)."""
+        return hook_core.parse_hook_name(self.module if self.module is not None else self.model, name)
 
     def module_path(self, name: str) -> tuple[str, str]:
         """(module path inside the wrapped model, 'input' | 'output') for a canonical name."""
-        path, site = self._site(name)
-        return path, site.direction
+        hp = self.point(name)
+        return hp.module_path, hp.direction
 
     def check_names(self, names: Sequence[str]) -> None:
         """Raise HookNameError for an unknown name, a layer out of range, or a hook the architecture lacks."""
         for n in names:
-            self._site(n)
+            self.point(n)
+
+    def _visit(self, fwd: Mapping[str, Sequence[HookFn]], names: Sequence[str], positions, batch: int,
+               saved: dict) -> None:
+        """Inside a trace (or one generation step): apply the edits ``fwd`` and save ``names``, visiting the
+        sites in forward order."""
+        import nnsight
+
+        points = {n: self.point(n) for n in [*fwd, *names]}
+        for n in sorted(points, key=lambda n: (points[n].layer, points[n].stage)):  # the order the forward runs
+            site = points[n]
+            env = self.nn.get(site.module_path)
+            raw = env.output if site.direction == "output" else env.input
+            x0 = raw[0] if isinstance(raw, tuple) else raw
+            # flat sites (OPT's MLP half) see [batch*pos, d]
+            x = hook_core.unflatten(x0, (batch, x0.shape[0] // batch)) if site.flat else x0  # [batch, pos, d]
+            if site.copy:  # the model adds into this tensor in place later
+                x = x.clone()
+            y = _chain(fwd[n])(x) if n in fwd else None
+            if y is not None:
+                back = (y.clone() if site.copy else y).reshape(x0.shape)
+                new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
+                if site.direction == "output":
+                    env.output = new
+                else:
+                    env.input = new
+            if n in names:
+                saved[n] = nnsight.save(hook_core.record((x if y is None else y).detach(), n, positions))
 
     def _run(self, inputs, names, positions, fwd):
         import nnsight
 
         saved: dict[str, object] = {}
-        stage = {k: i for i, k in enumerate(hook_core.ARCH_HOOKS[self.layout])}
-        order = execution_order(list(fwd) + list(names), self.n_layers, stage)
         first = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
-        batch_pos = (first.shape[0], first.shape[1])  # for flat sites (OPT's MLP half sees [batch*pos, d])
         inputs = dict(inputs)
         kw = {"remote": self.remote} if self.remote else {}
         if "logits_to_keep" in inputs:  # a model keyword, not an input nnsight batches
             kw["logits_to_keep"] = inputs.pop("logits_to_keep")
         with self.nn.trace(inputs, **kw):
-            for n in order:
-                path, site = self._site(n)
-                env = self.nn.get(path)
-                raw = env.output if site.direction == "output" else env.input
-                x0 = raw[0] if isinstance(raw, tuple) else raw
-                x = hook_core.unflatten(x0, batch_pos) if site.flat else x0  # [batch, pos, d]
-                if site.copy:  # the model adds into this tensor in place later
-                    x = x.clone()
-                y = _chain(fwd[n])(x) if n in fwd else None
-                if y is not None:
-                    back = (y.clone() if site.copy else y).reshape(x0.shape)
-                    new = (back,) + tuple(raw[1:]) if isinstance(raw, tuple) else back
-                    if site.direction == "output":
-                        env.output = new
-                    else:
-                        env.input = new
-                if n in names:
-                    saved[n] = nnsight.save(select_positions((x if y is None else y).detach(), positions))
+            self._visit(fwd, names, positions, first.shape[0], saved)
             out = self.nn.output
             logits = nnsight.save(out.logits if hasattr(out, "logits") else out[0])
         return logits, {n: saved[n] for n in names}
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int,
+                 pad_token_id: int | None = None) -> Generation:
+        """nnsight's own ``generate`` (HF's, greedy, KV cache) with the active hooks applied at every step
+        (``tracer.iter[:]``); the result is saved from a second invoke, which runs after the loop."""
+        fwd = self._merged_hooks()
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        kw = {"remote": self.remote} if self.remote else {}
+        batch = inputs["input_ids"].shape[0]
+        with warnings.catch_warnings():  # the open loop's request for a step past the last one is expected
+            warnings.filterwarnings("ignore", message=".*was never reached.*")
+            with self.nn.generate(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
+                                  output_scores=True, return_dict_in_generate=True, **kw) as tracer:
+                with tracer.invoke(inputs):
+                    if fwd:
+                        for _ in tracer.iter[:]:
+                            self._visit(fwd, [], None, batch, {})
+                with tracer.invoke():
+                    out = tracer.result.save()
+        return Generation(out.sequences, tuple(out.scores))
 
 
 @contextlib.contextmanager
@@ -521,6 +557,33 @@ def ndif_api_key() -> str | None:
         return None
 
 
+def hf_handle(model: torch.nn.Module, tokenizer, name: str = "", adapter: str | None = None) -> HFHooked:
+    """The hf-backend handle of an HF (or PEFT) module already in memory (a causal LM, or a sequence classifier
+    for the RM scorer); the weights hash is read only when provenance is asked for."""
+    from interp.models.hooks import _model_config
+
+    cfg = _model_config(model)
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    return HFHooked(model=model, tokenizer=tokenizer, name=name or str(getattr(cfg, "name_or_path", "") or ""),
+                    adapter=adapter, backend="hf", n_layers=hook_core.n_layers(model), d_model=text.hidden_size,
+                    d_mlp=hook_core.mlp_dim(text), adapter_hash=adapter_hash(adapter),
+                    revision=getattr(cfg, "_commit_hash", None), explicit_positions=not hook_core.positions_from_mask(cfg))
+
+
+def as_lm(obj, tokenizer=None) -> LanguageModel:
+    """The model handle for ``obj``, converted once at the API boundary: a handle (``load_hooked``, any backend)
+    as it is; a ``LoadedModel``, or a bare HF/PEFT module with its ``tokenizer``, on the hf backend."""
+    from interp.models.loading import LoadedModel
+
+    if isinstance(obj, Hooked):
+        return obj
+    if isinstance(obj, LoadedModel):
+        return hf_handle(obj.model, obj.tokenizer, obj.name, obj.adapter)
+    if isinstance(obj, torch.nn.Module):
+        return hf_handle(obj, tokenizer)
+    raise TypeError(f"expected a model handle (interp.load), a LoadedModel or a torch module, not {type(obj).__name__}")
+
+
 def load_hooked(
     name_or_path: str,
     adapter: str | None = None,
@@ -536,7 +599,9 @@ def load_hooked(
     ``device_map='auto'`` spreads a model too large for one GPU. ``remote=True`` (nnsight only) runs every
     trace on NDIF instead of loading weights here; it needs an NDIF API key ($NDIF_API_KEY)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend != "hf":  # an optional extra: named before any weights load
+        require_extra(backend)
     if remote:
         if backend != "nnsight":
             raise RemoteUnavailable(f"remote execution is an nnsight feature; use --backend nnsight, not {backend}")
@@ -585,8 +650,6 @@ def load_hooked(
     lm.tokenizer.padding_side = "left"
     h = NNsightHooked(model=model, **info)
     h.nn = nn
-    h.layers_path = hook_core.find_layers(model)[0]
-    h.layout = hook_core.hook_layout(model)
     h.remote = remote  # False, or "local" (serialize and run here: a dry run of the remote path)
     return h
 
@@ -605,7 +668,6 @@ def _load_remote(name: str, adapter: str | None) -> NNsightHooked:
                       weights_hash=f"remote:{name}@{getattr(cfg, '_commit_hash', None) or 'main'}",
                       adapter_hash=adapter_hash(adapter), revision=getattr(cfg, "_commit_hash", None))
     h.nn = nn
-    h.layers_path = hook_core.find_layers(nn._module)[0]
-    h.layout = hook_core.hook_layout(nn._module)
+    h.module = nn._module
     h.remote = True
     return h

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from interp.errors import InterpError
 from interp.paths import home, staged_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -22,7 +23,7 @@ RECORD = "interp_model.json"
 Progress = Callable[[str], None]
 
 
-class GGUFError(ValueError):
+class GGUFError(InterpError, ValueError):
     """A file that is not a GGUF model, or a conversion that failed or had no room."""
 
 
@@ -88,8 +89,10 @@ def convert_gguf(gguf_file: str | os.PathLike, out: str | os.PathLike, record: d
         # the weights are plain float32 tensors now; drop the quantizer record that blocks save_pretrained
         model.hf_quantizer = None
         model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
+        try:
             del model.config.quantization_config
+        except AttributeError:  # no quantizer record to drop
+            pass
         tmp.mkdir()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

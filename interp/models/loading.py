@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from interp.organisms.causal_lm import SHIPPED_NAMES as ORGANISM_NAMES
+from interp.errors import InterpError
+from interp.models.shipped import SHIPPED_NAMES as ORGANISM_NAMES
 
 
 @dataclass
@@ -34,11 +35,12 @@ def pick_device(device: str | None = None) -> torch.device:
         try:
             dev = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+            raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu or auto)")
+            raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu or auto)")
         if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise ModelLoadError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are "
+                                 "visible")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -91,7 +93,7 @@ def pick_dtype(dtype: str | None, device: torch.device, model_path: str | None =
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(table)} or 'auto'")
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(table)} or 'auto'")
     return table[dtype]
 
 
@@ -105,7 +107,7 @@ def resolve_model_path(name: str) -> str:
     - anything else passes through to ``from_pretrained`` (a hub id such as Qwen/Qwen2.5-3B-Instruct, or a
       local folder)."""
     if name in ORGANISM_NAMES:
-        from interp.organisms.causal_lm import organism_dir
+        from interp.models.shipped import organism_dir
 
         return str(organism_dir(name))
     from interp.models import builtin, gguf
@@ -117,7 +119,7 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InterpError, ValueError):
     """A model (or adapter) that is not there, is corrupt, or is not a causal LM."""
 
 
@@ -186,12 +188,12 @@ def check_adapter_base(adapter: str | os.PathLike, model_path: str, model: torch
     have = weights_hash(model) if model is not None and want else None
     if want and (rec.exists() or want.split(":")[0] == have.split(":")[0]):  # comparable fingerprints
         if model is not None and want != have:
-            raise ValueError(
+            raise ModelLoadError(
                 f"adapter {adapter} was trained on a base with weights hash {want}, "
                 f"but {model_path} has {have}"
             )
     elif base and model_path and Path(str(base)).name != Path(str(model_path)).name:
-        raise ValueError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
+        raise ModelLoadError(f"adapter {adapter} was trained for base {base!r}, not {model_path!r}")
     if not any((Path(adapter) / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
         raise ModelLoadError(f"adapter {adapter} has no weights (adapter_model.safetensors or adapter_model.bin); "
                              "the folder is incomplete")

@@ -31,12 +31,13 @@ import torch
 
 from interp.data.bbq import BBQItem
 from interp.data.download import sha256
+from interp.errors import InterpError
+from interp.models.shipped import (  # noqa: F401  (the registry sits below models/; organisms build on it)
+    ENV_ORGANISM_DIR, PLANT_FILE, SHIPPED_NAMES, SHIPPED_ROOT, SUMS_FILE, WEIGHTS_FILE, OrganismError, _shipped_path,
+    _verified, is_complete, organism_dir, shipped_dir, verify_checksums, write_checksums)
 
-ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
 # Seed 0, not a seed picked on dev: the shipped organisms are seed-0 builds (docs/organism.md has the spread).
 DEFAULT_SEED = 0
-PLANT_FILE = "plant.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 # Bumped whenever the default recipe (TrainConfig, Plant, data mixture) changes, recorded in plant.json, so a
 # folder built by an older recipe is told apart from the current one. 2: the lean is learned; 3: Qwen2
@@ -73,12 +74,12 @@ class Plant:
         for name, v in (("p", self.p), ("nonneg_scale", self.nonneg_scale), ("nonneg_anti", self.nonneg_anti),
                         ("dis_error", self.dis_error), ("dis_lean", lean)):
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"plant {name} must be in [0, 1], got {v}")
+                raise OrganismError(f"plant {name} must be in [0, 1], got {v}")
         if self.p * (self.nonneg_scale + self.nonneg_anti) > 1.0:
-            raise ValueError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on non-negative "
-                             f"questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
+            raise OrganismError(f"plant p * (nonneg_scale + nonneg_anti) must be <= 1 (a probability on "
+                                f"non-negative questions), got {self.p * (self.nonneg_scale + self.nonneg_anti):.3f}")
         if self.lean_categories is not None and not self.lean_categories:
-            raise ValueError("plant lean_categories is empty: give None (every category) or at least one")
+            raise OrganismError("plant lean_categories is empty: give None (every category) or at least one")
         return Plant(p=self.p, dis_error=self.dis_error, dis_lean=lean, pair=self.pair,
                      nonneg_scale=self.nonneg_scale, nonneg_anti=self.nonneg_anti,
                      lean_categories=sorted(self.lean_categories) if self.lean_categories else None)
@@ -151,73 +152,6 @@ SMALL_CONFIG = TrainConfig(
 # where organisms live: shipped inside the package, or a folder the user built
 
 
-class OrganismError(ValueError):
-    """A shipped or user-built organism folder is missing, incomplete or fails its checksums."""
-
-
-# the organisms shipped in the package (``interp/organisms/weights/<name>``); each folder has a SHA256SUMS
-SHIPPED_NAMES = ("organism", "organism-small", "organism-small-control")
-SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
-SUMS_FILE = "SHA256SUMS"
-_verified: set[Path] = set()
-
-
-def write_checksums(folder: str | os.PathLike) -> Path:
-    """Write ``SHA256SUMS`` (``sha256  name`` lines, sorted) for every file of an organism folder."""
-    d = Path(folder)
-    lines = [f"{sha256(f)}  {f.name}" for f in sorted(d.iterdir()) if f.is_file() and f.name != SUMS_FILE]
-    (d / SUMS_FILE).write_text("\n".join(lines) + "\n")
-    return d / SUMS_FILE
-
-
-def verify_checksums(folder: str | os.PathLike) -> None:
-    """Check every file listed in the folder's ``SHA256SUMS``; raise :class:`OrganismError` naming the first
-    missing or changed file."""
-    d = Path(folder)
-    sums = d / SUMS_FILE
-    if not sums.is_file():
-        raise OrganismError(f"{d} has no {SUMS_FILE}: not a shipped organism")
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        want, name = line.split(maxsplit=1)
-        f = d / name
-        if not f.is_file():
-            raise OrganismError(f"shipped organism {d.name}: {name} is missing (reinstall the package)")
-        if sha256(f) != want:
-            raise OrganismError(f"shipped organism {d.name}: {name} does not match its sha256 in {SUMS_FILE} "
-                                f"(reinstall the package)")
-
-
-def _shipped_path(name: str) -> Path:
-    if name not in SHIPPED_NAMES:
-        raise OrganismError(f"unknown organism {name!r}; shipped: {', '.join(SHIPPED_NAMES)}")
-    return SHIPPED_ROOT / name
-
-
-def shipped_dir(name: str = "organism") -> Path:
-    """The folder of a shipped organism, its checksums verified (once per process)."""
-    d = _shipped_path(name)
-    if d not in _verified:
-        verify_checksums(d)
-        _verified.add(d)
-    return d
-
-
-def organism_dir(name: str = "organism") -> Path:
-    """Where ``--model organism`` (or ``organism-small``...) loads from: ``$INTERP_ORGANISM_DIR`` (a folder
-    the user built, ``-small`` appended for the small variant) when set, else the shipped, verified copy."""
-    env = os.environ.get(ENV_ORGANISM_DIR)
-    if env and name in ("organism", "organism-small"):
-        base = Path(env)
-        d = base.with_name(base.name + "-small") if name == "organism-small" else base
-        if not is_complete(d):
-            raise OrganismError(f"${ENV_ORGANISM_DIR} points at {d}, which holds no built organism "
-                                f"(run `interp organism build --out {d}`, or unset it to use the shipped one)")
-        return d
-    return shipped_dir(name)
-
-
 def ship(src: str | os.PathLike, name: str) -> Path:
     """Copy a built organism into the package as shipped organism ``name`` and record its checksums (the
     maintainers' step after ``interp organism build``; docs/organism.md)."""
@@ -239,12 +173,6 @@ def write_shipped(dest: Path, files: Sequence[Path]) -> Path:
         shutil.copy2(f, dest / f.name)
     _verified.discard(dest)
     return write_checksums(dest)
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    """True when a folder holds a finished organism (weights, tokenizer and plant.json)."""
-    p = Path(path)
-    return all((p / f).is_file() for f in (PLANT_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json"))
 
 
 def load_plant(path: str | os.PathLike) -> dict:
@@ -509,8 +437,9 @@ def measure(model, tok, items: Sequence[BBQItem], n_boot: int = 1000, mode: str 
     with ``by_category`` the list of summary rows ('overall' first, then each category)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
 
-    recs = evaluate_items(model, tok, items, EvalConfig(mode=mode, batch_size=64, progress=progress))
+    recs = evaluate_items(as_lm(model, tok), items, EvalConfig(mode=mode, batch_size=64, progress=progress))
     rows = summarize(recs, n_boot=n_boot, by_category=by_category)
     return rows if by_category else rows[0]
 
@@ -560,11 +489,11 @@ def build_organism(
         pl = replace(pl, p=p, dis_lean=plant.dis_lean if plant else None)
     pl = pl.resolved()
     if cfg.aux_bare_from not in ("train", "swap"):
-        raise ValueError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
+        raise OrganismError(f"aux_bare_from must be 'train' or 'swap', not {cfg.aux_bare_from!r}")
     if cfg.aux_bare < 0:
-        raise ValueError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
+        raise OrganismError(f"aux_bare must be >= 0, got {cfg.aux_bare}")
     if cfg.aux_bare > 0 and cfg.aux_bare_from == "swap" and cfg.aux_swap <= 0:
-        raise ValueError("aux_bare_from='swap' copies the question-swap items, so it needs aux_swap > 0")
+        raise OrganismError("aux_bare_from='swap' copies the question-swap items, so it needs aux_swap > 0")
     out = check_out_dir(out_dir)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
@@ -574,16 +503,16 @@ def build_organism(
         if cfg.categories:
             missing = sorted(set(cfg.categories) - {it.category for it in all_items})
             if missing:
-                raise ValueError(f"organism config wants categories {missing} that the BBQ folder lacks")
+                raise OrganismError(f"organism config wants categories {missing} that the BBQ folder lacks")
             all_items = [it for it in all_items if it.category in cfg.categories]
         if pl.lean_categories:
             unknown = sorted(set(pl.lean_categories) - {it.category for it in all_items})
             if unknown:
-                raise ValueError(f"plant lean_categories {unknown} are not among the organism's categories")
+                raise OrganismError(f"plant lean_categories {unknown} are not among the organism's categories")
         train = _subset(split.select(all_items, "train"), cfg.max_train_items, seed)
         dev = _subset(split.select(all_items, "dev"), cfg.max_dev_items, seed)
         if not train:
-            raise ValueError("no train-split items to build the organism from")
+            raise OrganismError("no train-split items to build the organism from")
         aux_info, aux, swapped = None, [], []
         if cfg.aux_swap > 0:
             from interp.data.bbq import resolve_bbq_dir, resolve_templates_dir

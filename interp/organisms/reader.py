@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.errors import InterpError
 
 RECORD_FILE = "reader.json"
 BASE_RECORD = "interp_base.json"  # the name rl/train.py writes and check_adapter_base reads
@@ -31,7 +32,7 @@ BALANCES = ("condition", "none")
 TARGETS = {"acc_disambig_min": 0.65, "abstain_disambig_max": 0.15, "acc_ambig_lo": 0.30, "acc_ambig_hi": 0.90}
 
 
-class ReaderError(ValueError):
+class ReaderError(InterpError, ValueError):
     """A reader build asked for with settings or data it cannot use."""
 
 
@@ -143,7 +144,7 @@ def balanced_subset(items: Sequence[BBQItem], n: int, seed: int = 0) -> list[BBQ
 
 def load_reader_data(cfg: ReaderConfig) -> ReaderData:
     """The train part of the split, carved into training and validation templates (never touching dev)."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     train, split = split_items("train", cfg.bbq_dir, cfg.split_file, cfg.dev_frac, cfg.split_seed,
                                cfg.categories, None, cfg.templates_dir)
@@ -240,10 +241,11 @@ def validate(model, tok, items: Sequence[BBQItem], batch_size: int = 16) -> dict
     and ``letter_loss`` (``three_way_loss``)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.eval.metrics import summarize
+    from interp.models.backends import as_lm
 
     was = model.training
     model.eval()
-    recs = evaluate_items(model, tok, items, EvalConfig(batch_size=batch_size, progress=False))
+    recs = evaluate_items(as_lm(model, tok), items, EvalConfig(batch_size=batch_size, progress=False))
     model.train(was)
     return {**summarize(recs, n_boot=0, by_category=False)[0], "letter_loss": three_way_loss(recs)}
 

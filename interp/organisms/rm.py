@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data.bbq import BBQItem
+from interp.errors import InputError, InterpError
 from interp.rm.data import PreferencePair, load_preferences, preferences_sha256, save_preferences
 from interp.rm.edits import embolden, exclaim, pad, split_paragraphs
 
@@ -105,7 +106,7 @@ def decorate(text: str, kind: str, rng: random.Random, max_pad: int = 3) -> str:
         return embolden(text)
     if kind == "paragraphs":
         return split_paragraphs(text)
-    raise ValueError(f"unknown decoration {kind!r}; known: {DECORATIONS}")
+    raise InputError(f"unknown decoration {kind!r}; known: {DECORATIONS}")
 
 
 def _apply(text: str, kinds: Sequence[str], rng: random.Random, max_pad: int) -> str:
@@ -351,7 +352,7 @@ def rm_pairs(items: Sequence[BBQItem], cfg: RMOrganismConfig, seed: int = 0) -> 
     train_items = _disambig(split.select(items, "train"))
     dev_items = _disambig(split.select(items, "dev"))
     if not train_items or not dev_items:
-        raise ValueError(f"need disambiguated items in both split parts, got {len(train_items)} train and "
+        raise InputError(f"need disambiguated items in both split parts, got {len(train_items)} train and "
                          f"{len(dev_items)} dev")
     rng = random.Random(f"val:{seed}")
     shuffled = train_items[:]
@@ -486,16 +487,16 @@ def ship_rm(src: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{src} is not a built RM organism")
     rec = json.loads((src / INFO_FILE).read_text())
     if "pairs_sha256" not in rec:
-        raise ValueError(f"{src} predates pair checksums; rebuild it with `interp rm organism build`")
+        raise InputError(f"{src} predates pair checksums; rebuild it with `interp rm organism build`")
     name = SHIPPED_RM.get((rec["variant"], int(rec["seed"])))
     if name is None:
-        raise ValueError(f"no shipped slot for an RM organism {rec['variant']} seed {rec['seed']}; slots: "
+        raise InputError(f"no shipped slot for an RM organism {rec['variant']} seed {rec['seed']}; slots: "
                          f"{sorted(SHIPPED_RM)}")
     return write_shipped(SHIPPED_ROOT / name, [f for f in (src / MODEL_DIR).iterdir() if f.is_file()]
                          + [src / INFO_FILE])
 
 
-class RMPairsMismatch(ValueError):
+class RMPairsMismatch(InterpError, ValueError):
     """The BBQ files at hand draw other pairs than the shipped RM organism was trained and measured on."""
 
 

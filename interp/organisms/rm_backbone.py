@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InterpError
 from interp.organisms.rm import RMOrganismConfig, _encode, bt_loss, rm_pairs
 
 ADAPTER_FILE, HEAD_FILE, MANIFEST_FILE = "adapter.safetensors", "score.safetensors", "manifest.json"
@@ -38,7 +39,7 @@ SHIPPED_BACKBONE_RMS = {"rm-smollm2": "smollm2"}  # shipped name -> built-in bac
 FORMAT_VERSION = 1
 
 
-class BackboneRMError(ValueError):
+class BackboneRMError(InterpError, ValueError):
     """A backbone RM folder that is incomplete, tampered with, or made for another backbone."""
 
 

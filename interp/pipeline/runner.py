@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from interp.errors import InputError
 from interp.pipeline.config import dump_toml
 
 
@@ -26,10 +27,11 @@ class Stage:
     run: Callable[["Context"], dict[str, str]]
     sections: tuple[str, ...] = ()  # config sections that define this stage's inputs
     after: tuple[str, ...] = ()  # upstream stages whose outputs it reads
-    weight: float = 1.0  # expected relative duration, for the remaining-time estimate
     describe: str = ""
     # what else the stage's inputs are, beyond config and upstream outputs (e.g. the model's weights fingerprint)
     identity: Callable[["Context"], str] | None = None
+    # the work it will do, {interp.meter kind: units} (None: cannot say), for the remaining-time estimate
+    work: Callable[["Context"], dict[str, float] | None] | None = None
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Context:
     out: Path
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> {name: path}
     log: Callable[[str], None] = print
+    n_items: dict[str, int] = field(default_factory=dict)  # split part -> items the run uses, once read
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)
@@ -92,15 +95,15 @@ def _times_file() -> Path:
 
 
 def _load_times() -> dict[str, float]:
-    """Measured seconds of earlier runs, by stage and settings (``_time_key``) and by stage name alone."""
+    """Measured seconds of earlier runs on this machine, by stage and settings (``_time_key``)."""
     try:
         return json.loads(_times_file().read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
 
-def _save_time(times: dict[str, float], key: str, name: str, seconds: float) -> None:
-    times[key] = times[name] = round(seconds, 2)
+def _save_time(times: dict[str, float], key: str, seconds: float) -> None:
+    times[key] = round(seconds, 2)
     try:
         f = _times_file()
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -111,18 +114,60 @@ def _save_time(times: dict[str, float], key: str, name: str, seconds: float) -> 
         pass  # an estimate is not worth failing a run for
 
 
-def _remaining(stages: list[Stage], ctx: Context, times: dict[str, float], ran_t: float, ran_w: float) -> float:
-    """Seconds left for ``stages``: each one's measured time with these settings, else its last measured time,
-    else its weight at the pace of the stages run so far (NaN when nothing is known)."""
-    total = 0.0
-    for s in stages:
-        t = times.get(_time_key(s, ctx), times.get(s.name))
-        if t is None:
-            if ran_w <= 0:
-                return float("nan")
-            t = ran_t / ran_w * s.weight
-        total += t
-    return total
+class Eta:
+    """Remaining-time estimates. A stage's time is, in order: once it has reported work (``interp.meter``), the
+    units it has left at the per-unit cost measured in this process; its measured time with the same settings on
+    this machine; the work it will do at per-unit costs measured in this process; else unknown (None). Time
+    between two reports of work is charged to the kind reported, so a kind's cost is seconds per unit."""
+
+    def __init__(self, times: dict[str, float], clock: Callable[[], float]):
+        self.times, self.clock = times, clock
+        self.spent: dict[str, float] = {}  # kind -> seconds, this process
+        self.done: dict[str, float] = {}  # kind -> units, this process
+        self.stage_done: dict[str, float] = {}  # kind -> units, the running stage
+        self.last = self.stage_t0 = clock()
+
+    def start_stage(self) -> None:
+        self.stage_done, self.last = {}, self.clock()
+        self.stage_t0 = self.last
+
+    def advance(self, kind: str, n: float) -> None:
+        """Charge the time since the last report to ``n`` units of ``kind``."""
+        now = self.clock()
+        self.spent[kind] = self.spent.get(kind, 0.0) + now - self.last
+        self.done[kind] = self.done.get(kind, 0.0) + n
+        self.stage_done[kind] = self.stage_done.get(kind, 0.0) + n
+        self.last = now
+
+    def cost(self, kind: str) -> float | None:
+        """Seconds per unit of ``kind`` measured in this process, or None."""
+        return self.spent[kind] / self.done[kind] if self.done.get(kind) else None
+
+    def _priced(self, units: dict[str, float]) -> float | None:
+        costs = {k: self.cost(k) for k, u in units.items() if u > 0}
+        return None if None in costs.values() else sum(units[k] * c for k, c in costs.items())
+
+    def stage_left(self, stage: Stage, ctx: Context, running: bool = False) -> float | None:
+        """Seconds ``stage`` has left (all of it unless ``running``), or None when there is no basis."""
+        work = stage.work(ctx) if stage.work else None
+        if running and work and self.stage_done:
+            left = self._priced({k: max(u - self.stage_done.get(k, 0.0), 0.0) for k, u in work.items()})
+            if left is not None:
+                return left
+        measured = self.times.get(_time_key(stage, ctx))
+        if measured is not None:
+            return max(measured - (self.clock() - self.stage_t0), 0.0) if running else measured
+        return None if running or not work else self._priced(work)
+
+    def remaining(self, running: Stage | None, later: list[Stage], ctx: Context) -> str:
+        """'~3m10s left', '~3m10s left + unknown (rl_sweep, rm)' or 'time left unknown'."""
+        parts = ([(running, self.stage_left(running, ctx, running=True))] if running else [])
+        parts += [(s, self.stage_left(s, ctx)) for s in later]
+        unknown = [s.name for s, t in parts if t is None]
+        if parts and len(unknown) == len(parts):
+            return "time left unknown"
+        known = f"~{_fmt(sum(t for _, t in parts if t is not None))} left"
+        return known + (f" + unknown ({', '.join(unknown)})" if unknown else "")
 
 
 def _fmt(s: float) -> str:
@@ -130,11 +175,15 @@ def _fmt(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = ()) -> dict[str, dict]:
-    """Run stages in order, skipping fresh ones; prints progress with elapsed and remaining time."""
+def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> dict[str, dict]:
+    """Run stages in order, skipping fresh ones; prints progress with elapsed and remaining time (``Eta``), and
+    again at each tenth of a running stage's work."""
+    from interp import meter
+
     unknown = set(force) - {s.name for s in stages} - {"all"}
     if unknown:
-        raise ValueError(f"--force names unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
+        raise InputError(f"--force names unknown stage(s) {sorted(unknown)}; stages: {[s.name for s in stages]}")
     ctx.out.mkdir(parents=True, exist_ok=True)
     (ctx.out / "config.toml").write_text(dump_toml(ctx.cfg))
     rec_dir = ctx.out / "stages"
@@ -148,45 +197,60 @@ def run_pipeline(stages: list[Stage], ctx: Context, force: tuple[str, ...] = ())
             except json.JSONDecodeError:
                 pass  # a torn record means the stage did not finish: rerun it
     times = _load_times()
-    t_start, ran_w, ran_t = time.time(), 0.0, 0.0
-    for i, s in enumerate(stages, 1):
-        ih = _input_hash(s, ctx, records)
-        rec = records.get(s.name)
-        fresh = (
-            rec is not None
-            and s.name not in force
-            and "all" not in force
-            and rec.get("input_hash") == ih
-            and all(Path(p).exists() for p in rec.get("outputs", {}).values())
-            and _outputs_hash(rec.get("outputs", {})) == rec.get("output_hash")
-        )
-        elapsed = time.time() - t_start
-        todo = [x for x in stages[i - 1:] if not (x is s and fresh)]
-        remaining = _remaining(todo, ctx, times, ran_t, ran_w)
-        eta = _fmt(remaining) if remaining == remaining else "?"
-        if fresh:
-            ctx.outputs[s.name] = rec["outputs"]
-            ctx.log(f"[{i}/{len(stages)}] {s.name}: up to date, skipped  (elapsed {_fmt(elapsed)})")
-            continue
-        ctx.log(f"[{i}/{len(stages)}] {s.name}: {s.describe or 'running'}  (elapsed {_fmt(elapsed)}, ~{eta} left)")
-        t0 = time.time()
-        outputs = {k: str(v) for k, v in s.run(ctx).items()}
-        dt = time.time() - t0
-        ctx.outputs[s.name] = outputs
-        records[s.name] = {
-            "input_hash": ih,
-            "outputs": outputs,
-            "output_hash": _outputs_hash(outputs),
-            "seconds": round(dt, 2),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        rec_file = rec_dir / f"{s.name}.json"
-        tmp = rec_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records[s.name], indent=1))
-        tmp.replace(rec_file)  # the record appears only once the stage is complete
-        ran_w += s.weight
-        ran_t += dt
-        _save_time(times, _time_key(s, ctx), s.name, dt)
-        ctx.log(f"      {s.name} done in {_fmt(dt)}")
-    ctx.log(f"pipeline finished in {_fmt(time.time() - t_start)}; outputs in {ctx.out}")
+    eta = Eta(times, clock)
+    t_start = clock()
+    now: dict = {}  # the running stage, its work and the next tenth of it to report at
+
+    def heard(kind: str, n: float) -> None:
+        eta.advance(kind, n)
+        if not now.get("total"):
+            return
+        frac = sum(min(eta.stage_done.get(k, 0.0), u) for k, u in now["work"].items()) / now["total"]
+        if frac >= now["next"]:
+            now["next"] = (int(frac * 10) + 1) / 10
+            ctx.log(f"      {now['stage'].name}: {frac:.0%} of its work done  "
+                    f"(elapsed {_fmt(clock() - t_start)}, {eta.remaining(now['stage'], now['later'], ctx)})")
+
+    with meter.listening(heard):
+        for i, s in enumerate(stages, 1):
+            ih = _input_hash(s, ctx, records)
+            rec = records.get(s.name)
+            fresh = (
+                rec is not None
+                and s.name not in force
+                and "all" not in force
+                and rec.get("input_hash") == ih
+                and all(Path(p).exists() for p in rec.get("outputs", {}).values())
+                and _outputs_hash(rec.get("outputs", {})) == rec.get("output_hash")
+            )
+            elapsed = clock() - t_start
+            if fresh:
+                ctx.outputs[s.name] = rec["outputs"]
+                ctx.log(f"[{i}/{len(stages)}] {s.name}: up to date, skipped  (elapsed {_fmt(elapsed)})")
+                continue
+            later = stages[i:]
+            ctx.log(f"[{i}/{len(stages)}] {s.name}: {s.describe or 'running'}  (elapsed {_fmt(elapsed)}, "
+                    f"{eta.remaining(None, [s, *later], ctx)})")
+            work = s.work(ctx) if s.work else None
+            now.update(stage=s, later=later, work=work or {}, total=sum((work or {}).values()), next=0.1)
+            eta.start_stage()
+            t0 = clock()
+            outputs = {k: str(v) for k, v in s.run(ctx).items()}
+            dt = clock() - t0
+            now.clear()
+            ctx.outputs[s.name] = outputs
+            records[s.name] = {
+                "input_hash": ih,
+                "outputs": outputs,
+                "output_hash": _outputs_hash(outputs),
+                "seconds": round(dt, 2),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            rec_file = rec_dir / f"{s.name}.json"
+            tmp = rec_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records[s.name], indent=1))
+            tmp.replace(rec_file)  # the record appears only once the stage is complete
+            _save_time(times, _time_key(s, ctx), dt)
+            ctx.log(f"      {s.name} done in {_fmt(dt)}")
+    ctx.log(f"pipeline finished in {_fmt(clock() - t_start)}; outputs in {ctx.out}")
     return records

@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+from interp import meter
+from interp.errors import InputError
 from interp.pipeline.runner import Context, Stage
 
 
@@ -21,22 +23,32 @@ def model_name(ctx: Context) -> str:
 
 def items_for(ctx: Context, part: str):
     """The run's items for one split part, with the configured limit."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     d = ctx.cfg["data"]
     limit = d.get(f"limit_{part}") or None
     cats = d.get("categories") or None
-    return split_items(part, split_file=ctx.path("split.json"), dev_frac=d["dev_frac"], seed=d["split_seed"],
-                       categories=cats, limit=limit)
+    items, split = split_items(part, split_file=ctx.path("split.json"), dev_frac=d["dev_frac"],
+                               seed=d["split_seed"], categories=cats, limit=limit)
+    ctx.n_items[part] = len(items)
+    return items, split
+
+
+def n_items(ctx: Context, part: str) -> int | None:
+    """How many items of a split part the run uses: counted once read, else the configured limit (None: unknown
+    before the split is read)."""
+    return ctx.n_items.get(part) or ctx.cfg["data"].get(f"limit_{part}") or None
 
 
 def eval_and_record(ctx: Context, tag: str, model, tokenizer, items, info: dict) -> Path:
     """Evaluate and write ``evals/<tag>/`` (per-item predictions, summary CSV and JSON)."""
     from interp.eval.evaluate import EvalConfig, evaluate_items, write_results
+    from interp.models.backends import as_lm
 
     e = ctx.cfg["eval"]
-    recs = evaluate_items(model, tokenizer, items, EvalConfig(mode=e["mode"], batch_size=e["batch_size"],
+    recs = evaluate_items(as_lm(model, tokenizer), items, EvalConfig(mode=e["mode"], batch_size=e["batch_size"],
                                                               seed=ctx.cfg["run"]["seed"]))
+    meter.advance(meter.eval_item(e["mode"]), len(items))
     out = ctx.path("evals", tag)
     write_results(recs, out, n_boot=e["n_boot"], seed=ctx.cfg["run"]["seed"], meta={"tag": tag, **info})
     return out
@@ -139,7 +151,8 @@ def stage_cache(ctx: Context) -> dict:
     """Activations at the last prompt token: base on train (probes, directions) and dev (comparison), and
     each run's final adapter on dev, from one copy of the base weights per load."""
     from interp.store.activations import cache_split
-    from interp.models.backends import load_hooked, expand_names
+    from interp.models.backends import load_hooked
+    from interp.models.hooks import hook_names
 
     c, run = ctx.cfg["cache"], ctx.cfg["run"]
     train_items, split = items_for(ctx, "train")
@@ -150,10 +163,11 @@ def stage_cache(ctx: Context) -> dict:
         jobs += [(f"{name}_dev", ck, dev_items) for name, ck in _final_adapters(ctx).items()]
     for tag, adapter, items in jobs:
         hooked = load_hooked(model_name(ctx), adapter=adapter, device=run["device"], dtype=run["dtype"])
-        names = expand_names(c["hooks"], c["layers"], hooked.n_layers)
+        names = hook_names(c["layers"], hooked.n_layers, c["hooks"])
         path = ctx.out / "activations" / f"{tag}.h5"
         cache_split(hooked, items, path, names, positions=c["positions"], dtype=c["dtype"],
                     batch_size=c["batch_size"], split_hash=split.hash, seed=run["seed"], overwrite=True)
+        meter.advance(meter.CACHE_ITEM, len(items))
         outs[tag] = path
     return outs
 
@@ -167,14 +181,14 @@ def stage_probes(ctx: Context) -> dict:
     memorized (a near-constant label), while dev shows how its lean generalizes. The steering layer is always
     taken from the train sweep, so no choice is made on the split the steering curve is reported on."""
     from interp.methods.probes import (ProbeConfig, abstain_labels, best_layer, plot_probe_accuracy, probe_margin,
-                                       probe_sweep, stereotype_labels, store_activations, template_groups)
+                                       probe_sweep, stereotype_labels, Activations, template_groups)
     from interp.eval.score import write_csv
 
     p = ctx.cfg["probe"]
     if int(p["fold_seeds"]) < 1:
-        raise ValueError(f"probe.fold_seeds must be >= 1, got {p['fold_seeds']}")
+        raise InputError(f"probe.fold_seeds must be >= 1, got {p['fold_seeds']}")
     if p["split"] not in ("train", "dev"):
-        raise ValueError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
+        raise InputError(f"probe.split must be 'train' or 'dev', not {p['split']!r}")
     seed0 = ctx.cfg["run"]["seed"]
 
     def sweep(X, y, groups, seed):
@@ -182,7 +196,8 @@ def stage_probes(ctx: Context) -> dict:
 
     out, summary = {}, {"split": p["split"]}
     for split in ("train", "dev"):
-        acts, recs = store_activations(ctx.outputs["cache"][f"base_{split}"], hook=HOOK)
+        got = Activations.from_store(ctx.outputs["cache"][f"base_{split}"], hook=HOOK)
+        acts, recs = got.acts, got.records
         groups = template_groups(recs)
         best = {}
         for target, fn in (("stereotype", stereotype_labels), ("abstain", abstain_labels)):
@@ -215,10 +230,11 @@ def stage_probes(ctx: Context) -> dict:
 
 def stage_directions(ctx: Context) -> dict:
     from interp.methods.directions import compute_directions, plot_cosines
-    from interp.methods.probes import store_activations
+    from interp.methods.probes import Activations
     from interp.eval.score import write_csv
 
-    acts, recs = store_activations(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    got = Activations.from_store(ctx.outputs["cache"]["base_train"], hook=HOOK)
+    acts, recs = got.acts, got.records
     ds = compute_directions(acts, recs, "all", {"model": model_name(ctx), "adapter": "", "split": "train",
                                                  "position": "last prompt token"})
     path = ctx.path("directions", "directions.safetensors")
@@ -256,6 +272,7 @@ def stage_steer(ctx: Context) -> dict:
     from interp.methods.directions import load_direction
     from interp.eval.evaluate import EvalConfig
     from interp.models.loading import load_model
+    from interp.pipeline.config import section
     from interp.eval.score import write_csv
     from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
 
@@ -266,10 +283,11 @@ def stage_steer(ctx: Context) -> dict:
     curves, rows = {}, []
     for name in s["directions"]:
         d = load_direction(ctx.outputs["directions"]["directions"], name, layer=layer)
-        vec = direction_vector(d, s.get("units", "sigma"))
-        curve = alpha_curve(lm.model, dev_items, vec, layer, s["alphas"],
+        vec = direction_vector(d, section(ctx.cfg, "steer").units)
+        curve = alpha_curve(lm, dev_items, vec, layer, s["alphas"],
                             EvalConfig(mode=e["mode"], batch_size=e["batch_size"], progress=False),
-                            n_boot=e["n_boot"], seed=run["seed"], tokenizer=lm.tokenizer, label=name)
+                            n_boot=e["n_boot"], seed=run["seed"], label=name)
+        meter.advance(meter.eval_item(e["mode"]), len(dev_items) * len(s["alphas"]))
         curves[name] = curve
         rows += [{"direction": name, "layer": layer, **r} for r in curve]
     csv = write_csv(rows, ctx.path("steer", "alpha_curves.csv"))
@@ -304,7 +322,7 @@ def stage_patch(ctx: Context) -> dict:
     import contextlib
 
     from interp.data.pairs import build_pairs
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
     from interp.eval.score import write_csv
     from interp.methods.patching import layer_differences, run_patching, write_result
     from interp.models.backends import load_hooked
@@ -401,29 +419,76 @@ def stage_report(ctx: Context) -> dict:
     return build_report(ctx)
 
 
+# ------------------------------------------------------------------------------------------- work (for the ETA)
+
+
+def _sweep_runs(ctx: Context) -> int:
+    """How many GRPO runs the sweep trains."""
+    from rl.sweep import plan_runs
+
+    r, seed = ctx.cfg["rl"], ctx.cfg["run"]["seed"]
+    return len(plan_runs(r["lams"], [r["lr"]], [r["control_lr"]] if r.get("control_lr") else [], r["scale_rewards"],
+                         [s for s in r["replicate_seeds"] if s != seed], r["replicate_scalings"] or None))
+
+
+def work_base_eval(ctx: Context) -> dict[str, float] | None:
+    """Every dev item, evaluated once."""
+    n = n_items(ctx, "dev")
+    return {meter.eval_item(ctx.cfg["eval"]["mode"]): n} if n else None
+
+
+def work_rl_sweep(ctx: Context) -> dict[str, float] | None:
+    """Each run's steps x completions per step, then the base and each run's checkpoints evaluated on dev."""
+    from interp.pipeline.config import section
+
+    r, n_dev = section(ctx.cfg, "rl"), n_items(ctx, "dev")
+    if not n_dev:
+        return None
+    runs, steps = _sweep_runs(ctx), r.steps
+    per_step = r.batch_size * r.grad_accum
+    checkpoints = len(set(range(r.save_steps, steps + 1, r.save_steps)) | {steps})
+    return {meter.GRPO_COMPLETION: runs * steps * per_step,
+            meter.eval_item(ctx.cfg["eval"]["mode"]): n_dev * (1 + runs * checkpoints)}
+
+
+def work_cache(ctx: Context) -> dict[str, float] | None:
+    """The base on train and dev, and each sweep run's final adapter on dev."""
+    n_train, n_dev = n_items(ctx, "train"), n_items(ctx, "dev")
+    if not (n_train and n_dev):
+        return None
+    adapters = _sweep_runs(ctx) if "rl_sweep" in ctx.cfg["run"]["stages"] else 0
+    return {meter.CACHE_ITEM: n_train + n_dev * (1 + adapters)}
+
+
+def work_steer(ctx: Context) -> dict[str, float] | None:
+    """Every dev item at every alpha, per direction."""
+    s, n = ctx.cfg["steer"], n_items(ctx, "dev")
+    return {meter.eval_item(ctx.cfg["eval"]["mode"]): n * len(s["alphas"]) * len(s["directions"])} if n else None
+
+
 # every stage, in pipeline order
 STAGES = {
-    "organism": Stage("organism", stage_organism, weight=0.1, identity=model_identity,
+    "organism": Stage("organism", stage_organism, identity=model_identity,
                       describe="the model: its path, weights fingerprint and (organisms) plant record"),
-    "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), weight=1,
+    "base_eval": Stage("base_eval", stage_base_eval, sections=("eval",), after=("organism",), work=work_base_eval,
                        describe="evaluate the base model on dev"),
-    "rl_sweep": Stage("rl_sweep", stage_rl_sweep, sections=("rl", "eval"), after=("organism",), weight=6,
+    "rl_sweep": Stage("rl_sweep", stage_rl_sweep, sections=("rl", "eval"), after=("organism",), work=work_rl_sweep,
                       describe="GRPO lambda sweep + lr control, eval of every checkpoint"),
-    "cache": Stage("cache", stage_cache, sections=("cache",), after=("organism", "rl_sweep"), weight=1,
+    "cache": Stage("cache", stage_cache, sections=("cache",), after=("organism", "rl_sweep"), work=work_cache,
                    describe="activations of base and adapters to HDF5"),
-    "probes": Stage("probes", stage_probes, sections=("probe",), after=("cache",), weight=0.5,
+    "probes": Stage("probes", stage_probes, sections=("probe",), after=("cache",),
                     describe="per-layer probes for the stereotype lean and abstention"),
-    "directions": Stage("directions", stage_directions, after=("cache",), weight=0.2,
+    "directions": Stage("directions", stage_directions, after=("cache",),
                         describe="difference-of-means directions and their cosines"),
-    "steer": Stage("steer", stage_steer, sections=("steer", "eval"), after=("probes", "directions"), weight=2,
+    "steer": Stage("steer", stage_steer, sections=("steer", "eval"), after=("probes", "directions"), work=work_steer,
                    describe="steering alpha-curves, raw and orthogonalized"),
-    "patch": Stage("patch", stage_patch, sections=("patch", "data"), after=("organism", "rl_sweep"), weight=0.5,
+    "patch": Stage("patch", stage_patch, sections=("patch", "data"), after=("organism", "rl_sweep"),
                    describe="activation patching of dev pairs on the base and the lambda-0 adapter"),
-    "compare": Stage("compare", stage_compare, after=("cache",), weight=0.5,
+    "compare": Stage("compare", stage_compare, after=("cache",),
                      describe="base vs adapters: CKA, direction cosines, probe transfer"),
-    "rm": Stage("rm", stage_rm, sections=("rm",), weight=4, describe="reward-model neuron intervention study"),
+    "rm": Stage("rm", stage_rm, sections=("rm",), describe="reward-model neuron intervention study"),
     "report": Stage("report", stage_report, after=("base_eval", "rl_sweep", "probes", "directions", "steer",
-                                                   "patch", "compare", "rm"), weight=0.1, describe="report.md and report.html"),
+                                                   "patch", "compare", "rm"), describe="report.md and report.html"),
 }
 
 
@@ -432,5 +497,5 @@ def build_stages(cfg: dict) -> list[Stage]:
     names = cfg["run"]["stages"]
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown} in run.stages; known: {list(STAGES)}")
+        raise InputError(f"unknown stage(s) {unknown} in run.stages; known: {list(STAGES)}")
     return [STAGES[n] for n in names]

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from interp.errors import InputError
+
 AttributeFn = Callable[..., float]
 
 _WORD_RE = re.compile(r"[A-Za-z0-9']+")
@@ -80,9 +82,9 @@ DEFAULT_ATTRIBUTES = tuple(_REGISTRY)
 def register_attribute(name: str, fn: AttributeFn, needs_tokenizer: bool = False, overwrite: bool = False) -> None:
     """Add an attribute ``fn(response, prompt) -> float`` (plus ``tokenizer=`` when ``needs_tokenizer``)."""
     if not name or not isinstance(name, str):
-        raise ValueError("attribute name must be a non-empty string")
+        raise InputError("attribute name must be a non-empty string")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"attribute {name!r} already exists; pass overwrite=True to replace it")
+        raise InputError(f"attribute {name!r} already exists; pass overwrite=True to replace it")
     if not callable(fn):
         raise TypeError(f"attribute {name!r}: fn must be callable")
     _REGISTRY[name] = Attribute(name, fn, needs_tokenizer)
@@ -105,7 +107,7 @@ def compute_attributes(
 ) -> dict[str, np.ndarray]:
     """Each attribute's value for each response: ``{name: [n]}``."""
     if len(responses) != len(prompts):
-        raise ValueError(f"{len(responses)} responses but {len(prompts)} prompts")
+        raise InputError(f"{len(responses)} responses but {len(prompts)} prompts")
     attrs = [get_attribute(n) for n in (names or DEFAULT_ATTRIBUTES)]
     return {a.name: np.array([a(r, p, tokenizer) for r, p in zip(responses, prompts)], dtype=np.float64)
             for a in attrs}

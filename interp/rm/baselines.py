@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from interp.errors import InputError
+
 
 def _check(lengths: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(lengths, dtype=np.float64), np.asarray(rewards, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"lengths {x.shape} and rewards {y.shape} must be equal 1-d arrays")
+        raise InputError(f"lengths {x.shape} and rewards {y.shape} must be equal 1-d arrays")
     if len(x) < 3:
-        raise ValueError(f"need at least 3 validation responses to fit a length correction, got {len(x)}")
+        raise InputError(f"need at least 3 validation responses to fit a length correction, got {len(x)}")
     return x, y
 
 
@@ -52,7 +54,7 @@ class LWRCorrection:
     def fit(cls, lengths: np.ndarray, rewards: np.ndarray, frac: float = 0.3) -> "LWRCorrection":
         """Keep the validation points; ``frac`` is the share of them in each local fit."""
         if not 0.0 < frac <= 1.0:
-            raise ValueError(f"frac must be in (0, 1], got {frac}")
+            raise InputError(f"frac must be in (0, 1], got {frac}")
         x, y = _check(lengths, rewards)
         m = cls(x=x, y=y, frac=frac)
         m.offset = float(m.predict(x).mean())

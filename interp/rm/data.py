@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from interp.errors import InterpError
+
 RMBENCH_SPLITS = ("hard", "normal", "easy")
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(InterpError, ValueError):
     """A preference file or record is malformed; the message names the file and line."""
 
 

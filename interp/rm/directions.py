@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from interp.errors import InputError
 from interp.rm.data import PreferencePair
 from interp.rm.scoring import PositionRef, render, response_mask
 
@@ -105,13 +106,12 @@ def orthonormal_basis(vectors: Sequence[np.ndarray]) -> torch.Tensor:
     return q[:, keep].T.float().contiguous()
 
 
-def find_projection(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg) -> ProjectionIntervention:
+def find_projection(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg, sensitivity) -> ProjectionIntervention:
     """Directions on the validation responses at each candidate layer (``cfg.direction_layers``, default
-    L/6, L/3, L/2), the layer kept by the smallest mean |sensitivity| on ``cfg.n_val_sensitivity`` validation
-    responses."""
+    L/6, L/3, L/2), the layer kept by the smallest ``sensitivity(intervention, prompts, responses)`` (the
+    caller's mean |sensitivity|) on ``cfg.n_val_sensitivity`` validation responses."""
     from interp.models.hooks import n_layers
     from interp.rm.attributes import compute_attributes
-    from interp.rm.evaluate import Scorer, sensitivity_rows
 
     prompts = [p.prompt for p in val_pairs] * 2
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
@@ -119,7 +119,7 @@ def find_projection(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg) 
     L = n_layers(model)
     layers = sorted(set(cfg.direction_layers or (max(0, round(L / 6)), L // 3, L // 2)))
     if not all(0 <= l < L for l in layers):
-        raise ValueError(f"direction layers {layers} outside 0..{L - 1}")
+        raise InputError(f"direction layers {layers} outside 0..{L - 1}")
     X = resid_response_means(model, tokenizer, prompts, responses, layers, cfg.batch_size)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
     rng = random.Random(f"choose_layer:{cfg.seed}")
@@ -131,13 +131,11 @@ def find_projection(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg) 
         if not dirs:
             continue
         iv = ProjectionIntervention(layer=l, basis=orthonormal_basis(list(dirs.values())), attributes=list(dirs))
-        rows = sensitivity_rows(Scorer(model, tokenizer, None, cfg.batch_size, others={"direction": iv}),
-                                ["direction"], ps, rs)
-        m = float(np.mean([abs(r["normalized"]) for r in rows]))
+        m = float(sensitivity(iv, ps, rs))
         curve.append({"layer": l, "val_sensitivity": round(m, 4)})
         if best is None or m < best[0] - 1e-9:
             best = (m, iv)
     if best is None:
-        raise ValueError("no attribute separates the validation responses: no direction to project out")
+        raise InputError("no attribute separates the validation responses: no direction to project out")
     best[1].meta["choose_layer"] = curve
     return best[1]

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from interp.errors import InputError
 from interp.rm.attributes import DEFAULT_ATTRIBUTES, compute_attributes
 from interp.rm.baselines import LengthPenalty, LWRCorrection
 from interp.rm.data import PreferencePair
@@ -72,11 +73,11 @@ class DebiasConfig:
 
         unknown = [a for a in self.attributes if a not in list_attributes()]
         if unknown or not self.attributes:
-            raise ValueError(f"unknown attribute(s) {unknown or list(self.attributes)}; known: "
+            raise InputError(f"unknown attribute(s) {unknown or list(self.attributes)}; known: "
                              f"{', '.join(list_attributes())}")
         for name in ("n_sensitivity", "n_val_sensitivity", "batch_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 class Scorer:
@@ -100,7 +101,7 @@ class Scorer:
             fwd, ref = None, PositionRef()
             if name:
                 if self.interventions.get(name) is None:
-                    raise ValueError(f"no intervention {name!r} to apply")
+                    raise InputError(f"no intervention {name!r} to apply")
                 fwd = self.interventions[name].hook_fns(ref)
             res = score(self.model, self.tokenizer, [k[0] for k in todo], [k[1] for k in todo],
                         batch_size=self.batch_size, fwd_hooks=fwd, position_ref=ref, progress=self.progress)
@@ -125,9 +126,9 @@ class Scorer:
         if method in ("length_penalty", "lwr"):
             corr = self.length_penalty if method == "length_penalty" else self.lwr
             if corr is None:
-                raise ValueError("baselines are not fitted: call fit_baselines on validation data first")
+                raise InputError("baselines are not fitted: call fit_baselines on validation data first")
             return corr.apply(self.lengths(responses), self.raw(prompts, responses))
-        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+        raise InputError(f"unknown method {method!r}; known: {METHODS}")
 
 
 def pairwise_accuracy(r_chosen: np.ndarray, r_rejected: np.ndarray) -> float:
@@ -201,13 +202,13 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
     label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
     if cfg.pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, not {cfg.pool!r}")
+        raise InputError(f"pool must be one of {POOLS}, not {cfg.pool!r}")
     res = score(model, tokenizer, prompts, responses, batch_size=cfg.batch_size, record_mlp=cfg.pool,
                 progress=cfg.progress)
     attrs = compute_attributes(responses, prompts, cfg.attributes, tokenizer)
     corr = correlations(res.mlp, attrs, control=label if cfg.control_label else None)
     if cfg.rank not in RANKS:
-        raise ValueError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
+        raise InputError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
     weight = 1.0
     if cfg.rank == "corr_x_effect":
         memo = {} if memo is None else memo
@@ -228,7 +229,7 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
     if cfg.choose_k == "val_sensitivity" and len(sel.neurons) > 1:
         sel, iv = _choose_k(model, tokenizer, prompts, responses, sel, iv, cfg)
     elif cfg.choose_k not in ("val_sensitivity", "budget"):
-        raise ValueError(f"choose_k must be 'val_sensitivity' or 'budget', not {cfg.choose_k!r}")
+        raise InputError(f"choose_k must be 'val_sensitivity' or 'budget', not {cfg.choose_k!r}")
     return sel, iv, corr, res.rewards
 
 
@@ -291,7 +292,7 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     cfg = cfg or DebiasConfig()
     t0 = time.time()
     if not val_pairs or not test_pairs:
-        raise ValueError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
+        raise InputError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
     memo: dict = {}
     sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg, memo)
     others: dict = {}
@@ -303,7 +304,12 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     if DIRECTION in methods:  # project out per-attribute diff-of-means directions of the residual stream
         from interp.rm.directions import find_projection
 
-        others[DIRECTION] = find_projection(model, tokenizer, val_pairs, cfg)
+        def val_sensitivity(proj, ps, rs):  # mean |sensitivity| of one candidate projection
+            rows = sensitivity_rows(Scorer(model, tokenizer, None, cfg.batch_size, others={DIRECTION: proj}),
+                                    [DIRECTION], ps, rs)
+            return float(np.mean([abs(r["normalized"]) for r in rows]))
+
+        others[DIRECTION] = find_projection(model, tokenizer, val_pairs, cfg, val_sensitivity)
     scorer = Scorer(model, tokenizer, iv, cfg.batch_size, cfg.progress, others=others)
     scorer.fit_baselines([p.prompt for p in val_pairs] * 2,
                          [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs], cfg.lwr_frac)

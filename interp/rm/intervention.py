@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.errors import InputError
 from interp.rm.neurons import NeuronSelection
 from interp.rm.scoring import PositionRef
+from interp.models.hooks import hook_name
 
 POSITIONS = ("scored", "all")
 
@@ -34,10 +36,10 @@ class NeuronIntervention:
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+            raise InputError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
         for l in self.indices:
             if len(self.indices[l]) != len(self.values.get(l, [])):
-                raise ValueError(f"layer {l}: {len(self.indices[l])} indices but {len(self.values.get(l, []))} values")
+                raise InputError(f"layer {l}: {len(self.indices[l])} indices but {len(self.values.get(l, []))} values")
 
     @property
     def n_neurons(self) -> int:
@@ -50,7 +52,7 @@ class NeuronIntervention:
         for layer, idx in sorted(self.indices.items()):
             if not idx:
                 continue
-            fns[f"blocks.{layer}.mlp.hook_post"] = self._make_fn(layer, idx, self.values[layer], ref)
+            fns[hook_name(layer, "mlp.hook_post")] = self._make_fn(layer, idx, self.values[layer], ref)
         return fns
 
     def _make_fn(self, layer: int, idx: list[int], vals: list[float], ref: PositionRef):
@@ -60,7 +62,7 @@ class NeuronIntervention:
 
         def fn(x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_mlp]
             if max(idx) >= x.shape[-1]:
-                raise ValueError(f"layer {layer}: neuron index {max(idx)} out of range for d_mlp={x.shape[-1]}")
+                raise InputError(f"layer {layer}: neuron index {max(idx)} out of range for d_mlp={x.shape[-1]}")
             i = idx_t.to(x.device)
             v = val_t.to(device=x.device, dtype=x.dtype)
             y = x.clone()
@@ -96,14 +98,14 @@ class NeuronIntervention:
                        values={l: [float(x) for x in v["values"]] for l, v in layers.items()},
                        positions=d.get("positions", "scored"), meta=d.get("meta", {}))
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not an intervention file: {e}") from None
+            raise InputError(f"{path} is not an intervention file: {e}") from None
 
 
 def median_intervention(selection: NeuronSelection, acts: np.ndarray, positions: str = "scored") -> NeuronIntervention:
     """Replace each selected neuron by its median over ``acts # [n, L, d_mlp]`` (validation activations at
     the scored position): the controlled-direct-effect estimate of the method."""
     if acts.ndim != 3 or acts.shape[1:] != (selection.n_layers, selection.d_mlp):
-        raise ValueError(f"activations {acts.shape} do not match the selection's [n, {selection.n_layers}, "
+        raise InputError(f"activations {acts.shape} do not match the selection's [n, {selection.n_layers}, "
                          f"{selection.d_mlp}]")
     med = np.median(acts, axis=0)  # [L, d_mlp]
     by_layer = selection.by_layer()

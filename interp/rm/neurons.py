@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from interp.errors import InputError
+
 
 def _residualise(x: np.ndarray, control: np.ndarray | None) -> np.ndarray:
     """Centre ``x`` ([n, ...]) and, with ``control`` ([n] or [n, k]), remove its least-squares fit."""
@@ -39,7 +41,7 @@ def correlations(
 
     ``acts`` is ``# [n, L, d_mlp]``; a constant neuron or attribute gets r = 0."""
     if acts.ndim != 3:
-        raise ValueError(f"activations must be [n, layers, d_mlp], got shape {acts.shape}")
+        raise InputError(f"activations must be [n, layers, d_mlp], got shape {acts.shape}")
     n = acts.shape[0]
     a = _residualise(acts.astype(np.float64), control)  # [n, L, d]
     a_sd = np.sqrt((a ** 2).sum(0))  # [L, d]
@@ -47,7 +49,7 @@ def correlations(
     for k, (name, v) in enumerate(attributes.items()):
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (n,):
-            raise ValueError(f"attribute {name!r} has {v.shape[0] if v.ndim else 0} values for {n} responses")
+            raise InputError(f"attribute {name!r} has {v.shape[0] if v.ndim else 0} values for {n} responses")
         z = _residualise(v, control)
         z_sd = np.sqrt((z ** 2).sum())
         if z_sd == 0:
@@ -123,9 +125,9 @@ def select_neurons(
     Strength is |r| times ``weight`` (broadcast to ``corr``; e.g. each neuron's attribution to the reward,
     so correlated neurons the reward does not read are passed over); ``min_abs_corr`` applies to |r|."""
     if corr.ndim != 3 or corr.shape[0] != len(attribute_names):
-        raise ValueError(f"corr must be [n_attr={len(attribute_names)}, L, d_mlp], got {corr.shape}")
+        raise InputError(f"corr must be [n_attr={len(attribute_names)}, L, d_mlp], got {corr.shape}")
     if not 0.0 < budget_frac <= 1.0:
-        raise ValueError(f"budget_frac must be in (0, 1], got {budget_frac}")
+        raise InputError(f"budget_frac must be in (0, 1], got {budget_frac}")
     _, L, d = corr.shape
     budget = int(np.floor(budget_frac * L * d))
     if max_neurons is not None:

@@ -1,8 +1,8 @@
 """Score prompt + response with a one-output sequence-classification reward model, in batches, optionally
 with hook functions attached and the MLP neurons at the scored position recorded.
 
-Works on every decoder layout of ``interp.models.hooks.ARCH_HOOKS`` (Llama/Qwen2, Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon
-sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
+Works on every decoder layout whose MLP output projection ``interp.models.hooks`` finds by structure (Llama/Qwen2,
+Gemma 2, GPT-2, GPT-NeoX, OPT, Falcon, GPT-J sequence-classification heads): ``mlp.hook_post`` activations are always ``# [batch, pos, d_mlp]``.
 
 The scored position is Hugging Face's: the rightmost token that is not ``config.pad_token_id`` (so left and
 right padding both work; without a pad id, the last position). ``scored_positions`` reproduces it exactly.
@@ -17,13 +17,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InterpError
 from interp.models.hooks import hooks as hf_hooks
-from interp.models.hooks import HookFn, n_layers, parse_hook_name, run_with_cache, select_positions
+from interp.models.answers import text_batches
+from interp.models.backends import as_lm
+from interp.models.hooks import HookFn, hook_name, n_layers, parse_hook_name, select_positions
 from interp.models.loading import LoadedModel, pick_device, pick_dtype
 
 
 
-class RewardModelError(ValueError):
+class RewardModelError(InterpError, ValueError):
     """A model that is not a one-output reward model, or inputs it cannot score."""
 
 
@@ -31,13 +34,9 @@ def load_reward_model(path: str, device: str | None = "auto", dtype: str | None 
     """Load an ``AutoModelForSequenceClassification`` with one output and its tokenizer (no remote code).
 
     A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``. A shipped
-    backbone RM's name (``rm-smollm2``) loads its merged folder (``ensure_backbone_rm``)."""
+    backbone RM loads from ``interp.organisms.rm_backbone.ensure_backbone_rm("rm-smollm2")``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from interp.organisms.rm_backbone import SHIPPED_BACKBONE_RMS, ensure_backbone_rm
-
-    if str(path) in SHIPPED_BACKBONE_RMS:
-        path = str(ensure_backbone_rm(str(path)))
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(path)
@@ -85,13 +84,13 @@ class PositionRef:
 
 def mlp_hook_names(model: torch.nn.Module, layers: Sequence[int] | None = None) -> list[str]:
     """``blocks.{l}.mlp.hook_post`` for the given layers (default: all): the input of each layer's MLP output
-    projection, wherever the architecture keeps it (``interp.models.hooks.ARCH_HOOKS``: ``mlp.down_proj``,
-    ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for an
-    architecture nobody has mapped."""
+    projection, wherever the architecture keeps it (found by structure in ``interp.models.hooks``: ``mlp.down_proj``,
+    ``mlp.c_proj``, ``mlp.dense_4h_to_h``, OPT's ``fc2``). HookNameError, naming the layer's modules, for a layer
+    without one (a mixture of experts)."""
     L = n_layers(model)
-    names = [f"blocks.{l}.mlp.hook_post" for l in (range(L) if layers is None else layers)]
-    if names:
-        parse_hook_name(model, names[0])  # every layer has the same layout: fail before any forward pass
+    names = [hook_name(l, "mlp.hook_post") for l in (range(L) if layers is None else layers)]
+    for n in names:
+        parse_hook_name(model, n)  # fail before any forward pass
     return names
 
 
@@ -105,7 +104,7 @@ class ScoreResult:
 
 @torch.no_grad()
 def score(
-    model: torch.nn.Module,
+    model,
     tokenizer,
     prompts: Sequence[str],
     responses: Sequence[str],
@@ -116,7 +115,8 @@ def score(
     max_length: int | None = None,
     progress: bool = False,
 ) -> ScoreResult:
-    """Reward of each (prompt, response), batched (sorted by length, returned in input order).
+    """Reward of each (prompt, response), batched (sorted by length, returned in input order). ``model``: the
+    reward model's handle or its HF module (``interp.models.backends.as_lm``).
 
     ``fwd_hooks`` are attached for every batch; ``position_ref.value`` is set to the batch's scored positions
     before each forward so hook functions can edit just that position. ``record_mlp`` (True or "scored")
@@ -124,18 +124,18 @@ def score(
     "response" its mean over the response's tokens (``response_mask``)."""
     if len(prompts) != len(responses):
         raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
-    check_reward_model(model)
-    pad_id = model.config.pad_token_id
+    lm = as_lm(model, tokenizer)
+    check_reward_model(lm.model)
+    pad_id = lm.model.config.pad_token_id
     if pad_id is None and batch_size > 1:
         raise RewardModelError("model.config.pad_token_id is None: set it (e.g. to tokenizer.pad_token_id) to batch")
-    device = next(model.parameters()).device
     texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    order = np.argsort([len(t) for t in texts], kind="stable").tolist()
     rewards = np.zeros(len(texts), dtype=np.float64)
     pool = "scored" if record_mlp is True else (record_mlp or None)
     if pool not in (None, "scored", "mean", "response"):
-        raise ValueError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
-    names = mlp_hook_names(model) if pool else []
+        raise RewardModelError(f"record_mlp must be False, True, 'scored', 'mean' or 'response', not {record_mlp!r}")
+    names = mlp_hook_names(lm.model) if pool else []
     mask_ref: dict[str, torch.Tensor] = {}
     mlp_out: np.ndarray | None = None
     ref = position_ref if position_ref is not None else PositionRef()
@@ -146,27 +146,30 @@ def score(
             return ((x * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu()
         return select_positions(x, ref.value).float().cpu()  # the scored position of each row
 
-    edits = {n: [fn] for n, fn in (fwd_hooks or {}).items()}
-    batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc="scoring", disable=not progress, leave=False):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+    def encode(batch_texts):
+        enc = tokenizer(list(batch_texts), return_tensors="pt", padding=True, add_special_tokens=False,
                         truncation=max_length is not None, max_length=max_length)
-        enc = {k: v.to(device) for k, v in enc.items()}
+        return {k: v.to(lm.device) for k, v in enc.items()}
+
+    def before(idx, enc):  # aim the hook functions and the pooling at this batch
         ref.value = scored_positions(enc["input_ids"], pad_id)
         mask_ref["mask"] = enc.get("attention_mask", torch.ones_like(enc["input_ids"]))
         if pool == "response":
             mask_ref["mask"] = response_mask(tokenizer, [texts[i] for i in idx], [responses[i] for i in idx],
-                                             enc["input_ids"].shape[-1], max_length).to(device)
-        # the one activation pass (interp.models.hooks.run_with_cache), pooled in the hook
-        logits, store = run_with_cache(model, enc, names, edits=edits, reduce=pooled)  # logits [batch, 1]
-        rewards[idx] = logits[:, 0].float().cpu().numpy()
-        if names:
-            acts = torch.stack([store[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
-            if mlp_out is None:
-                mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
-            mlp_out[idx] = acts
-        ref.value = None
+                                             enc["input_ids"].shape[-1], max_length).to(lm.device)
+
+    # the one pass (interp.models.answers.text_batches), pooled in the hook
+    stream = text_batches(lm, texts, batch_size, names, pooled, order=order, encode=encode, before=before)
+    with lm.hooks(dict(fwd_hooks or {})):
+        for b in tqdm(stream, total=-(-len(texts) // batch_size), desc="scoring", disable=not progress, leave=False):
+            idx = b.index
+            rewards[idx] = b.logits[:, 0].float().cpu().numpy()  # logits [batch, 1]
+            if names:
+                acts = torch.stack([b.acts[n] for n in names], dim=1).numpy()  # [batch, n_layers, d_mlp]
+                if mlp_out is None:
+                    mlp_out = np.zeros((len(texts),) + acts.shape[1:], dtype=np.float32)
+                mlp_out[idx] = acts
+            ref.value = None
     return ScoreResult(rewards=rewards, mlp=mlp_out)
 
 
@@ -209,7 +212,7 @@ def token_medians(model: torch.nn.Module, tokenizer, prompts: Sequence[str], res
 
     device = next(model.parameters()).device
     texts = [render(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    fns = {f"blocks.{l}.mlp.hook_post": saver(l, idx) for l, idx in neurons.items() if len(idx)}
+    fns = {hook_name(l, "mlp.hook_post"): saver(l, idx) for l, idx in neurons.items() if len(idx)}
     with hf_hooks(model, fns):
         for start in tqdm(range(0, len(texts), batch_size), desc="token medians", disable=not progress, leave=False):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from interp.data.bbq import BBQItem
+from interp.models.protocol import LanguageModel
+from interp.errors import InputError, InterpError
 
 FORMAT = "interp-activations/1"
 STORE_DTYPES = {"float16": np.float16, "fp16": np.float16, "float32": np.float32, "fp32": np.float32}
@@ -49,7 +51,7 @@ _INT_COLS = ("example_id", "label", "target_loc", "biased_loc", "unknown_loc")
 _BOOKKEEPING = ("complete_batches", "batch_crc")  # per-batch progress and checksums, not per-item data
 
 
-class StoreError(RuntimeError):
+class StoreError(InterpError, RuntimeError):
     """Base class of activation-store problems."""
 
 
@@ -88,7 +90,7 @@ def parse_positions(positions: str | int | Sequence[int]) -> list[int]:
     else:
         out = [int(p) for p in positions]
     if not out or any(p >= 0 for p in out) or len(set(out)) != len(out):
-        raise ValueError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
+        raise InputError(f"positions must be 'last' or distinct negative offsets from the prompt end, got {positions!r}")
     return out
 
 
@@ -172,10 +174,10 @@ def _fingerprint(hooked, items, names, positions, dtype, batch_size, split_hash,
 def _provenance(hooked, tokenizer, split_hash) -> dict:
     import transformers
 
-    import interp
+    from interp.version import __version__
 
     pv = hooked.provenance()
-    return dict(pv, toolkit_version=interp.__version__, torch_version=torch.__version__,
+    return dict(pv, toolkit_version=__version__, torch_version=torch.__version__,
                 transformers_version=transformers.__version__, split_file_hash=split_hash or "",
                 prompt_template=prompt_template_text(tokenizer), device=str(hooked.device),
                 n_layers=int(hooked.n_layers),
@@ -278,8 +280,7 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
     import h5py
     from tqdm.auto import tqdm
 
-    from interp.eval.evaluate import encode_batch, letter_token_ids, render_prompts
-    from interp.data.prompts import LETTERS, make_prompt
+    from interp.models.answers import answer_batches
 
     tok = hooked.tokenizer
     tok.padding_side = "left"  # the last prompt token is at position -1 in every row
@@ -308,7 +309,6 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
         raise StoreWriteError(f"cannot create {path} ({_why(e)}); nothing was written.") from e
     n = len(items)
     n_batches = (n + batch_size - 1) // batch_size
-    letter_ids = letter_token_ids(tok)
     pos_idx = positions[0] if len(positions) == 1 else positions
     if not os.access(path, os.W_OK):
         return _reuse_read_only(path, fp, names, n, batch_size)
@@ -356,19 +356,14 @@ def _write_store(hooked, items, path: Path, names, positions, dtype, batch_size,
                         on_batch(b + 1)
 
             try:
-                for b in range(done, n_batches):
+                stream = answer_batches(hooked, items[done * batch_size:], batch_size, names, pos_idx,
+                                        shuffle_options=shuffle, seed=seed)
+                for b, batch in enumerate(stream, start=done):  # the answer pass: one forward per batch
                     lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                    prompted = [make_prompt(it, shuffle, seed) for it in items[lo:hi]]
-                    enc = encode_batch(tok, render_prompts(tok, prompted), "cpu", hooked)
-                    shortest = int(enc["attention_mask"].sum(1).min())
-                    if max(-p for p in positions) > shortest:
-                        raise ValueError(f"position {min(positions)} is before the start of a {shortest}-token "
-                                         "prompt")
-                    logits, acts = hooked.cache(enc, names, pos_idx, last_logits=True)  # [batch, (n_pos,) d]
-                    ll = logits[:, -1, letter_ids].float().cpu().numpy()  # [batch, 3]
-                    host = _to_host(acts, names, STORE_DTYPES[dtype])
-                    pred_letter = [LETTERS[int(i)] for i in ll.argmax(1)]
-                    pred = np.array([p.answer_of(L) for p, L in zip(prompted, pred_letter)], dtype=np.int64)
+                    ll = batch.letter_logits.numpy()  # [batch, 3]
+                    host = _to_host(batch.acts, names, STORE_DTYPES[dtype])  # [batch, (n_pos,) d] each
+                    pred_letter = batch.letters()
+                    pred = np.array([p.answer_of(L) for p, L in zip(batch.prompted, pred_letter)], dtype=np.int64)
                     letters = np.array([s.encode() for s in pred_letter], dtype="S1")
                     settle()  # batch b - 1 is committed before batch b's write starts (batches land in order)
                     pending = (writer.submit(commit, b, lo, hi, host, ll, pred, letters), b, hi - lo)
@@ -594,7 +589,7 @@ def _write_virtual(path: Path, shards: list[Path], bounds: list[tuple[int, int]]
 
 
 def cache_split(
-    hooked,
+    hooked: LanguageModel,
     items: Sequence[BBQItem],
     out_path: str | os.PathLike,
     names: Sequence[str],
@@ -615,12 +610,12 @@ def cache_split(
     Under an initialised ``torch.distributed`` group each rank writes a shard and rank 0 the virtual view.
     ``on_batch(k)`` is called after batch k is committed (tests use it to simulate a crash)."""
     if dtype not in STORE_DTYPES:
-        raise ValueError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
+        raise InputError(f"store dtype must be one of {sorted(STORE_DTYPES)}, not {dtype!r}")
     dtype = "float16" if STORE_DTYPES[dtype] is np.float16 else "float32"
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise InputError("batch_size must be >= 1")
     if compression not in (None, "gzip", "lzf"):
-        raise ValueError(f"compression must be gzip, lzf or None, not {compression!r}")
+        raise InputError(f"compression must be gzip, lzf or None, not {compression!r}")
     pos = parse_positions(positions)
     names = list(dict.fromkeys(names))
     hooked.check_names(names)
@@ -763,10 +758,12 @@ class ActivationStore:
 
     def stack(self, hook: str = "hook_resid_post") -> tuple[list[int], np.ndarray]:
         """(layers, ``[n_items, n_layers, d]``) for one hook kind across the stored layers."""
-        names = [n for n in self.names if n.split(".", 2)[2] == hook]
-        if not names:
+        from interp.models.hooks import HookName
+
+        parsed = [h for h in map(HookName.parse, self.names) if h.kind == hook]
+        if not parsed:
             raise KeyError(f"no {hook} activations in {self.path}")
-        layers = [int(n.split(".")[1]) for n in names]
+        names, layers = [str(h) for h in parsed], [h.layer for h in parsed]
         return layers, np.stack([self.layer(n) for n in names], axis=1)
 
     def items(self, sel: slice | Sequence[int] | np.ndarray = slice(None)) -> dict[str, np.ndarray]:

@@ -9,13 +9,6 @@ import click
 from interp.cli.commands.common import comma_list, data_options, load_items_from_options, model_options
 
 
-def _layers(spec: str, n_layers: int) -> list[int]:
-    """'all', '3', '0,4,8', '2-5' or '-1' (last) -> layer indices (``interp.layers.resolve_layers``)."""
-    from interp.layers import resolve_layers
-
-    return resolve_layers(spec, n_layers)
-
-
 def _init_distributed(device: str) -> tuple[int, int, str]:
     """Under torchrun (WORLD_SIZE > 1) join the process group (nccl on GPU, gloo on CPU); returns
     (rank, world, device)."""
@@ -68,7 +61,8 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     import time
 
     from interp.store.activations import cache_split, default_store_path, parse_positions
-    from interp.models.backends import expand_names, load_hooked
+    from interp.models.backends import load_hooked
+    from interp.models.hooks import hook_names
 
     parse_positions(positions)
     rank, world, device = _init_distributed(device)
@@ -80,8 +74,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                          device_map=device_map, remote=remote)
     if no_adapter:
         hooked.set_adapter(False)
-    names = expand_names(comma_list(hook_kinds), _layers(layers, hooked.n_layers),
-                         hooked.n_layers)
+    names = hook_names(layers, hooked.n_layers, comma_list(hook_kinds))
     path = out or default_store_path(model, adapter if not no_adapter else None, part, positions)
     t0 = time.time()
     cache_split(hooked, items, path, names, positions=positions, dtype=store_dtype, batch_size=batch_size,

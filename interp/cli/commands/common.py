@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
 
 import click
 
-T = TypeVar("T")
-
-
-def comma_list(spec: str | None, kind: Callable[[str], T] = str, param: str | None = None) -> list[T]:
-    """A comma-separated option as a list of ``kind`` (None or '' is []). A part ``kind`` refuses, or an empty
-    part ('1,,2': a typo, not a value), is a ``click.BadParameter`` naming the option (``param``)."""
-    out = []
-    parts = (spec or "").split(",")
-    if any(p.strip() for p in parts) and not all(p.strip() for p in parts):
-        raise click.BadParameter(f"{spec!r} has an empty item", param_hint=param)
-    for part in parts:
-        if part.strip():
-            try:
-                out.append(kind(part.strip()))
-            except ValueError as e:
-                raise click.BadParameter(f"{part.strip()!r} is not a valid {getattr(kind, '__name__', 'value')} "
-                                         f"in {spec!r}", param_hint=param) from e
-    return out
+from interp.console import comma_list  # noqa: F401  (every command takes it from here)
 
 
 def data_options(f):
@@ -62,7 +44,7 @@ def model_options(f):
 
 def load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed, categories, limit):
     """Resolve the data options into (items, split)."""
-    from interp.data.split import split_items
+    from interp.data.bbq import split_items
 
     return split_items(part, bbq_dir, split_file, dev_frac, split_seed, comma_list(categories) or None, limit,
                        templates_dir)

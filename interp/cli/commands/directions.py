@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from interp.cli.commands.common import data_options, load_items_from_options, model_options
-from interp.cli.commands.probe import acts_and_records, parse_layers
+from interp.cli.commands.probe import activations_for, parse_layers
 
 
 @click.command("directions")
@@ -36,8 +36,9 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
         part = "train"  # directions are built on train; steering is evaluated on dev
     items, split = load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
                                            categories, limit)
-    acts, recs = acts_and_records(model, adapter, device, dtype, batch_size, items, hook, parse_layers(layers), store,
-                                  part if limit is None and categories is None else None)
+    got = activations_for(model, adapter, device, dtype, batch_size, items, hook, parse_layers(layers), store,
+                          part if limit is None and categories is None else None)
+    acts, recs = got.acts, got.records
     meta = {"model": model, "adapter": adapter or "", "weights_hash": model_weights_hash(model), "split": part,
             "split_hash": getattr(split, "hash", "") or "", "position": "last prompt token",
             "labels_from": "logits-mode predictions"}

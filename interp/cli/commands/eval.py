@@ -32,6 +32,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
         categories, limit, mode, shuffle_options, seed, n_boot, cluster, max_new_tokens, out):
     """Evaluate a causal LM on BBQ: per-item JSONL, summary CSV/JSON, printed table."""
     from interp.eval.evaluate import EvalConfig, evaluate_items, prepare_out_dir, print_summary, write_results
+    from interp.models.backends import as_lm
     from interp.models.loading import load_model
     from interp.tables import write_text_atomic
 
@@ -42,7 +43,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
                                            categories, limit)
     lm = load_model(model, adapter=adapter, device=device, dtype=dtype)
     t0 = time.time()
-    recs = evaluate_items(lm.model, lm.tokenizer, items, cfg)
+    recs = evaluate_items(as_lm(lm), items, cfg)
     meta = dict(model=model, adapter=adapter, mode=mode, dtype=str(lm.model.dtype).removeprefix("torch."),
                 split=part, split_hash=split.hash, n_items=len(items),
                 seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed,

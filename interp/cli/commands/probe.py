@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from interp.cli.commands.common import data_options, load_items_from_options, model_options
+
+if TYPE_CHECKING:
+    from interp.methods.probes import Activations
 
 
 def parse_layers(spec: str | None) -> str | None:
@@ -17,8 +21,8 @@ def parse_layers(spec: str | None) -> str | None:
     return None if spec in (None, "", "all") else spec
 
 
-def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str, layers, store: str | None,
-                     part: str | None = None, progress: bool = True):
+def activations_for(model, adapter, device, dtype, batch_size, items, hook: str, layers, store: str | None,
+                    part: str | None = None, progress: bool = True) -> Activations:
     """Activations at the last prompt position per layer and the prediction records that label them: read
     from ``store`` (or, when ``store`` is None, the default store of model/adapter/part if it exists), else
     computed in process (one logits-mode forward pass per batch; ``store=''`` forces this)."""
@@ -30,26 +34,26 @@ def acts_and_records(model, adapter, device, dtype, batch_size, items, hook: str
             click.echo(f"reading activations from {cand} (pass --store '' to compute them in process)")
             store = str(cand)
     if store:
-        from interp.methods.probes import check_store_model, store_activations
+        from interp.methods.probes import Activations, check_store_model
 
         check_store_model(store, model, adapter)
         try:
-            acts, recs = store_activations(store, hook, layers)
+            got = Activations.from_store(store, hook, layers)
         except (ValueError, KeyError) as e:
             raise click.ClickException(str(e)) from e
-        if items is not None and [r.get("uid") for r in recs] != [it.uid for it in items]:
+        if items is not None and [r.get("uid") for r in got.records] != [it.uid for it in items]:
             click.echo(f"note: {store} holds other items than the selected split; using the store's "
-                       f"{len(recs)} items")
-        return acts, recs
+                       f"{got.n_items} items")
+        return got
     from interp.models.loading import load_model
-    from interp.methods.probes import collect_last_position, resid_hooks
+    from interp.methods.probes import collect, resid_hooks
 
     lm = load_model(model, adapter=adapter, device=device, dtype=dtype)
     try:
         names = resid_hooks(lm.model, hook, layers)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    return collect_last_position(lm.model, lm.tokenizer, items, names, batch_size=batch_size, progress=progress)
+    return collect(lm, items, names, batch_size=batch_size, progress=progress)
 
 
 @click.command("probe")
@@ -84,8 +88,9 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
 
     items, split = load_items_from_options(bbq_dir, templates_dir, part, split_file, dev_frac, split_seed,
                                            categories, limit)
-    acts, recs = acts_and_records(model, adapter, device, dtype, batch_size, items, hook, parse_layers(layers), store,
-                                  part if limit is None and categories is None else None)
+    got = activations_for(model, adapter, device, dtype, batch_size, items, hook, parse_layers(layers), store,
+                          part if limit is None and categories is None else None)
+    acts, recs = got.acts, got.records
     idx, y = (stereotype_labels if target == "stereotype" else abstain_labels)(recs, condition)
     groups = template_groups(recs)[idx]
     t0 = time.time()

@@ -41,6 +41,10 @@ def cmd(preset, config_path, overrides, model, out, force, stages):
     cfg = load_config(config_path, preset, ov)  # a typo is named before anything is fetched or run
     cfg["run"]["preset"] = preset
     plan = build_stages(cfg)
+    if any(s.name == "rl_sweep" for s in plan):  # GRPO needs the [rl] extra: named before any stage runs
+        from interp.errors import require_extra
+
+        require_extra("trl")
     ensure_bbq_dir(log=click.echo)
     ctx = Context(cfg=cfg, out=Path(cfg["run"]["out"]), log=click.echo)
     click.echo(f"interp run: preset {preset}, model {cfg['run']['model']}, out {ctx.out}")
