@@ -30,6 +30,7 @@ FLOORS = [
 # one appears
 KNOWN_UPWARD = {
     ("interp.rm.study", "interp.organisms.rm"),
+    ("interp.rm.study", "interp.organisms.rm_backbone"),  # the backbone study, beside the organism one
 }
 
 

@@ -87,6 +87,26 @@ def steering_fn(vector: torch.Tensor, from_pos: int | None = None):
     return positionwise(fn) if from_pos is None else fn  # every position alike: the shared prefix keeps it
 
 
+def projection_fn(basis: torch.Tensor):
+    """The hook function ``x # [batch, pos, d] -> x - (x U^T) U`` that removes the span of the orthonormal rows
+    of ``basis # [k, d]`` from an activation at every position (directional ablation)."""
+    U = basis.detach().float()
+    if U.ndim != 2:
+        raise SteeringError(f"projection basis must be [k, d], got shape {tuple(U.shape)}")
+    cast: dict[tuple, torch.Tensor] = {}
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != U.shape[-1]:
+            raise SteeringError(f"projection basis has size {U.shape[-1]} but the activation has size {x.shape[-1]}")
+        key = (x.device, x.dtype)
+        u = cast.get(key)
+        if u is None:
+            u = cast[key] = U.to(device=x.device, dtype=x.dtype)
+        return x - (x @ u.T) @ u
+
+    return fn
+
+
 class SteeringHandle:
     """An attached steering hook: a context manager, and removable with ``.remove()`` (idempotent)."""
 

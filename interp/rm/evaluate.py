@@ -41,6 +41,7 @@ from interp.rm.neurons import NeuronSelection, correlations, select_neurons
 from interp.rm.scoring import PositionRef, mlp_attribution, score, token_medians
 
 METHODS = ("rm", "intervention", "intervention_scored", "length_penalty", "lwr")
+DIRECTION = "direction"  # the residual-stream projection method (``interp.rm.directions``), asked for by name
 POOLS = ("scored", "mean", "response")
 RANKS = ("corr_x_effect", "corr")
 
@@ -64,6 +65,7 @@ class DebiasConfig:
     batch_size: int = 16
     seed: int = 0
     progress: bool = False
+    direction_layers: tuple[int, ...] = ()  # candidate layers of the direction method (default: L/6, L/3, L/2)
 
     def __post_init__(self) -> None:
         """Refuse unknown attributes and empty sensitivity samples when the settings are made."""
@@ -160,6 +162,10 @@ class DebiasResult:
     accuracy: list[dict] = field(default_factory=list)  # method, split, accuracy, n
     sensitivity: list[dict] = field(default_factory=list)  # method, edit, attribute, mean_change, normalized, n
     meta: dict = field(default_factory=dict)
+    # per-item numbers for paired intervals: {"rewards": {method: (r_chosen [n], r_rejected [n])}, "masks":
+    # {split: [n] bool}, "sens": {method: {edit: reward change [m]}}, "sd": the plain RM's reward sd}
+    items: dict = field(default_factory=dict)
+    selection_scored: NeuronSelection | None = None
 
     def acc(self, method: str, split: str) -> float:
         for r in self.accuracy:
@@ -187,10 +193,11 @@ class DebiasResult:
                 **self.meta}
 
 
-def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg: DebiasConfig
-                      ) -> tuple[NeuronSelection, NeuronIntervention, np.ndarray, np.ndarray]:
+def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg: DebiasConfig,
+                      memo: dict | None = None) -> tuple[NeuronSelection, NeuronIntervention, np.ndarray, np.ndarray]:
     """Correlate MLP neurons with the attributes on the validation responses, select within the budget, and
-    set each selected neuron to its validation median. Returns (selection, intervention, corr, rewards)."""
+    set each selected neuron to its validation median. Returns (selection, intervention, corr, rewards).
+    ``memo`` (a dict shared between calls on the same model and pairs) keeps the neuron attributions."""
     prompts = [p.prompt for p in val_pairs] * 2
     responses = [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs]
     label = np.r_[np.ones(len(val_pairs)), np.zeros(len(val_pairs))]
@@ -204,7 +211,10 @@ def find_intervention(model, tokenizer, val_pairs: Sequence[PreferencePair], cfg
         raise InputError(f"rank must be one of {RANKS}, not {cfg.rank!r}")
     weight = 1.0
     if cfg.rank == "corr_x_effect":
-        weight = mlp_attribution(model, tokenizer, prompts, responses, cfg.batch_size, cfg.progress)[None]
+        memo = {} if memo is None else memo
+        if "attribution" not in memo:
+            memo["attribution"] = mlp_attribution(model, tokenizer, prompts, responses, cfg.batch_size, cfg.progress)
+        weight = memo["attribution"][None]
     sel = select_neurons(corr, list(attrs), budget_frac=cfg.budget_frac, min_abs_corr=cfg.min_abs_corr,
                          weight=weight)
     if cfg.positions == "all":  # one constant at every position: the neuron's median over validation tokens
@@ -254,18 +264,23 @@ def _choose_k(model, tokenizer, prompts, responses, sel, iv, cfg: DebiasConfig):
     return best[1], best[2]
 
 
-def sensitivity_rows(scorer: Scorer, methods: Sequence[str], prompts: Sequence[str], responses: Sequence[str]
-                     ) -> list[dict]:
+def sensitivity_rows(scorer: Scorer, methods: Sequence[str], prompts: Sequence[str], responses: Sequence[str],
+                     deltas: dict | None = None) -> list[dict]:
     """Mean reward change ``reward(edit(response)) - reward(response)`` under each attribute-only edit, raw and
     in units of the plain RM's reward sd over the same unedited responses (the same scale for every method,
-    so a method cannot look less sensitive by spreading its rewards)."""
+    so a method cannot look less sensitive by spreading its rewards). ``deltas``, when given, is filled with
+    ``{method: {edit: per-response change # [n]}}`` and ``"sd"``."""
     rows = []
     sd = float(scorer.rewards("rm", prompts, responses).std()) or 1.0  # one scale for every method
+    if deltas is not None:
+        deltas["sd"] = sd
     for m in methods:
         base = scorer.rewards(m, prompts, responses)
         for edit, fn in EDITS.items():
             edited = [fn(r) for r in responses]
             d = scorer.rewards(m, prompts, edited) - base
+            if deltas is not None:
+                deltas.setdefault(m, {})[edit] = d
             rows.append({"method": m, "edit": edit, "attribute": EDIT_ATTRIBUTE[edit],
                          "mean_change": float(d.mean()), "normalized": float(d.mean() / sd), "n": len(responses)})
     return rows
@@ -278,12 +293,23 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     t0 = time.time()
     if not val_pairs or not test_pairs:
         raise InputError(f"need validation and test pairs, got {len(val_pairs)} and {len(test_pairs)}")
-    sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg)
-    others = {}
+    memo: dict = {}
+    sel, iv, corr, _ = find_intervention(model, tokenizer, val_pairs, cfg, memo)
+    others: dict = {}
+    sel_s = None
     if "intervention_scored" in methods:  # the scored-position rule, for comparison
         cfg_s = replace(cfg, pool="scored", positions="scored")
-        sel_s, iv_s, _, _ = find_intervention(model, tokenizer, val_pairs, cfg_s)
+        sel_s, iv_s, _, _ = find_intervention(model, tokenizer, val_pairs, cfg_s, memo)
         others["intervention_scored"] = iv_s
+    if DIRECTION in methods:  # project out per-attribute diff-of-means directions of the residual stream
+        from interp.rm.directions import find_projection
+
+        def val_sensitivity(proj, ps, rs):  # mean |sensitivity| of one candidate projection
+            rows = sensitivity_rows(Scorer(model, tokenizer, None, cfg.batch_size, others={DIRECTION: proj}),
+                                    [DIRECTION], ps, rs)
+            return float(np.mean([abs(r["normalized"]) for r in rows]))
+
+        others[DIRECTION] = find_projection(model, tokenizer, val_pairs, cfg, val_sensitivity)
     scorer = Scorer(model, tokenizer, iv, cfg.batch_size, cfg.progress, others=others)
     scorer.fit_baselines([p.prompt for p in val_pairs] * 2,
                          [p.chosen for p in val_pairs] + [p.rejected for p in val_pairs], cfg.lwr_frac)
@@ -293,9 +319,11 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     ar = compute_attributes([p.rejected for p in test_pairs], tp, cfg.attributes, tokenizer)
     masks = split_masks(test_pairs, ac, ar, cfg.primary_attribute)
     acc_rows = []
+    items: dict = {"rewards": {}, "masks": masks, "sens": {}}
     for m in methods:
         rc = scorer.rewards(m, tp, [p.chosen for p in test_pairs])
         rr = scorer.rewards(m, tp, [p.rejected for p in test_pairs])
+        items["rewards"][m] = (rc, rr)
         for s, mask in masks.items():
             acc_rows.append({"method": m, "split": s, "accuracy": pairwise_accuracy(rc[mask], rr[mask]),
                              "n": int(mask.sum())})
@@ -306,17 +334,20 @@ def run_debias(model, tokenizer, val_pairs: Sequence[PreferencePair], test_pairs
     rng = random.Random(f"sensitivity:{cfg.seed}")
     if len(cand) > cfg.n_sensitivity:
         cand = rng.sample(cand, cfg.n_sensitivity)
-    sens_rows = sensitivity_rows(scorer, methods, [c[0] for c in cand], [c[1] for c in cand])
+    sens_rows = sensitivity_rows(scorer, methods, [c[0] for c in cand], [c[1] for c in cand], items["sens"])
+    items["sd"] = items["sens"].pop("sd")
     meta = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "n_val_pairs": len(val_pairs), "n_test_pairs": len(test_pairs),
             "length_penalty_alpha": scorer.length_penalty.alpha if scorer.length_penalty else None,
             "seconds": round(time.time() - t0, 1)}
+    if DIRECTION in others:
+        meta[DIRECTION] = others[DIRECTION].describe()
     if "intervention_scored" in others:
         meta["intervention_scored"] = {"n_neurons": others["intervention_scored"].n_neurons,
                                        "per_layer": sel_s.per_layer(),
                                        "neurons": {str(l): v for l, v in sel_s.by_layer().items()}}
     return DebiasResult(selection=sel, intervention=iv, corr=corr, accuracy=acc_rows, sensitivity=sens_rows,
-                        meta=meta)
+                        meta=meta, items=items, selection_scored=sel_s)
 
 
 # ----------------------------------------------------------------------------------------------

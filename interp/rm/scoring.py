@@ -33,8 +33,10 @@ class RewardModelError(InterpError, ValueError):
 def load_reward_model(path: str, device: str | None = "auto", dtype: str | None = "auto") -> LoadedModel:
     """Load an ``AutoModelForSequenceClassification`` with one output and its tokenizer (no remote code).
 
-    A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``."""
+    A missing pad token is set to EOS on the tokenizer and copied to ``config.pad_token_id``. A shipped
+    backbone RM loads from ``interp.organisms.rm_backbone.ensure_backbone_rm("rm-smollm2")``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(path)

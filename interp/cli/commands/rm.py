@@ -28,9 +28,21 @@ def organism() -> None:
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None,
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
 @click.option("--force", is_flag=True, help="Rebuild even when a finished organism is there.")
-def organism_build(small, seed, out, bbq_dir, force):
+@click.option("--backbone", type=click.Choice(["smollm2"]), default=None,
+              help="Train a reward model on this pretrained backbone instead (LoRA on its top layers plus a score "
+                   "head; the recipe is chosen on validation pairs; docs/rm.md).")
+@click.option("--pairs", "n_pairs", type=click.IntRange(min=8), default=None,
+              help="Training pairs of a --backbone build (default 256).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs of a --backbone build (default 2).")
+def organism_build(small, seed, out, bbq_dir, force, backbone, n_pairs, epochs):
     """Train the RM organism and write its model, train/val/test pairs and organism.json (the shipped seed-0
-    organisms were made this way; `--rm organism` keeps using them)."""
+    organisms were made this way; `--rm organism` keeps using them). With --backbone, train a reward model
+    on a pretrained backbone and write its adapter, score head and manifest.json."""
+    if backbone:
+        _build_backbone(backbone, seed, out, bbq_dir, force, n_pairs, epochs)
+        return
+    if n_pairs is not None or epochs is not None:
+        raise click.UsageError("--pairs and --epochs apply to a --backbone build")
     from interp.organisms.rm import INFO_FILE, build_rm_organism, default_rm_organism_dir, is_complete
 
     dest = Path(out) if out else default_rm_organism_dir(small, seed)
@@ -45,6 +57,28 @@ def organism_build(small, seed, out, bbq_dir, force):
     click.echo(f"use it with: interp rm study --organism {dest}  (or interp rm debias --rm {dest})")
 
 
+def _build_backbone(backbone, seed, out, bbq_dir, force, n_pairs, epochs) -> None:
+    from dataclasses import replace
+
+    from interp.organisms.rm_backbone import (MANIFEST_FILE, BackboneRMConfig, build_backbone_rm,
+                                              default_backbone_rm_dir, is_built)
+
+    dest = Path(out) if out else default_backbone_rm_dir(backbone, seed)
+    cfg = BackboneRMConfig(backbone=backbone)
+    cfg = replace(cfg, n_train_pairs=n_pairs or cfg.n_train_pairs, epochs=epochs or cfg.epochs)
+    if is_built(dest) and not force:
+        click.echo(f"backbone RM already built at {dest} (use --force to rebuild)")
+    else:
+        build_backbone_rm(dest, cfg, seed=seed, bbq_dir=bbq_dir)
+    m = json.loads((dest / MANIFEST_FILE).read_text())
+    click.echo(f"backbone RM on {m['backbone']} at {dest}: K={m['k']} top layers, lr {m['lr']:g} (chosen on "
+               f"validation), pairs {m['n_pairs']}, built in {m['build_seconds']} s")
+    for r in m["grid"]:
+        click.echo(f"  K={r['k']} lr={r['lr']:g}: val loss {r['val_loss']:.4f}, val acc {r['val_acc']:.3f}")
+    click.echo("ship it with: python -c \"from interp.organisms.rm_backbone import ship_backbone_rm; "
+               f"ship_backbone_rm('{dest}')\"")
+
+
 def _resolve_rm(rm: str, seed: int, bbq_dir):
     """(model folder, organism folder or None) for a path or 'organism' / 'organism-small'."""
     from interp.organisms.rm import MODEL_DIR, ensure_rm_organism, is_complete
@@ -52,6 +86,10 @@ def _resolve_rm(rm: str, seed: int, bbq_dir):
     if rm in ("organism", "organism-small"):
         org = ensure_rm_organism(small=rm == "organism-small", seed=seed, bbq_dir=bbq_dir)
         return org / MODEL_DIR, org
+    from interp.organisms.rm_backbone import SHIPPED_BACKBONE_RMS, ensure_backbone_rm
+
+    if rm in SHIPPED_BACKBONE_RMS:
+        return ensure_backbone_rm(rm), None
     p = Path(rm)
     if is_complete(p):
         return p / MODEL_DIR, p
@@ -159,10 +197,30 @@ def _print_summary(result) -> None:
 @click.option("--out", type=click.Path(), default="results/rm_study", show_default=True)
 @click.option("--organism", "organism_dir", type=click.Path(), default=None,
               help="An RM organism folder you built (`interp rm organism build --out DIR`) instead of the shipped one.")
-def study(small, seed, device, bbq_dir, out, organism_dir):
-    """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), or on
-    --organism."""
-    from interp.rm.study import run_rm_study
+@click.option("--rm", "rm", type=click.Choice(["organism", "rm-smollm2"]), default="organism", show_default=True,
+              help="The RM organism, or the reward model on SmolLM2 (merged onto the installed smollm2 once; the "
+                   "paper's claims are then measured checks in claims.json).")
+@click.option("--n-val", type=click.IntRange(min=4), default=40, show_default=True,
+              help="--rm rm-smollm2: validation pairs for neurons, directions, medians and baseline fits.")
+@click.option("--n-test-per-split", type=click.IntRange(min=2), default=30, show_default=True,
+              help="--rm rm-smollm2: test pairs per split (neutral, easy, hard).")
+def study(small, seed, device, bbq_dir, out, organism_dir, rm, n_val, n_test_per_split):
+    """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), on
+    --organism, or on --rm rm-smollm2."""
+    from interp.rm.study import run_backbone_study, run_rm_study
+
+    if rm != "organism":
+        if small or organism_dir:
+            raise click.UsageError("--small and --organism apply to the RM organism, not --rm " + rm)
+        s = run_backbone_study(out, rm=rm, n_val=n_val, n_test_per_split=n_test_per_split, seed=seed,
+                               device=device, bbq_dir=bbq_dir)
+        acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")}
+               for m, row in s["accuracy"].items()}
+        click.echo(json.dumps({"accuracy": acc, "sensitivity": s["sensitivity"], "per_layer": s["per_layer"],
+                               "fraction": s["fraction"], "direction": s.get("direction"),
+                               "claims": s["claims"]}, indent=1))
+        click.echo(f"wrote {out} (claims.json holds the paper's claims as measured checks)")
+        return
 
     s = run_rm_study(out, small=small, seed=seed, bbq_dir=bbq_dir, organism_dir=organism_dir, device=device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}
