@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from interp.rm.study import run_rm_study
+    from interp.pipeline.rm_study import run_rm_study
 
     s = run_rm_study(args.out, small=args.small, seed=args.seed, device=args.device)
     acc = {m: {k: round(v, 3) for k, v in row.items() if not k.startswith("hard:")} for m, row in s["accuracy"].items()}

@@ -152,7 +152,7 @@ def test_study_on_a_slice_of_the_backbone(tmp_path, backbone, fixture_items):
     the report reads."""
     from interp.organisms.rm import RMOrganismConfig, rm_pairs
     from interp.rm.evaluate import DebiasConfig
-    from interp.rm.study import run_backbone_study
+    from interp.pipeline.rm_study import run_backbone_study
 
     folder, _, _ = backbone
     model, tok = rb.load_backbone(folder, seed=0)

@@ -56,7 +56,7 @@ def test_selection_finds_planted_neurons(result, small_rm):
 
 
 def test_intervention_cuts_the_lean(result):
-    from interp.rm.study import ground_truth
+    from interp.pipeline.rm_study import ground_truth
 
     for method in ("intervention", "intervention_scored"):
         gt = ground_truth(result, method=method)
@@ -67,7 +67,7 @@ def test_intervention_cuts_the_lean(result):
 
 def test_intervention_ground_truth(result):
     """The issue's claim: hard up, sensitivity down, |overall change| < 2 points (balanced test set)."""
-    from interp.rm.study import ground_truth
+    from interp.pipeline.rm_study import ground_truth
 
     gt = ground_truth(result)
     assert gt["hard_gain"] > 0 and gt["sensitivity_after"] < gt["sensitivity_before"], gt

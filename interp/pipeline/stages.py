@@ -390,7 +390,7 @@ def stage_compare(ctx: Context) -> dict:
 
 
 def stage_rm(ctx: Context) -> dict:
-    from interp.rm.study import run_rm_study
+    from interp.pipeline.rm_study import run_rm_study
 
     rm = ctx.cfg["rm"]
     out = ctx.out / "rm"

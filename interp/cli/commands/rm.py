@@ -207,7 +207,7 @@ def _print_summary(result) -> None:
 def study(small, seed, device, bbq_dir, out, organism_dir, rm, n_val, n_test_per_split):
     """Run the whole debiasing study on the shipped RM organism (seed 0; another seed is built once), on
     --organism, or on --rm rm-smollm2."""
-    from interp.rm.study import run_backbone_study, run_rm_study
+    from interp.pipeline.rm_study import run_backbone_study, run_rm_study
 
     if rm != "organism":
         if small or organism_dir:
