@@ -9,6 +9,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Mapping
 
 from interp.errors import InterpError
 from interp.paths import home
@@ -55,6 +56,18 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def first_mismatch(folder: Path, expected: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first file of ``expected`` (name -> hex sha256) that is ``"missing"`` from ``folder`` or ``"changed"``,
+    as ``(name, what)``; None when every file matches. Callers raise their own named error."""
+    for name, want in expected.items():
+        f = Path(folder) / name
+        if not f.is_file():
+            return name, "missing"
+        if sha256(f) != want:
+            return name, "changed"
+    return None
 
 
 def download_bbq(dest: str | os.PathLike | None = None, force: bool = False, timeout: float = 30.0) -> Path:

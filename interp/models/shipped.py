@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from interp.data.download import sha256
+from interp.data.download import first_mismatch, sha256
 from interp.errors import InterpError
 
 ENV_ORGANISM_DIR = "INTERP_ORGANISM_DIR"
@@ -41,16 +41,13 @@ def verify_checksums(folder: str | os.PathLike) -> None:
     sums = d / SUMS_FILE
     if not sums.is_file():
         raise OrganismError(f"{d} has no {SUMS_FILE}: not a shipped organism")
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        want, name = line.split(maxsplit=1)
-        f = d / name
-        if not f.is_file():
-            raise OrganismError(f"shipped organism {d.name}: {name} is missing (reinstall the package)")
-        if sha256(f) != want:
-            raise OrganismError(f"shipped organism {d.name}: {name} does not match its sha256 in {SUMS_FILE} "
-                                f"(reinstall the package)")
+    expected = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+    bad = first_mismatch(d, expected)
+    if bad and bad[1] == "missing":
+        raise OrganismError(f"shipped organism {d.name}: {bad[0]} is missing (reinstall the package)")
+    if bad:
+        raise OrganismError(f"shipped organism {d.name}: {bad[0]} does not match its sha256 in {SUMS_FILE} "
+                            f"(reinstall the package)")
 
 
 def _shipped_path(name: str) -> Path:

@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from interp.data.download import first_mismatch, sha256
 from interp.errors import InterpError
 from interp.organisms.rm import RMOrganismConfig, _encode, bt_loss, rm_pairs
 
@@ -292,12 +293,6 @@ def is_built(path: str | os.PathLike) -> bool:
         return False
 
 
-def _sha(path: Path) -> str:
-    from interp.data.download import sha256
-
-    return sha256(path)
-
-
 def build_backbone_rm(out_dir: str | os.PathLike, cfg: BackboneRMConfig | None = None, seed: int = 0,
                       bbq_dir: str | os.PathLike | None = None, items=None, backbone_dir: str | os.PathLike | None = None,
                       work_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
@@ -406,7 +401,7 @@ def write_built(folder: str | os.PathLike, lora: dict[str, torch.Tensor], head: 
     save_file(lora, str(d / ADAPTER_FILE))
     save_file(head, str(d / HEAD_FILE))
     man = {"format_version": FORMAT_VERSION, **manifest,
-           "files": {f: _sha(d / f) for f in (ADAPTER_FILE, HEAD_FILE)}}
+           "files": {f: sha256(d / f) for f in (ADAPTER_FILE, HEAD_FILE)}}
     (d / MANIFEST_FILE).write_text(json.dumps(man, indent=1))
     return d
 
@@ -435,13 +430,12 @@ def verify_manifest(folder: str | os.PathLike) -> dict:
     files = man.get("files") or {}
     if set(files) != {ADAPTER_FILE, HEAD_FILE}:
         raise BackboneRMError(f"{d / MANIFEST_FILE} lists {sorted(files)}, not {ADAPTER_FILE} and {HEAD_FILE}")
-    for name, want in files.items():
-        f = d / name
-        if not f.is_file():
-            raise BackboneRMError(f"backbone RM {d.name}: {name} is missing")
-        if _sha(f) != want:
-            raise BackboneRMError(f"backbone RM {d.name}: {name} does not match its sha256 in {MANIFEST_FILE} "
-                                  f"(tampered or foreign file; refused)")
+    bad = first_mismatch(d, files)
+    if bad and bad[1] == "missing":
+        raise BackboneRMError(f"backbone RM {d.name}: {bad[0]} is missing")
+    if bad:
+        raise BackboneRMError(f"backbone RM {d.name}: {bad[0]} does not match its sha256 in {MANIFEST_FILE} "
+                              f"(tampered or foreign file; refused)")
     return man
 
 
@@ -515,7 +509,7 @@ def ensure_backbone_rm(name: str = "rm-smollm2", backbone_dir: str | os.PathLike
     src = shipped_backbone_dir(name)
     if not (src / MANIFEST_FILE).is_file():
         raise BackboneRMError(f"backbone RM {name} is not shipped in this package ({src} has no {MANIFEST_FILE})")
-    out = models_root() / f"{name}-{_sha(src / MANIFEST_FILE)[:16]}"
+    out = models_root() / f"{name}-{sha256(src / MANIFEST_FILE)[:16]}"
     if _is_merged(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
