@@ -91,15 +91,20 @@ def load_backbone(folder: str | os.PathLike, seed: int = 0):
     return model.eval(), tok
 
 
+def _base(model) -> torch.nn.Module:
+    """The sequence classifier itself, PEFT-wrapped or not."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def _decoder(model) -> torch.nn.Module:
     """The decoder stack (``LlamaModel``) under a sequence classifier, PEFT-wrapped or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model
+    return _base(model).model
 
 
 def _head(model) -> torch.nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.score
+    return _base(model).score
 
 
 @contextlib.contextmanager

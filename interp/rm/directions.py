@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from interp.errors import InputError
+from interp.models.hooks import hook_name
 from interp.rm.data import PreferencePair
 from interp.rm.scoring import PositionRef, render, response_mask
 
@@ -36,7 +37,7 @@ class ProjectionIntervention:
 
     @property
     def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_post"
+        return hook_name(self.layer, "hook_resid_post")
 
     def hook_fns(self, ref: PositionRef | None = None) -> dict:
         """``{hook name: fn}`` as ``NeuronIntervention.hook_fns`` gives (every position; ``ref`` unused)."""
@@ -68,7 +69,7 @@ def resid_response_means(model, tokenizer, prompts: Sequence[str], responses: Se
         return f
 
     device = next(model.parameters()).device
-    with hf_hooks(model, {f"blocks.{l}.hook_resid_post": saver(l) for l in layers}):
+    with hf_hooks(model, {hook_name(l, "hook_resid_post"): saver(l) for l in layers}):
         for s in range(0, len(texts), batch_size):
             enc = tokenizer(texts[s:s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             ref["mask"] = response_mask(tokenizer, texts[s:s + batch_size], responses[s:s + batch_size],
