@@ -146,14 +146,14 @@ def test_cached_training_path_equals_full_forward_and_study_scorer(tmp_path, bac
     assert abs(cached).max() > 0.01  # a real signal, not zeros on both sides
 
 
-def test_study_on_a_slice_of_the_backbone(tmp_path, backbone, fixture_items):
-    """The whole study (both neuron rules, the direction projection, baselines, claims) on the first 4
-    layers of SmolLM2 with a random head, on a few fixture pairs: it runs, and its outputs have the shape
-    the report reads."""
+@pytest.fixture(scope="module")
+def slice_study(tmp_path_factory, backbone, fixture_items):
+    """The whole study on the first 4 layers of SmolLM2 with a random head, on a few fixture pairs."""
     from interp.organisms.rm import RMOrganismConfig, rm_pairs
     from interp.rm.evaluate import DebiasConfig
     from interp.pipeline.rm_study import run_backbone_study
 
+    tmp_path = tmp_path_factory.mktemp("slice_study")
     folder, _, _ = backbone
     model, tok = rb.load_backbone(folder, seed=0)
     model.model.layers = model.model.layers[:4]
@@ -166,6 +166,14 @@ def test_study_on_a_slice_of_the_backbone(tmp_path, backbone, fixture_items):
     out = tmp_path / "study"
     s = run_backbone_study(out, model_dir=sliced, pairs=(pairs.val, pairs.test), n_val=8, n_test_per_split=3,
                            config=cfg, device="cpu", progress=False)
+    return out, s
+
+
+def test_study_on_a_slice_of_the_backbone(slice_study):
+    """The whole study (both neuron rules, the direction projection, baselines, claims) on the first 4
+    layers of SmolLM2 with a random head, on a few fixture pairs: it runs, and its outputs have the shape
+    the report reads."""
+    out, s = slice_study
     methods = {"rm", "intervention", "intervention_scored", "length_penalty", "lwr", "direction"}
     assert set(s["accuracy"]) == methods
     assert {"overall", "neutral", "easy", "hard"} <= set(s["accuracy"]["rm"])
@@ -183,3 +191,72 @@ def test_study_on_a_slice_of_the_backbone(tmp_path, backbone, fixture_items):
         assert lo <= row["hard_gain"]["value"] <= hi
     for f in ("accuracy.csv", "sensitivity.csv", "neurons.csv", "neurons_per_layer.csv", "summary.json"):
         assert (out / f).is_file()
+
+
+def test_side_by_side_reads_each_studys_claims(slice_study):
+    """Each column of the organism-vs-backbone table is its own study's numbers and verdicts: flip one claim in a
+    copy and only that column's cell changes."""
+    import copy
+
+    from interp.pipeline.rm_study import side_by_side
+
+    _, s = slice_study
+    other = copy.deepcopy(s)
+    hg = other["claims"]["methods"]["intervention"]["hard_gain"]
+    hg.update(value=0.25, ci=[0.1, 0.4], holds=not hg["holds"])
+    other["n_total_neurons"] = 768
+    rows = {r["measure"]: r for r in side_by_side({"organism": other, "slice": s})}
+    assert rows["MLP neurons"] == {"measure": "MLP neurons", "organism": "768", "slice": str(4 * 1536)}
+    cell = rows["intervention: hard-pair accuracy change"]
+    assert cell["organism"] == f"+0.250 [+0.100, +0.400] {'holds' if hg['holds'] else 'fails'}"
+    mine = s["claims"]["methods"]["intervention"]["hard_gain"]
+    assert cell["slice"].startswith(f"{mine['value']:+.3f} [") and cell["slice"].endswith(
+        "holds" if mine["holds"] else "fails")
+    assert rows["accuracy hard: rm"]["slice"] == f"{s['accuracy']['rm']['hard']:.3f}"
+    assert {"direction: every claim holds", "claim: selected <= 2% of MLP neurons"} <= set(rows)
+    del other["claims"]
+    with pytest.raises(ValueError, match="organism"):
+        side_by_side({"organism": other, "slice": s})
+
+
+def test_rm_stage_studies_the_backbone_beside_the_organism(slice_study, tmp_path, monkeypatch):
+    """rm.backbone set: the rm stage runs the backbone study with the section's pair counts into rm/<name>/, writes
+    the side-by-side table, and the report leads its RM part with it (the studies themselves are stood in for by
+    the slice's, so this tests the wiring, not the numbers)."""
+    from interp.pipeline import rm_study
+    from interp.pipeline.config import load_config
+    from interp.pipeline.runner import Context, run_pipeline
+    from interp.pipeline.stages import build_stages
+
+    study_out, s = slice_study
+    calls = {}
+
+    def organism(out_dir, **kw):
+        shutil.copytree(study_out, out_dir, dirs_exist_ok=True)
+        return s
+
+    def backbone(out_dir, **kw):
+        calls.update(kw)
+        shutil.copytree(study_out, out_dir, dirs_exist_ok=True)
+        return s
+
+    monkeypatch.setattr(rm_study, "run_rm_study", organism)
+    monkeypatch.setattr(rm_study, "run_backbone_study", backbone)
+    cfg = load_config(preset="test", overrides=["run.stages=['rm', 'report']", 'rm.backbone="rm-smollm2"',
+                                                "rm.backbone_n_val=12", "rm.backbone_n_test_per_split=5"])
+    run_pipeline(build_stages(cfg), Context(cfg, tmp_path, log=lambda m: None))
+    assert calls["rm"] == "rm-smollm2" and calls["n_val"] == 12 and calls["n_test_per_split"] == 5
+    assert (tmp_path / "rm" / "rm-smollm2" / "study_summary.json").is_file()
+    table = (tmp_path / "rm" / "side_by_side.csv").read_text().splitlines()
+    assert table[0] == "measure,organism,rm-smollm2" and len(table) > 10
+    report = (tmp_path / "report.md").read_text()
+    first_rm = report.index("Reward-model debiasing")
+    assert report.index("organism and real backbone side by side") == first_rm + len("Reward-model debiasing: ")
+
+
+def test_rm_backbone_must_be_a_shipped_backbone_rm():
+    from interp.pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="rm.backbone"):
+        load_config(preset="test", overrides=['rm.backbone="rm-gpt2"'])
+    assert "backbone" not in load_config(preset="quick")["rm"]  # left out: the organism only, and no hash changes

@@ -142,8 +142,23 @@ class PatchSection(Section):
 
 
 class RmSection(Section):
+    """The RM study: the RM organism (``small`` picks the small one) and, when ``backbone`` names a shipped
+    backbone RM (``rm-smollm2``), the same study on it with its pair counts, side by side in the report."""
+
     enabled: bool
     small: bool
+    backbone: str = ""  # "" = the organism only
+    backbone_n_val: Annotated[int, Field(ge=4)] = 40
+    backbone_n_test_per_split: Annotated[int, Field(ge=2)] = 30
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v: str) -> str:
+        from interp.organisms.rm_backbone import SHIPPED_BACKBONE_RMS
+
+        if v and v not in SHIPPED_BACKBONE_RMS:
+            raise ValueError(f"must be \"\" or one of {', '.join(map(repr, SHIPPED_BACKBONE_RMS))}")
+        return v
 
 
 class ReportSection(Section):

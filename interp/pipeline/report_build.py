@@ -240,11 +240,13 @@ def build_report(ctx: Context) -> dict:
                                                      "probe_base_acc", "probe_transfer_acc") if rows and c in rows[0]]
                                 or None, figures=[o["compare"]["fig"]] if "fig" in o["compare"] else []))
     if "rm" in o:
-        tables = [k for k, v in o["rm"].items() if str(v).endswith(".csv")]
+        # the organism-vs-backbone table (when the stage studied a backbone RM too) leads
+        tables = sorted((k for k, v in o["rm"].items() if str(v).endswith(".csv")), key=lambda k: k != "side_by_side")
         pngs = [v for v in o["rm"].values() if str(v).endswith(".png")]
         first = True
         for k in tables:
-            sections.append(Section(f"Reward-model debiasing: {k}", command=_cmd(ctx, "rm") if first else "",
+            title = "organism and real backbone side by side (the paper's claims)" if k == "side_by_side" else k
+            sections.append(Section(f"Reward-model debiasing: {title}", command=_cmd(ctx, "rm") if first else "",
                                     table=read_csv(o["rm"][k])))
             first = False
         if pngs:

@@ -55,6 +55,7 @@ def run_rm_study(out_dir: str | os.PathLike, small: bool = False, seed: int = 0,
     cfg = replace(config or DebiasConfig(), seed=seed, progress=progress)
     result = run_debias(lm.model, lm.tokenizer, val, test, cfg)
     result.meta["ground_truth"] = ground_truth(result)
+    result.meta["claims"] = paper_claims(result, seed=seed)  # the same measured checks as on a backbone RM
     if any(r["method"] == "intervention_scored" for r in result.accuracy):
         result.meta["ground_truth_scored_rule"] = ground_truth(result, method="intervention_scored")
     result.meta["organism"] = {"path": str(org), **{k: v for k, v in json.loads((org / INFO_FILE).read_text()).items()
@@ -224,3 +225,59 @@ def run_backbone_study(out_dir: str | os.PathLike, rm: str = "rm-smollm2", n_val
     write_outputs(result, out_dir)
     (Path(out_dir) / "claims.json").write_text(json.dumps(result.meta["claims"], indent=1))
     return result.summary()
+
+
+# ----------------------------------------------------------------------------------------------
+# the organism and a backbone RM side by side (issue 32 item 5)
+
+
+def _change(d: dict | None) -> str:
+    """'value [lo, hi] holds|fails' for one claim entry of ``paper_claims``."""
+    if not d:
+        return "-"
+    lo, hi = d["ci"]
+    return f"{d['value']:+.3f} [{lo:+.3f}, {hi:+.3f}] {'holds' if d['holds'] else 'fails'}"
+
+
+def side_by_side(studies: dict[str, dict]) -> list[dict]:
+    """One row per measure and one column per study (``{"organism": summary, "rm-smollm2": summary}``, each a
+    ``run_rm_study`` / ``run_backbone_study`` summary with ``claims``): the paper's claims as measured checks and
+    the accuracies behind them, so a pretrained backbone reads beside the organism whose bias was planted."""
+    missing = [name for name, s in studies.items() if "claims" not in s]
+    if missing:
+        raise ValueError(f"no paper claims in the summary of {', '.join(missing)}")
+    names = list(studies)
+    rows: list[dict] = []
+
+    def row(measure: str, cell) -> None:
+        rows.append({"measure": measure, **{n: cell(studies[n]) for n in names}})
+
+    def rule(s: dict) -> dict:
+        return s["claims"]["neuron_rules"].get("intervention", {})
+
+    row("MLP neurons", lambda s: str(s["n_total_neurons"]))
+    row("selected neurons (share)", lambda s: f"{s['n_neurons']} ({s['fraction']:.2%})")
+    row("claim: selected <= 2% of MLP neurons",
+        lambda s: ("holds" if rule(s)["le_2pct"]["holds"] else "fails") if rule(s) else "-")
+
+    def early(s: dict) -> str:
+        e = rule(s).get("early_layers")
+        if not e or e["share"] is None:
+            return "- (no neuron selected)"
+        lo, hi = e["ci"]
+        return f"{e['share']:.2f} [{lo:.2f}, {hi:.2f}] vs {e['expected']:.2f} {'holds' if e['holds'] else 'fails'}"
+
+    row("claim: share in the first third of layers above uniform", early)
+    for split in ("overall", "hard"):
+        for m in ("rm", "length_penalty", "lwr"):
+            row(f"accuracy {split}: {m}",
+                lambda s, m=m, split=split: f"{s['accuracy'][m][split]:.3f}" if split in s["accuracy"].get(m, {})
+                else "-")
+    methods = [m for m in CLAIM_METHODS if any(m in s["claims"]["methods"] for s in studies.values())]
+    for m in methods:
+        for key, label in (("hard_gain", "hard-pair accuracy change"), ("overall_change", "overall accuracy change"),
+                           ("sensitivity_change", "mean |sensitivity| change")):
+            row(f"{m}: {label}", lambda s, m=m, key=key: _change(s["claims"]["methods"].get(m, {}).get(key)))
+        row(f"{m}: every claim holds", lambda s, m=m: "-" if m not in s["claims"]["methods"]
+            else ("yes" if s["claims"]["methods"][m]["holds"] else "no"))
+    return rows

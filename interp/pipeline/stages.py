@@ -10,6 +10,7 @@ from pathlib import Path
 
 from interp import meter
 from interp.errors import InputError
+from interp.pipeline.config import section
 from interp.pipeline.runner import Context, Stage
 
 
@@ -410,7 +411,30 @@ def stage_rm(ctx: Context) -> dict:
             dst = _figs(ctx) / f"rm_{name}"
             shutil.copy(out / name, dst)
             files[f"fig_{name.split('.')[0]}"] = dst
+    sec = section(ctx.cfg, "rm")
+    if sec.backbone:
+        files.update(_rm_backbone(ctx, sec, res, out))
     return {"summary": summary, **files}
+
+
+def _rm_backbone(ctx: Context, sec, organism: dict, out: Path) -> dict:
+    """The same study on the shipped backbone RM ``sec.backbone`` (into ``rm/<name>/``) and the side-by-side table."""
+    from interp.pipeline.rm_study import run_backbone_study, side_by_side
+    from interp.tables import write_table, write_text_atomic
+
+    name, bb_out = sec.backbone, out / sec.backbone
+    res = run_backbone_study(bb_out, rm=name, n_val=sec.backbone_n_val, n_test_per_split=sec.backbone_n_test_per_split,
+                             seed=ctx.cfg["run"]["seed"], device=ctx.cfg["run"]["device"])
+    write_text_atomic(bb_out / "study_summary.json", json.dumps(res, indent=1, default=str))
+    files = {"side_by_side": write_table(side_by_side({"organism": organism, name: res}), out / "side_by_side.csv")}
+    for stem in ("accuracy", "sensitivity", "neurons_per_layer"):
+        if (bb_out / f"{stem}.csv").exists():
+            files[f"{name} {stem}"] = bb_out / f"{stem}.csv"
+        if (bb_out / f"{stem}.png").exists():
+            dst = _figs(ctx) / f"rm_{name}_{stem}.png"
+            shutil.copy(bb_out / f"{stem}.png", dst)
+            files[f"fig_{name}_{stem}"] = dst
+    return files
 
 
 def stage_report(ctx: Context) -> dict:
