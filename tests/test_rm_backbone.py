@@ -111,7 +111,7 @@ def test_cached_training_path_equals_full_forward_and_study_scorer(tmp_path, bac
     folder, _, _ = backbone
     model, tok = rb.load_backbone(folder, seed=1)
     cfg = rb.BackboneRMConfig(lora_r=4, lora_alpha=8)
-    k, L = 2, len(rb._decoder(model).layers)
+    k, L = 2, len(rb.decoder_of(model).layers)
     pm = rb.add_lora(model, k, cfg)
     torch.manual_seed(0)
     with torch.no_grad():

@@ -17,7 +17,6 @@ recipe, the pair checksums); ``ensure_backbone_rm`` merges them onto the install
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -25,13 +24,14 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from interp.data.download import first_mismatch, sha256
 from interp.errors import InterpError
+from interp.models.layer_cache import advance_states, base_of, cache_states, decoder_of, only_layers, right_pad
 from interp.organisms.rm import RMOrganismConfig, _encode, bt_loss, rm_pairs
 
 ADAPTER_FILE, HEAD_FILE, MANIFEST_FILE = "adapter.safetensors", "score.safetensors", "manifest.json"
@@ -91,91 +91,14 @@ def load_backbone(folder: str | os.PathLike, seed: int = 0):
     return model.eval(), tok
 
 
-def _base(model) -> torch.nn.Module:
-    """The sequence classifier itself, PEFT-wrapped or not."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _decoder(model) -> torch.nn.Module:
-    """The decoder stack (``LlamaModel``) under a sequence classifier, PEFT-wrapped or not."""
-    return _base(model).model
-
-
 def _head(model) -> torch.nn.Module:
-    return _base(model).score
-
-
-@contextlib.contextmanager
-def only_layers(model, lo: int, hi: int | None = None, final_norm: bool = True) -> Iterator[torch.nn.Module]:
-    """Temporarily make the decoder run only ``layers[lo:hi]`` (and skip the final norm unless
-    ``final_norm``); yields the decoder, whose ``inputs_embeds`` are then the hidden states entering ``lo``."""
-    dec = _decoder(model)
-    layers, norm = dec.layers, dec.norm
-    dec.layers = torch.nn.ModuleList(list(layers)[lo:hi])
-    if not final_norm:
-        dec.norm = torch.nn.Identity()
-    try:
-        yield dec
-    finally:
-        dec.layers, dec.norm = layers, norm
-
-
-def _right_pad(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``# [batch, pos, d]`` states (zeros past each end) and ``# [batch, pos]`` mask."""
-    T = max(s.shape[0] for s in states)
-    x = torch.zeros(len(states), T, states[0].shape[-1], dtype=states[0].dtype)
-    mask = torch.zeros(len(states), T, dtype=torch.long)
-    for i, s in enumerate(states):
-        x[i, : s.shape[0]] = s
-        mask[i, : s.shape[0]] = 1
-    return x, mask
-
-
-@torch.no_grad()
-def cache_states(model, seqs: Sequence[Sequence[int]], lo: int, pad_id: int, batch_size: int = 16,
-                 progress: bool = True, desc: str = "caching bottom layers") -> list[torch.Tensor]:
-    """Run the embeddings and ``layers[:lo]`` once over token sequences (right padding, batched by length)
-    and keep the hidden states entering layer ``lo``, float32 and trimmed to the real tokens: ``# [len_i, d]``."""
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out: list[torch.Tensor | None] = [None] * len(seqs)
-    with only_layers(model, 0, lo, final_norm=False) as dec:
-        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
-            idx = order[s:s + batch_size]
-            T = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), T), dtype=torch.long)
-            for j, i in enumerate(idx):
-                ids[j, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[j, : len(seqs[i])] = 1
-            h = dec(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, T, d]
-            for j, i in enumerate(idx):
-                out[i] = h[j, : len(seqs[i])].float().clone()
-    return out  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def advance_states(model, states: Sequence[torch.Tensor], lo: int, hi: int, batch_size: int = 16,
-                   progress: bool = True) -> list[torch.Tensor]:
-    """Hidden states entering ``hi`` from those entering ``lo`` (frozen ``layers[lo:hi]``): the cache of a
-    smaller K from that of a larger one."""
-    order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
-    out: list[torch.Tensor | None] = [None] * len(states)
-    with only_layers(model, lo, hi, final_norm=False) as dec:
-        for s in tqdm(range(0, len(order), batch_size), desc=f"advancing cache {lo}->{hi}", disable=not progress):
-            idx = order[s:s + batch_size]
-            x, mask = _right_pad([states[i] for i in idx])
-            h = dec(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
-            for j, i in enumerate(idx):
-                out[i] = h[j, : states[i].shape[0]].float().clone()
-    return out  # type: ignore[return-value]
+    return base_of(model).score
 
 
 def top_rewards(model, states: Sequence[torch.Tensor], lo: int) -> torch.Tensor:
     """Rewards ``# [batch]`` from hidden states entering layer ``lo``: ``layers[lo:]``, the final norm and the
     score head at each sequence's last real token (gradients flow when enabled)."""
-    x, mask = _right_pad(states)
+    x, mask = right_pad(states)
     with only_layers(model, lo) as dec:
         h = dec(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, T, d]
     last = mask.sum(1) - 1  # [batch]
@@ -187,7 +110,7 @@ def add_lora(model, k: int, cfg: BackboneRMConfig):
     trained whole; every other weight is frozen. Returns the PEFT model."""
     from peft import LoraConfig, get_peft_model
 
-    L = len(_decoder(model).layers)
+    L = len(decoder_of(model).layers)
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS),
                       layers_to_transform=list(range(L - k, L)), layers_pattern="layers", bias="none")
     pm = get_peft_model(model, lcfg)
@@ -327,7 +250,7 @@ def build_backbone_rm(out_dir: str | os.PathLike, cfg: BackboneRMConfig | None =
             items, _ = load_bbq(bbq_dir)
         pairs = rm_pairs(items, cfg.pairs_config(), seed)
         model, tok = load_backbone(folder, seed)
-        L = len(_decoder(model).layers)
+        L = len(decoder_of(model).layers)
         if max(cfg.grid_k) > L or min(cfg.grid_k) < 1:
             raise BackboneRMError(f"grid K {cfg.grid_k} outside 1..{L} layers")
         tr_c, tr_r = _encode(tok, pairs.train, cfg.max_length)
