@@ -238,3 +238,85 @@ def test_a_reader_step_on_smollm2_in_bf16_reloads_with_its_fingerprint(smollm2_d
     m = validate(lm.model, lm.tokenizer, data.val, 4)
     assert m["letter_loss"] == pytest.approx(rec["chosen"]["letter_loss"], abs=0.05)
     assert m["acc_disambig"] == rec["chosen"]["acc_disambig"]
+
+
+def test_cached_top_layers_loss_equals_the_full_forward(tiny_lm, fixture_items):
+    """The top-K path (bottom layers cached once, right padded; the top layers, norm and LM head on the cache)
+    gives the same letter loss as the full left-padded forward `interp eval` reads, at every split point."""
+    from interp.eval.evaluate import letter_token_ids
+    from interp.models.layer_cache import cache_states
+    from interp.organisms.reader import encode_items, top_letter_loss
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    ids_l = letter_token_ids(tok)
+    items = fixture_items[:6]
+    ids, mask, gold = encode_letters(tok, items, ids_l, seed=3)
+    seqs, golds = encode_items(tok, items, ids_l, seed=3)
+    assert golds == gold.tolist() and len({len(s) for s in seqs}) > 1  # prompts of different lengths: padding matters
+    with torch.no_grad():
+        full = float(letter_loss(model, ids, mask, gold))
+        for lo in range(model.config.num_hidden_layers):
+            states = cache_states(model, seqs, lo, tok.pad_token_id, batch_size=4, progress=False)
+            assert float(top_letter_loss(model, states, gold, lo)) == pytest.approx(full, abs=1e-4)
+
+
+def test_top_layers_build_learns_the_planted_rule_and_reloads(tiny_tokenizer, fixture_items, tmp_path):
+    """--top-layers 1 on a 2-layer model: LoRA only on the last layer, trained on the cache; it learns the
+    planted 'Unknown is gold' rule, and the adapter reloads through interp eval's loader and scores validation
+    as the record says (the cache path and the eval path are one model)."""
+    from interp.models.loading import load_model
+    from interp.organisms.reader import validate
+    from interp.organisms.tiny import build_causal_lm
+
+    base = tmp_path / "base"
+    build_causal_lm(tiny_tokenizer, seed=0, hidden_size=128, intermediate_size=256,
+                    num_hidden_layers=2).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    planted = [replace(it, label=it.unknown_loc) for it in fixture_items]
+    data = _data(planted)
+    cfg = _tiny_cfg(base, steps=160, eval_every=80, lr=3e-3, batch_size=16, lora_r=16, lora_alpha=32, top_layers=1,
+                    train_items=20)
+    out = build_reader(cfg, tmp_path / "reader", data=data).out_dir
+    rec = load_record(out)
+    assert rec["n_train_items"] == 20 and rec["n_train_ambig"] == 10 and rec["n_train_pool"] == len(data.train)
+    acfg = json.loads((out / "adapter_config.json").read_text())
+    assert acfg["layers_to_transform"] == [1]
+    losses = rec["train_losses"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.8
+    last = rec["curve"][-1]
+    assert last["acc_ambig"] >= 0.75 and last["acc_disambig"] >= 0.75
+    lm = load_model(str(base), adapter=str(out), device="cpu", dtype="float32")
+    m = validate(lm.model, lm.tokenizer, data.val, 8)
+    assert m["acc_disambig"] == pytest.approx(rec["chosen"]["acc_disambig"], abs=1e-6)
+    with pytest.raises(ReaderError, match="top_layers 3 is more than the model's 2 layers"):
+        build_reader(replace(cfg, top_layers=3), tmp_path / "r3", data=data)
+    assert not (tmp_path / "r3").exists()
+
+
+def test_seeds_share_one_cache_and_differ_in_their_adapters(tiny_lm_dir, fixture_bbq_dir, fixture_items, tmp_path,
+                                                           monkeypatch):
+    """`interp reader build --seeds 0,1 --top-layers 1`: the bottom layers run once for both seeds, each seed
+    publishes its own reader, and different seeds train different adapters on the same items."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from interp.cli.main import main
+    from interp.organisms import reader as rd
+
+    made = []
+    real = rd.cache_training_items
+    monkeypatch.setattr(rd, "cache_training_items", lambda *a, **k: made.append(1) or real(*a, **k))
+    r = CliRunner().invoke(main, ["reader", "build", "--model", str(tiny_lm_dir), "--out", str(tmp_path / "r"),
+                                  "--seeds", "0,1", "--top-layers", "1", "--train-items", "16", "--steps", "4",
+                                  "--eval-every", "2", "--batch-size", "8", "--val-items", "8", "--dtype", "float32",
+                                  "--bbq-dir", str(fixture_bbq_dir), "--dev-frac", "0.25"])
+    assert r.exit_code == 0, r.output
+    assert made == [1]
+    recs = [load_record(tmp_path / "r" / f"seed{s}") for s in (0, 1)]
+    assert [rc["config"]["seed"] for rc in recs] == [0, 1] and recs[0]["n_train_items"] == recs[1]["n_train_items"] == 16
+    a, b = (load_file(tmp_path / "r" / f"seed{s}" / "adapter_model.safetensors") for s in (0, 1))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    assert r.output.count("reader at") == 2
+    bad = CliRunner().invoke(main, ["reader", "build", "--model", str(tiny_lm_dir), "--out", str(tmp_path / "x"),
+                                    "--seeds", "0,zero", "--bbq-dir", str(fixture_bbq_dir)])
+    assert bad.exit_code != 0 and "not a comma-separated list of integers" in bad.output

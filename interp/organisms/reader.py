@@ -53,7 +53,13 @@ class ReaderConfig:
     lora_dropout: float = 0.0
     target_modules: str = "all-linear"
     grad_clip: float = 1.0
-    dtype: str = "bfloat16"  # base weights; the LoRA weights and optimizer state stay float32
+    dtype: str = "auto"  # base weights (bf16 where the CPU has native bf16 matmul); LoRA and optimizer stay float32
+    # top_layers 0: LoRA on every layer, trained end to end (the session-10 recipe). K > 0: LoRA on the top K
+    # layers only; the hidden states entering them are computed once per training item (one option shuffle per
+    # item, drawn with ``seed``) and every step runs the top K layers on that cache
+    top_layers: int = 0
+    train_items: int = 0  # 0: every training item; else a balanced subset of this many (half ambiguous)
+    shuffle_seed: int = 0  # the training subset and the cached items' option shuffle: shared by seeds built together
     threads: int | None = None
     eval_every: int = 25
     val_frac: float = 0.2  # of the train templates, per category, held out as validation
@@ -75,6 +81,9 @@ class ReaderConfig:
         for name in ("steps", "batch_size", "eval_every", "val_items", "lora_r"):
             if getattr(self, name) < 1:
                 raise ReaderError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("top_layers", "train_items"):
+            if getattr(self, name) < 0:
+                raise ReaderError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ReaderError(f"lr must be a positive number, got {self.lr!r}")
         if not 0.0 < self.val_frac < 1.0:
@@ -110,6 +119,28 @@ class CurvePoint:
     score: float
     meets_targets: bool
     seconds: float
+
+
+@dataclass
+class ReaderCache:
+    """The hidden states entering layer ``lo`` of every cached training item (options shuffled once), and the
+    gold letter token ids: made once and shared by the seeds of one recipe."""
+
+    lo: int
+    items: list[BBQItem]
+    states: list[torch.Tensor]  # [len_i, d_model] each
+    gold: list[int]
+    seconds: float = 0.0  # the time it took to make
+
+    def batch(self, items: Sequence[BBQItem]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The states and gold ids ``# [batch]`` of ``items`` (items of this cache)."""
+        at = self._index()
+        return [self.states[at[id(it)]] for it in items], torch.tensor([self.gold[at[id(it)]] for it in items])
+
+    def _index(self) -> dict[int, int]:
+        if getattr(self, "_at", None) is None:
+            self._at = {id(it): i for i, it in enumerate(self.items)}
+        return self._at
 
 
 @dataclass
@@ -186,17 +217,23 @@ class BatchSampler:
         return out
 
 
-def encode_letters(tok, items: Sequence[BBQItem], letter_ids: Sequence[int], seed: int):
-    """Left-padded chat-rendered prompts with options shuffled (``make_prompt`` with ``seed``), and each item's
-    gold letter token id: (ids [batch, pos], mask [batch, pos], gold [batch])."""
+def encode_items(tok, items: Sequence[BBQItem], letter_ids: Sequence[int], seed: int) -> tuple[list[list[int]], list[int]]:
+    """Chat-rendered prompt token ids with options shuffled (``make_prompt`` with ``seed``), and each item's gold
+    letter token id."""
     from interp.data.prompts import apply_chat, make_prompt
-    from interp.organisms.causal_lm import _collate
 
     prompted = [make_prompt(it, shuffle=True, seed=seed) for it in items]
     enc = tok([apply_chat(tok, p.user_text) for p in prompted], add_special_tokens=False)["input_ids"]
+    return enc, [letter_ids[p.order.index(p.item.label)] for p in prompted]
+
+
+def encode_letters(tok, items: Sequence[BBQItem], letter_ids: Sequence[int], seed: int):
+    """``encode_items`` left-padded: (ids [batch, pos], mask [batch, pos], gold [batch])."""
+    from interp.organisms.causal_lm import _collate
+
+    enc, gold = encode_items(tok, items, letter_ids, seed)
     ids, mask = _collate(enc, tok.pad_token_id)
-    gold = torch.tensor([letter_ids[p.order.index(p.item.label)] for p in prompted])
-    return ids, mask, gold
+    return ids, mask, torch.tensor(gold)
 
 
 def letter_loss(model, ids: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
@@ -209,6 +246,21 @@ def letter_loss(model, ids: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor
     kw = {"position_ids": mask_position_ids(mask)} if takes_position_ids(model) else {}
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1, **kw).logits[:, -1]  # [batch, vocab]
     return F.cross_entropy(logits.float(), gold)
+
+
+def top_letter_loss(model, states: Sequence[torch.Tensor], gold: torch.Tensor, lo: int) -> torch.Tensor:
+    """``letter_loss`` from cached hidden states entering layer ``lo`` (``# [len_i, d]`` each): ``layers[lo:]``,
+    the final norm and the LM head at each prompt's last token (right padding, so positions count from 0 as in
+    the unpadded prompt)."""
+    import torch.nn.functional as F
+
+    from interp.models.layer_cache import base_of, only_layers, right_pad
+
+    x, mask = right_pad(states)  # [batch, pos, d], [batch, pos]
+    with only_layers(model, lo) as dec:
+        h = dec(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, pos, d]
+    last = h[torch.arange(len(states)), mask.sum(1) - 1]  # [batch, d]
+    return F.cross_entropy(base_of(model).lm_head(last).float(), gold)
 
 
 def selection_score(m: dict) -> float:
@@ -268,16 +320,78 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
-def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData | None = None,
-                 on_point: Callable[[CurvePoint], None] | None = None) -> ReaderResult:
-    """Train a reader adapter and publish it at ``out_dir``; the adapter kept is the curve point the selection
-    rule picks on validation. ``on_point`` is called with each validation point as it is measured."""
-    from peft import LoraConfig, get_peft_model
+def training_items(cfg: ReaderConfig, data: ReaderData) -> list[BBQItem]:
+    """The items a build trains on: all of ``data.train``, or its balanced subset of ``cfg.train_items``."""
+    return balanced_subset(data.train, cfg.train_items, cfg.shuffle_seed) if cfg.train_items else list(data.train)
+
+
+def cache_training_items(cfg: ReaderConfig, data: ReaderData, base, tok) -> ReaderCache:
+    """Run the layers below the top ``cfg.top_layers`` once over the training items (options shuffled with
+    ``cfg.shuffle_seed``) and keep the hidden states entering the top layers."""
+    from interp.eval.evaluate import letter_token_ids
+    from interp.models.layer_cache import cache_states
+
+    t0 = time.time()
+    lo = base.config.num_hidden_layers - cfg.top_layers
+    items = training_items(cfg, data)
+    seqs, gold = encode_items(tok, items, letter_token_ids(tok), seed=cfg.shuffle_seed * 100003)
+    states = cache_states(base, seqs, lo, tok.pad_token_id, cfg.batch_size, progress=True,
+                          desc=f"caching layers 0-{lo - 1} of {len(items)} items")
+    return ReaderCache(lo=lo, items=items, states=states, gold=gold, seconds=round(time.time() - t0, 1))
+
+
+def _load_base(cfg: ReaderConfig):
     from transformers import AutoModelForCausalLM
 
+    from interp.models.loading import attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path
+
+    base_path = resolve_model_path(cfg.model)
+    tok = load_tokenizer(base_path)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, torch.device("cpu")))
+    attach_fingerprint(base, base_path)
+    if cfg.top_layers > base.config.num_hidden_layers:
+        raise ReaderError(f"top_layers {cfg.top_layers} is more than the model's {base.config.num_hidden_layers} "
+                          f"layers")
+    return base_path, tok, base
+
+
+def build_readers(cfg: ReaderConfig, seeds: Sequence[int], out_dir: str | os.PathLike, data: ReaderData | None = None,
+                  on_point: Callable[[int, CurvePoint], None] | None = None) -> list[ReaderResult]:
+    """One reader per seed, in ``out_dir/seed<N>``, sharing the data and (``top_layers`` > 0) the cache of the
+    bottom layers: the seeds differ in LoRA initialisation and batch order."""
+    from dataclasses import replace
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ReaderError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    from interp.paths import check_out_dir
+
+    cfg.validate()
+    out = Path(out_dir)
+    for s in seeds:  # a folder that is no reader is refused before the cache is made
+        check_out_dir(out / f"seed{s}", is_reader, "a reader")
+    data = data or load_reader_data(cfg)
+    cache = None
+    if cfg.top_layers:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        _, tok, base = _load_base(cfg)
+        with torch.no_grad():
+            cache = cache_training_items(cfg, data, base, tok)
+        del base
+    return [build_reader(replace(cfg, seed=s), out / f"seed{s}", data,
+                         (lambda p, s=s: on_point(s, p)) if on_point else None, cache) for s in seeds]
+
+
+def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData | None = None,
+                 on_point: Callable[[CurvePoint], None] | None = None,
+                 cache: ReaderCache | None = None) -> ReaderResult:
+    """Train a reader adapter and publish it at ``out_dir``; the adapter kept is the curve point the selection
+    rule picks on validation. ``on_point`` is called with each validation point as it is measured. ``cache``
+    (``top_layers`` > 0) is the bottom layers' states of the training items, made here when not given."""
+    from peft import LoraConfig, get_peft_model
+
     from interp.eval.evaluate import letter_token_ids
-    from interp.models.loading import (attach_fingerprint, load_tokenizer, pick_dtype, resolve_model_path,
-                                       weights_hash)
+    from interp.models.loading import weights_hash
     from interp.organisms.causal_lm import write_checksums
     from interp.paths import check_out_dir, staged_dir
 
@@ -287,19 +401,31 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    base_path = resolve_model_path(cfg.model)
-    tok = load_tokenizer(base_path)
+    base_path, tok, base = _load_base(cfg)
     letter_ids = letter_token_ids(tok)
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=pick_dtype(cfg.dtype, torch.device("cpu")))
-    attach_fingerprint(base, base_path)
     whash = weights_hash(base)
+    n_layers = base.config.num_hidden_layers
+    lo = n_layers - cfg.top_layers if cfg.top_layers else 0
+    if cfg.top_layers and cache is None:
+        with torch.no_grad():
+            cache = cache_training_items(cfg, data, base, tok)
+    if cfg.top_layers and cache.lo != lo:
+        raise ReaderError(f"the cache holds the states entering layer {cache.lo}, the build trains from {lo}")
+    train = cache.items if cfg.top_layers else training_items(cfg, data)
+    targets: str | list[str] = cfg.target_modules
+    layers = {}
+    if cfg.top_layers:
+        layers = {"layers_to_transform": list(range(lo, n_layers)), "layers_pattern": "layers"}
+        if targets == "all-linear":  # PEFT takes layers_to_transform with a list of module names only
+            targets = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules()
+                              if isinstance(m, torch.nn.Linear) and m is not base.get_output_embeddings()})
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **layers)
     model = get_peft_model(base, lcfg)  # LoRA weights in float32 (PEFT's autocast_adapter_dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    sampler = BatchSampler(data.train, cfg.batch_size, cfg.balance, cfg.seed)
+    sampler = BatchSampler(train, cfg.batch_size, cfg.balance, cfg.seed)
     curve: list[CurvePoint] = []
     losses: list[float] = []
     best: tuple[float, CurvePoint, dict] | None = None
@@ -328,8 +454,12 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
     point(0)
     for step in range(1, cfg.steps + 1):
         t0 = time.time()
-        ids, mask, gold = encode_letters(tok, sampler.next(), letter_ids, seed=cfg.seed * 100003 + step)
-        loss = letter_loss(model, ids, mask, gold)
+        batch = sampler.next()
+        if cfg.top_layers:
+            loss = top_letter_loss(model, *cache.batch(batch), lo)
+        else:
+            ids, mask, gold = encode_letters(tok, batch, letter_ids, seed=cfg.seed * 100003 + step)
+            loss = letter_loss(model, ids, mask, gold)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -348,7 +478,8 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
     model.eval()
     record = {
         "config": asdict(cfg), "base_path": str(base_path), "weights_hash": whash, "split_hash": data.split_hash,
-        "n_train_items": len(data.train), "n_train_ambig": sum(it.context_condition == "ambig" for it in data.train),
+        "n_train_items": len(train), "n_train_ambig": sum(it.context_condition == "ambig" for it in train),
+        "n_train_pool": len(data.train), "cache_seconds": cache.seconds if cache else 0.0,
         "n_val_items": len(data.val), "train_templates": [list(t) for t in data.train_templates],
         "val_templates": [list(t) for t in data.val_templates], "targets": TARGETS,
         "chosen": asdict(chosen), "curve": [asdict(p) for p in curve], "train_losses": [round(x, 4) for x in losses],

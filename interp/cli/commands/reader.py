@@ -18,6 +18,11 @@ def cmd() -> None:
               help="Output folder: new, empty, or a reader to rebuild (a folder of other files is refused).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="LoRA initialisation, batch order and option-shuffle seed.")
+@click.option("--seeds", type=str, default=None,
+              help="Comma-separated seeds (e.g. 0,1,2): one reader per seed in --out/seed<N>, sharing the data "
+                   "and the --top-layers cache; replaces --seed.")
+@click.option("--shuffle-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the --train-items subset and of the cached items' option shuffle.")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps.")
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate (constant after warmup).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Items per step.")
@@ -27,8 +32,14 @@ def cmd() -> None:
               help="Steps between validation points of the learning curve.")
 @click.option("--val-items", type=click.IntRange(min=2), default=192, show_default=True,
               help="Validation items scored at each curve point.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True,
-              help="Base weights' dtype (LoRA weights and optimizer state are float32).")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True,
+              help="Base weights' dtype; auto: bfloat16 where the CPU has native bf16 matmul, else float32 (LoRA "
+                   "weights and optimizer state are float32).")
+@click.option("--top-layers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0: LoRA on every layer. K: LoRA on the top K layers only, the layers below run once per "
+                   "training item (cached), so a step costs the top K layers.")
+@click.option("--train-items", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0: every training item; N: a balanced subset of N (half ambiguous).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
 @click.option("--bbq-dir", envvar="INTERP_BBQ_DIR", type=click.Path(), default=None,
               help="Folder of official BBQ <Category>.jsonl files [env INTERP_BBQ_DIR].")
@@ -38,13 +49,14 @@ def cmd() -> None:
               show_default=True)
 @click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--categories", type=str, default=None, help="Comma-separated categories (default: all).")
-def build(model, out, seed, steps, lr, batch_size, balance, eval_every, val_items, dtype, threads, bbq_dir,
-          templates_dir, split_file, dev_frac, split_seed, categories):
+def build(model, out, seed, seeds, shuffle_seed, steps, lr, batch_size, balance, eval_every, val_items, dtype, top_layers, train_items,
+          threads, bbq_dir, templates_dir, split_file, dev_frac, split_seed, categories):
     """Train the adapter, printing each validation point; write the adapter, interp_base.json and reader.json."""
     from interp.organisms.reader import ReaderConfig, build_reader
 
     cfg = ReaderConfig(model=model, seed=seed, steps=steps, lr=lr, batch_size=batch_size, balance=balance,
-                       eval_every=eval_every, val_items=val_items, dtype=dtype, threads=threads, bbq_dir=bbq_dir,
+                       eval_every=eval_every, val_items=val_items, dtype=dtype, top_layers=top_layers,
+                       train_items=train_items, shuffle_seed=shuffle_seed, threads=threads, bbq_dir=bbq_dir,
                        templates_dir=templates_dir, split_file=split_file, dev_frac=dev_frac, split_seed=split_seed,
                        categories=comma_list(categories) or None)
 
@@ -54,8 +66,19 @@ def build(model, out, seed, steps, lr, batch_size, balance, eval_every, val_item
                    f"  val acc_ambig {p.acc_ambig:.3f}  acc_disambig {p.acc_disambig:.3f}  abstain_disambig "
                    f"{p.abstain_disambig:.3f}  score {p.score:.3f}{'  meets targets' if p.meets_targets else ''}")
 
-    res = build_reader(cfg, out, on_point=show)
-    c = res.chosen
-    click.echo(f"reader at {res.out_dir}: chosen step {c.step} (score {c.score:.3f}, "
-               f"{'meets' if c.meets_targets else 'misses'} the targets on validation), "
-               f"{res.seconds_per_step} s/step")
+    if seeds:
+        from interp.organisms.reader import build_readers
+
+        try:
+            seed_list = [int(x) for x in comma_list(seeds)]
+        except ValueError:
+            raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds")
+        results = build_readers(cfg, seed_list, out, on_point=lambda s, p: (click.echo(f"seed {s}  ", nl=False),
+                                                                              show(p)))
+    else:
+        results = [build_reader(cfg, out, on_point=show)]
+    for res in results:
+        c = res.chosen
+        click.echo(f"reader at {res.out_dir}: chosen step {c.step} (score {c.score:.3f}, "
+                   f"{'meets' if c.meets_targets else 'misses'} the targets on validation), "
+                   f"{res.seconds_per_step} s/step")
