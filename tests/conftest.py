@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# under pytest-xdist (the README's `-n 2`) each worker runs one torch thread, so two workers share two cores
+# instead of four threads contending for them
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_BBQ = Path(__file__).parent / "fixtures" / "bbq" / "data"
 # files whose tests run whole commands, the official data or the shipped organisms (the rest are unit tests);
