@@ -72,3 +72,28 @@ def test_steer_layer_rule(tmp_path, accs, layer_cfg, want, why):
     ctx.outputs["probes"] = {"summary": tmp_path / "summary.json", "csv_stereotype_train": tmp_path / "train.csv"}
     layer, reason = steer_layer(ctx)
     assert layer == want and why in reason
+
+
+def test_report_on_a_model_with_nothing_planted(tiny_lm_dir, bbq_dir, tmp_path):
+    """On a model other than the organism the checks speak of its lean (not a planted one), and the report shows
+    the built-in real models' zero-shot numbers, each with its source, beside the seed's; the organism's report
+    does not."""
+    from interp.pipeline.config import load_config
+    from interp.pipeline.report_build import ZERO_SHOT_REAL, _zero_shot_section
+    from interp.pipeline.runner import Context, run_pipeline
+    from interp.pipeline.stages import build_stages
+
+    cfg = load_config(preset="test", overrides=[f'run.model="{tiny_lm_dir}"', "data.limit_dev=24", "eval.n_boot=20",
+                                                "run.stages=['organism', 'base_eval', 'report']", 'run.dtype="float32"'])
+    run_pipeline(build_stages(cfg), Context(cfg, tmp_path, log=lambda m: None))
+    report = (tmp_path / "report.md").read_text()
+    assert "checks on the model's lean)" in report and "planted lean" not in report
+    assert "Nothing was planted in this model" in report
+    zs = report.index("Zero-shot real models")
+    assert report.index("Seed study, as reported") < zs < report.index("Base model on dev")
+    assert "SmolLM2-135M-Instruct" in report[zs:] and "Qwen2.5-Coder-0.5B-Instruct" in report[zs:]
+    (sec,) = _zero_shot_section(Context(cfg, tmp_path, log=lambda m: None))
+    assert all(r["source"] for r in sec.table) and len(sec.table) >= 4
+    org = load_config(preset="test")
+    assert _zero_shot_section(Context(org, tmp_path, log=lambda m: None)) == []
+    assert ZERO_SHOT_REAL.endswith(".csv")

@@ -52,6 +52,26 @@ def _seed_section(ctx: Context) -> list[Section]:
         "Ours follow below, measured by this run on its own model."), table=rows)]
 
 
+ZERO_SHOT_REAL = "zero_shot_real.csv"  # shipped beside it: the built-in real models' zero-shot numbers, with sources
+
+
+def _zero_shot_section(ctx: Context) -> list[Section]:
+    """The built-in real models' zero-shot numbers measured earlier (each row with its command and date), shown
+    beside the seed's when the run studies a model other than the shipped organisms."""
+    from importlib import resources
+
+    from interp.models.shipped import SHIPPED_NAMES
+
+    if ctx.cfg["run"]["model"] in SHIPPED_NAMES:
+        return []
+    with resources.as_file(resources.files("interp.pipeline.configs").joinpath(ZERO_SHOT_REAL)) as f:
+        rows = read_csv(f)
+    return [Section("Zero-shot real models, as measured earlier (template-disjoint dev)", text=(
+        "The two built-in real models answering BBQ untrained, beside the seed's numbers above; each row names the "
+        "command and date that measured it (docs/results.md). Letters by logits are near a position habit on both."),
+        table=rows)]
+
+
 def _f(x) -> float:
     return float(x) if x not in (None, "") else float("nan")
 
@@ -174,9 +194,14 @@ def build_report(ctx: Context) -> dict:
         sections.append(Section("Model", text=text))
     checks = study_checks(o)
     if checks:
-        sections.append(Section("What this run shows (checks on the model's planted lean)", table=checks,
-                                text="Each check's measured value, from the tables below."))
+        planted = "organism" in o and bool(json.loads(Path(o["organism"]["organism"]).read_text()).get("plant"))
+        sections.append(Section(
+            "What this run shows (checks on the model's " + ("planted lean)" if planted else "lean)"), table=checks,
+            text="Each check's measured value, from the tables below." + ("" if planted else (
+                " Nothing was planted in this model: whatever lean it shows comes from its pretraining, so a check "
+                "may fail because the model has no lean to find."))))
     sections += _seed_section(ctx)
+    sections += _zero_shot_section(ctx)
 
     if "base_eval" in o:
         rows = json.loads(Path(o["base_eval"]["summary"]).read_text())["rows"]
