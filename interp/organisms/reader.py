@@ -60,6 +60,7 @@ class ReaderConfig:
     top_layers: int = 0
     train_items: int = 0  # 0: every training item; else a balanced subset of this many (half ambiguous)
     shuffle_seed: int = 0  # the training subset and the cached items' option shuffle: shared by seeds built together
+    progress: bool = True  # a progress bar over steps (and over the cache)
     threads: int | None = None
     eval_every: int = 25
     val_frac: float = 0.2  # of the train templates, per category, held out as validation
@@ -335,7 +336,7 @@ def cache_training_items(cfg: ReaderConfig, data: ReaderData, base, tok) -> Read
     lo = base.config.num_hidden_layers - cfg.top_layers
     items = training_items(cfg, data)
     seqs, gold = encode_items(tok, items, letter_token_ids(tok), seed=cfg.shuffle_seed * 100003)
-    states = cache_states(base, seqs, lo, tok.pad_token_id, cfg.batch_size, progress=True,
+    states = cache_states(base, seqs, lo, tok.pad_token_id, cfg.batch_size, progress=cfg.progress,
                           desc=f"caching layers 0-{lo - 1} of {len(items)} items")
     return ReaderCache(lo=lo, items=items, states=states, gold=gold, seconds=round(time.time() - t0, 1))
 
@@ -452,6 +453,9 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
 
     model.train()
     point(0)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, desc=f"reader seed {cfg.seed}", unit="step", disable=not cfg.progress)
     for step in range(1, cfg.steps + 1):
         t0 = time.time()
         batch = sampler.next()
@@ -467,8 +471,11 @@ def build_reader(cfg: ReaderConfig, out_dir: str | os.PathLike, data: ReaderData
         sched.step()
         losses.append(float(loss.detach()))
         t_train += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             point(step)
+    bar.close()
     assert best is not None
     _, chosen, state = best
     with torch.no_grad():
