@@ -320,3 +320,62 @@ def test_seeds_share_one_cache_and_differ_in_their_adapters(tiny_lm_dir, fixture
     bad = CliRunner().invoke(main, ["reader", "build", "--model", str(tiny_lm_dir), "--out", str(tmp_path / "x"),
                                     "--seeds", "0,zero", "--bbq-dir", str(fixture_bbq_dir)])
     assert bad.exit_code != 0 and "not a comma-separated list of integers" in bad.output
+
+
+def test_merged_reader_equals_base_plus_adapter_and_refuses_a_foreign_base(tiny_lm_dir, fixture_items, tmp_path):
+    """A reader merged into its base (what `--model smollm2-bbq` loads) gives the logits of the base with the
+    adapter attached; merging onto other weights is refused by fingerprint and leaves no folder."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.models.loading import load_model
+    from interp.models.readers import MERGED_RECORD, ReaderMergeError, merge_reader
+    from interp.eval.evaluate import letter_token_ids
+
+    out = build_reader(_tiny_cfg(tiny_lm_dir, lr=5e-3), tmp_path / "r", data=_data(fixture_items)).out_dir
+    merged = merge_reader(out, tmp_path / "merged", tiny_lm_dir)
+    rec = json.loads((merged / MERGED_RECORD).read_text())
+    assert rec["reader"] == "r" and rec["base_weights_hash"] == load_record(out)["weights_hash"]
+    a = load_model(str(tiny_lm_dir), adapter=str(out), device="cpu", dtype="float32")
+    b = load_model(str(merged), device="cpu", dtype="float32")
+    ids, mask, _ = encode_letters(a.tokenizer, fixture_items[:4], letter_token_ids(a.tokenizer), seed=0)
+    with torch.no_grad():
+        la = a.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        lb = b.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        plain = load_model(str(tiny_lm_dir), device="cpu", dtype="float32").model(input_ids=ids,
+                                                                                  attention_mask=mask).logits[:, -1]
+    torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
+    assert (la - plain).abs().max() > 1e-3  # the adapter changed something, so the equality above means something
+    other = tmp_path / "other"
+    m2 = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    with torch.no_grad():
+        next(m2.parameters()).add_(1.0)
+    m2.save_pretrained(other)
+    with pytest.raises(ReaderMergeError, match="was trained on base weights"):
+        merge_reader(out, tmp_path / "merged2", other)
+    assert not (tmp_path / "merged2").exists()
+
+
+def test_ship_reader_writes_checksummed_files_and_tampering_is_named(tiny_lm_dir, fixture_items, tmp_path,
+                                                                    monkeypatch):
+    from interp.models import readers, shipped
+    from interp.models.shipped import OrganismError
+    from interp.organisms.reader import ship_reader
+
+    out = build_reader(_tiny_cfg(tiny_lm_dir), tmp_path / "r", data=_data(fixture_items)).out_dir
+    monkeypatch.setattr(shipped, "SHIPPED_ROOT", tmp_path / "pkg")
+    monkeypatch.setattr(readers, "SHIPPED_ROOT", tmp_path / "pkg")
+    with pytest.raises(ReaderError, match="was built on"):  # a tiny-model reader is no smollm2 reader
+        ship_reader(out, "smollm2-bbq")
+    rec = json.loads((out / "interp_base.json").read_text())
+    (out / "interp_base.json").write_text(json.dumps({**rec, "model": "smollm2"}))
+    dest = ship_reader(out, "smollm2-bbq")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["SHA256SUMS", "adapter_config.json",
+                                                              "adapter_model.safetensors", "interp_base.json",
+                                                              "reader.json"])
+    assert readers.shipped_reader_dir("smollm2-bbq") == dest
+    with open(dest / "adapter_model.safetensors", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(OrganismError, match="adapter_model.safetensors does not match its sha256"):
+        readers.shipped_reader_dir("smollm2-bbq")
+    with pytest.raises(readers.ReaderMergeError, match="unknown reader"):
+        readers.shipped_reader_dir("gpt2-bbq")

@@ -103,6 +103,7 @@ def resolve_model_path(name: str) -> str:
     - 'organism' / 'organism-small' / 'organism-small-control': the shipped organisms (checksums verified;
       ``$INTERP_ORGANISM_DIR`` overrides);
     - a built-in real model ('smollm2', 'qwen2.5-coder-0.5b'): its installed folder, installed on first use;
+    - a shipped BBQ reader ('smollm2-bbq'): the reader merged into its base, merged on first use;
     - a ``.gguf`` file: its converted safetensors folder, converted on first use;
     - anything else passes through to ``from_pretrained`` (a hub id such as Qwen/Qwen2.5-3B-Instruct, or a
       local folder)."""
@@ -114,6 +115,10 @@ def resolve_model_path(name: str) -> str:
 
     if name in builtin.BUILTIN:
         return str(builtin.ensure(name))
+    from interp.models.readers import SHIPPED_READERS, ensure_reader
+
+    if name in SHIPPED_READERS:
+        return str(ensure_reader(name))
     if str(name).lower().endswith(".gguf") or gguf.is_gguf(name):
         return str(gguf.gguf_folder(name))
     return name

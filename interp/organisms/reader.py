@@ -24,9 +24,8 @@ import torch
 
 from interp.data.bbq import BBQItem
 from interp.errors import InterpError
+from interp.models.readers import BASE_RECORD, RECORD_FILE
 
-RECORD_FILE = "reader.json"
-BASE_RECORD = "interp_base.json"  # the name rl/train.py writes and check_adapter_base reads
 BALANCES = ("condition", "none")
 # the dev targets of issue 26, item 5, applied to validation points by the selection rule (docs/reader.md)
 TARGETS = {"acc_disambig_min": 0.65, "abstain_disambig_max": 0.15, "acc_ambig_lo": 0.30, "acc_ambig_hi": 0.90}
@@ -513,3 +512,31 @@ def load_record(path: str | os.PathLike) -> dict:
     if not f.is_file():
         raise ReaderError(f"{path} is not a reader folder (no {RECORD_FILE})")
     return json.loads(f.read_text())
+
+
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", BASE_RECORD, RECORD_FILE)
+
+
+def ship_reader(src: str | os.PathLike, name: str = "smollm2-bbq") -> Path:
+    """Copy a built reader's adapter, base record and training record into the package
+    (``interp/organisms/weights/<name>``) with their ``SHA256SUMS``; ``--model <name>`` then merges it into its
+    base on first use (``interp.models.readers.ensure_reader``)."""
+    import shutil
+
+    from interp.models.readers import SHIPPED_READERS
+    from interp.models.shipped import SHIPPED_ROOT, write_checksums
+
+    if name not in SHIPPED_READERS:
+        raise ReaderError(f"{name!r} is not a registered reader name ({', '.join(SHIPPED_READERS)})")
+    src = Path(src)
+    if not is_reader(src):
+        raise ReaderError(f"{src} is not a finished reader folder")
+    base = json.loads((src / BASE_RECORD).read_text()).get("model")
+    if base != SHIPPED_READERS[name]:
+        raise ReaderError(f"{src} was built on {base!r}; {name} is a reader of {SHIPPED_READERS[name]!r}")
+    dest = SHIPPED_ROOT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in SHIPPED_FILES:
+        shutil.copy2(src / f, dest / f)
+    write_checksums(dest)
+    return dest
