@@ -379,3 +379,23 @@ def test_ship_reader_writes_checksummed_files_and_tampering_is_named(tiny_lm_dir
         readers.shipped_reader_dir("smollm2-bbq")
     with pytest.raises(readers.ReaderMergeError, match="unknown reader"):
         readers.shipped_reader_dir("gpt2-bbq")
+
+
+def test_shipped_smollm2_bbq_merges_onto_smollm2(smollm2_dir, fixture_items, tmp_path):
+    """The shipped reader passes its checksums, merges onto the installed SmolLM2 (same fingerprint as it was
+    trained on), and the merged model answers as the base with the adapter attached."""
+    from interp.eval.evaluate import letter_token_ids
+    from interp.models.loading import load_model
+    from interp.models.readers import merge_reader, shipped_reader_dir
+
+    src = shipped_reader_dir("smollm2-bbq")
+    rec = load_record(src)
+    assert rec["config"]["model"] == "smollm2" and rec["config"]["top_layers"] > 0
+    merged = merge_reader(src, tmp_path / "merged", smollm2_dir)
+    a = load_model(str(smollm2_dir), adapter=str(src), device="cpu", dtype="float32")
+    b = load_model(str(merged), device="cpu", dtype="float32")
+    ids, mask, _ = encode_letters(a.tokenizer, fixture_items[:4], letter_token_ids(a.tokenizer), seed=0)
+    with torch.no_grad():
+        la = a.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        lb = b.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+    torch.testing.assert_close(la, lb, atol=2e-3, rtol=1e-3)
