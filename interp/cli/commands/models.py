@@ -22,6 +22,10 @@ def list_cmd():
         where = installed(m.name)
         click.echo(f"{m.name:20s} {m.hf_id:38s} {m.n_layers:6d} {m.d_model:7d} {m.gguf_bytes / 1e6:8.0f}  "
                    f"{where or 'no'}")
+    from interp.models.readers import SHIPPED_READERS
+
+    for name, base in SHIPPED_READERS.items():
+        click.echo(f"{name:20s} {'BBQ reader: LoRA on ' + base + ', merged on first use':38s}  (docs/reader.md)")
 
 
 @cmd.command("install")
