@@ -11,7 +11,12 @@ import pytest
 # under pytest-xdist (the README's `-n 2`) each worker runs one torch thread, so two workers share two cores
 # instead of four threads contending for them
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import signal
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # an xdist worker ignores SIGINT, and an ignored signal stays ignored in the processes it starts: the fault
+    # tests interrupt their subprocesses with SIGINT as a user's Ctrl-C would, so restore Python's default
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_BBQ = Path(__file__).parent / "fixtures" / "bbq" / "data"
