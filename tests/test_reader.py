@@ -322,27 +322,31 @@ def test_seeds_share_one_cache_and_differ_in_their_adapters(tiny_lm_dir, fixture
     assert bad.exit_code != 0 and "not a comma-separated list of integers" in bad.output
 
 
+def _answer_logits(base, adapter, merged, items):
+    """Answer-position logits ``# [4, vocab]`` of the base with the adapter attached, of the merged folder, and of
+    the plain base, on four prompts."""
+    from interp.eval.evaluate import letter_token_ids
+    from interp.models.loading import load_model
+
+    lms = [load_model(str(base), adapter=str(adapter), device="cpu", dtype="float32"),
+           load_model(str(merged), device="cpu", dtype="float32"), load_model(str(base), device="cpu", dtype="float32")]
+    ids, mask, _ = encode_letters(lms[0].tokenizer, items[:4], letter_token_ids(lms[0].tokenizer), seed=0)
+    with torch.no_grad():
+        return tuple(lm.model(input_ids=ids, attention_mask=mask).logits[:, -1] for lm in lms)
+
+
 def test_merged_reader_equals_base_plus_adapter_and_refuses_a_foreign_base(tiny_lm_dir, fixture_items, tmp_path):
     """A reader merged into its base (what `--model smollm2-bbq` loads) gives the logits of the base with the
     adapter attached; merging onto other weights is refused by fingerprint and leaves no folder."""
     from transformers import AutoModelForCausalLM
 
-    from interp.models.loading import load_model
     from interp.models.readers import MERGED_RECORD, ReaderMergeError, merge_reader
-    from interp.eval.evaluate import letter_token_ids
 
     out = build_reader(_tiny_cfg(tiny_lm_dir, lr=5e-3), tmp_path / "r", data=_data(fixture_items)).out_dir
     merged = merge_reader(out, tmp_path / "merged", tiny_lm_dir)
     rec = json.loads((merged / MERGED_RECORD).read_text())
     assert rec["reader"] == "r" and rec["base_weights_hash"] == load_record(out)["weights_hash"]
-    a = load_model(str(tiny_lm_dir), adapter=str(out), device="cpu", dtype="float32")
-    b = load_model(str(merged), device="cpu", dtype="float32")
-    ids, mask, _ = encode_letters(a.tokenizer, fixture_items[:4], letter_token_ids(a.tokenizer), seed=0)
-    with torch.no_grad():
-        la = a.model(input_ids=ids, attention_mask=mask).logits[:, -1]
-        lb = b.model(input_ids=ids, attention_mask=mask).logits[:, -1]
-        plain = load_model(str(tiny_lm_dir), device="cpu", dtype="float32").model(input_ids=ids,
-                                                                                  attention_mask=mask).logits[:, -1]
+    la, lb, plain = _answer_logits(tiny_lm_dir, out, merged, fixture_items)
     torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
     assert (la - plain).abs().max() > 1e-3  # the adapter changed something, so the equality above means something
     other = tmp_path / "other"
@@ -384,18 +388,11 @@ def test_ship_reader_writes_checksummed_files_and_tampering_is_named(tiny_lm_dir
 def test_shipped_smollm2_bbq_merges_onto_smollm2(smollm2_dir, fixture_items, tmp_path):
     """The shipped reader passes its checksums, merges onto the installed SmolLM2 (same fingerprint as it was
     trained on), and the merged model answers as the base with the adapter attached."""
-    from interp.eval.evaluate import letter_token_ids
-    from interp.models.loading import load_model
     from interp.models.readers import merge_reader, shipped_reader_dir
 
     src = shipped_reader_dir("smollm2-bbq")
     rec = load_record(src)
     assert rec["config"]["model"] == "smollm2" and rec["config"]["top_layers"] > 0
     merged = merge_reader(src, tmp_path / "merged", smollm2_dir)
-    a = load_model(str(smollm2_dir), adapter=str(src), device="cpu", dtype="float32")
-    b = load_model(str(merged), device="cpu", dtype="float32")
-    ids, mask, _ = encode_letters(a.tokenizer, fixture_items[:4], letter_token_ids(a.tokenizer), seed=0)
-    with torch.no_grad():
-        la = a.model(input_ids=ids, attention_mask=mask).logits[:, -1]
-        lb = b.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+    la, lb, _ = _answer_logits(smollm2_dir, src, merged, fixture_items)
     torch.testing.assert_close(la, lb, atol=2e-3, rtol=1e-3)
