@@ -55,7 +55,7 @@ class ReaderConfig:
     dtype: str = "auto"  # base weights (bf16 where the CPU has native bf16 matmul); LoRA and optimizer stay float32
     # top_layers 0: LoRA on every layer, trained end to end (the session-10 recipe). K > 0: LoRA on the top K
     # layers only; the hidden states entering them are computed once per training item (one option shuffle per
-    # item, drawn with ``seed``) and every step runs the top K layers on that cache
+    # item, drawn with ``shuffle_seed``) and every step runs the top K layers on that cache
     top_layers: int = 0
     train_items: int = 0  # 0: every training item; else a balanced subset of this many (half ambiguous)
     shuffle_seed: int = 0  # the training subset and the cached items' option shuffle: shared by seeds built together
@@ -131,16 +131,15 @@ class ReaderCache:
     states: list[torch.Tensor]  # [len_i, d_model] each
     gold: list[int]
     seconds: float = 0.0  # the time it took to make
+    _at: dict[int, int] = field(init=False, repr=False)  # id(item) -> its row
+
+    def __post_init__(self) -> None:
+        self._at = {id(it): i for i, it in enumerate(self.items)}
 
     def batch(self, items: Sequence[BBQItem]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The states and gold ids ``# [batch]`` of ``items`` (items of this cache)."""
-        at = self._index()
-        return [self.states[at[id(it)]] for it in items], torch.tensor([self.gold[at[id(it)]] for it in items])
-
-    def _index(self) -> dict[int, int]:
-        if getattr(self, "_at", None) is None:
-            self._at = {id(it): i for i, it in enumerate(self.items)}
-        return self._at
+        rows = [self._at[id(it)] for it in items]
+        return [self.states[i] for i in rows], torch.tensor([self.gold[i] for i in rows])
 
 
 @dataclass
@@ -306,11 +305,13 @@ def _lora_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
+READER_FILES = ("adapter_config.json", "adapter_model.safetensors", BASE_RECORD, RECORD_FILE)  # what ships
+
+
 def is_reader(path: str | os.PathLike) -> bool:
     """A finished reader folder (adapter, base record and training record)."""
     p = Path(path)
-    return all((p / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors", BASE_RECORD,
-                                            RECORD_FILE))
+    return all((p / f).is_file() for f in READER_FILES)
 
 
 def _versions() -> dict:
@@ -361,10 +362,10 @@ def build_readers(cfg: ReaderConfig, seeds: Sequence[int], out_dir: str | os.Pat
     bottom layers: the seeds differ in LoRA initialisation and batch order."""
     from dataclasses import replace
 
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ReaderError(f"seeds must be distinct and at least one, got {list(seeds)}")
     from interp.paths import check_out_dir
 
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ReaderError(f"seeds must be distinct and at least one, got {list(seeds)}")
     cfg.validate()
     out = Path(out_dir)
     for s in seeds:  # a folder that is no reader is refused before the cache is made
@@ -514,9 +515,6 @@ def load_record(path: str | os.PathLike) -> dict:
     return json.loads(f.read_text())
 
 
-SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", BASE_RECORD, RECORD_FILE)
-
-
 def ship_reader(src: str | os.PathLike, name: str = "smollm2-bbq") -> Path:
     """Copy a built reader's adapter, base record and training record into the package
     (``interp/organisms/weights/<name>``) with their ``SHA256SUMS``; ``--model <name>`` then merges it into its
@@ -536,7 +534,7 @@ def ship_reader(src: str | os.PathLike, name: str = "smollm2-bbq") -> Path:
         raise ReaderError(f"{src} was built on {base!r}; {name} is a reader of {SHIPPED_READERS[name]!r}")
     dest = SHIPPED_ROOT / name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in SHIPPED_FILES:
+    for f in READER_FILES:
         shutil.copy2(src / f, dest / f)
     write_checksums(dest)
     return dest

@@ -37,16 +37,21 @@ def _overall(rows: list[dict]) -> list[dict]:
 SEED_RESULTS = "seed_results.csv"  # shipped in interp/pipeline/configs: the seed study's published numbers
 
 
-def _seed_section(ctx: Context) -> list[Section]:
-    """The seed study's published numbers (shipped, or ``report.seed_csv``), each row with its source."""
+def _shipped_table(name: str) -> list[dict]:
+    """The rows of a CSV shipped in ``interp/pipeline/configs``."""
     from importlib import resources
 
+    with resources.as_file(resources.files("interp.pipeline.configs").joinpath(name)) as f:
+        return read_csv(f)
+
+
+def _seed_section(ctx: Context) -> list[Section]:
+    """The seed study's published numbers (shipped, or ``report.seed_csv``), each row with its source."""
     path = ctx.cfg.get("report", {}).get("seed_csv") or ""
     if path:
         rows, where = read_csv(path), f"`{path}`"
     else:
-        with resources.as_file(resources.files("interp.pipeline.configs").joinpath(SEED_RESULTS)) as f:
-            rows, where = read_csv(f), "the toolkit's shipped `interp/pipeline/configs/seed_results.csv`"
+        rows, where = _shipped_table(SEED_RESULTS), "the toolkit's shipped `interp/pipeline/configs/seed_results.csv`"
     return [Section("Seed study, as reported (Qwen2.5-3B-Instruct)", text=(
         f"Published numbers of the study this toolkit reproduces, from {where}; each row names its source. "
         "Ours follow below, measured by this run on its own model."), table=rows)]
@@ -58,14 +63,11 @@ ZERO_SHOT_REAL = "zero_shot_real.csv"  # shipped beside it: the built-in real mo
 def _zero_shot_section(ctx: Context) -> list[Section]:
     """The built-in real models' zero-shot numbers measured earlier (each row with its command and date), shown
     beside the seed's when the run studies a model other than the shipped organisms."""
-    from importlib import resources
-
     from interp.models.shipped import SHIPPED_NAMES
 
     if ctx.cfg["run"]["model"] in SHIPPED_NAMES:
         return []
-    with resources.as_file(resources.files("interp.pipeline.configs").joinpath(ZERO_SHOT_REAL)) as f:
-        rows = read_csv(f)
+    rows = _shipped_table(ZERO_SHOT_REAL)
     return [Section("Zero-shot real models, as measured earlier (template-disjoint dev)", text=(
         "The two built-in real models answering BBQ untrained, beside the seed's numbers above; each row names the "
         "command and date that measured it (docs/results.md). Letters by logits are near a position habit on both."),
@@ -184,6 +186,7 @@ def build_report(ctx: Context) -> dict:
     elif "base_eval" in o:
         shutil.copy(Path(o["base_eval"]["summary"]).with_name("summary.csv"), results)
 
+    plant: dict = {}
     if "organism" in o:
         info = json.loads(Path(o["organism"]["organism"]).read_text())
         plant = info.get("plant") or {}
@@ -194,7 +197,7 @@ def build_report(ctx: Context) -> dict:
         sections.append(Section("Model", text=text))
     checks = study_checks(o)
     if checks:
-        planted = "organism" in o and bool(json.loads(Path(o["organism"]["organism"]).read_text()).get("plant"))
+        planted = bool(plant)
         sections.append(Section(
             "What this run shows (checks on the model's " + ("planted lean)" if planted else "lean)"), table=checks,
             text="Each check's measured value, from the tables below." + ("" if planted else (

@@ -273,7 +273,6 @@ def stage_steer(ctx: Context) -> dict:
     from interp.methods.directions import load_direction
     from interp.eval.evaluate import EvalConfig
     from interp.models.loading import load_model
-    from interp.pipeline.config import section
     from interp.eval.score import write_csv
     from interp.methods.steering import alpha_curve, direction_vector, plot_alpha_curves, plot_frontier
 
@@ -463,8 +462,6 @@ def work_base_eval(ctx: Context) -> dict[str, float] | None:
 
 def work_rl_sweep(ctx: Context) -> dict[str, float] | None:
     """Each run's steps x completions per step, then the base and each run's checkpoints evaluated on dev."""
-    from interp.pipeline.config import section
-
     r, n_dev = section(ctx.cfg, "rl"), n_items(ctx, "dev")
     if not n_dev:
         return None
