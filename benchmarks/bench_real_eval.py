@@ -9,7 +9,8 @@ Rows (each a ratio of wall times on the same items, best of --repeats):
   of the same batches at the same dtype (goal >= 0.95x);
 - option mode: the defaults (dtype auto, each context once) vs float32 scoring every continuation whole
   (goal >= 3.0x); and context sharing alone, at float32;
-- bf16 vs float32 at the same settings (reported).
+- bf16 vs float32 at the same settings, for mixed bf16 (what auto gives on a bf16 CPU) and pure bf16, with each
+  one's letter agreement (reported).
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def main() -> None:
                                       render_prompts)
     from interp.eval.options import option_scores
     from interp.models.loading import load_model
+    from interp.models.precision import precision_name
 
     items, _ = split_items("dev", limit=args.n)
     auto = load_model(args.model, device="cpu")  # dtype auto: what a user gets
     f32 = load_model(args.model, device="cpu", dtype="float32")
     bs = args.batch_size
-    print(f"model={args.model} n={len(items)} batch={bs} auto dtype={auto.model.dtype} "
+    dt = precision_name(auto.model)  # what auto chose: bfloat16-mixed on a bf16 CPU, else float32
+    print(f"model={args.model} n={len(items)} batch={bs} auto dtype={dt} "
           f"threads={torch.get_num_threads()}")
 
     def letters(lm, sort, share):
@@ -81,13 +84,13 @@ def main() -> None:
     share_before, share_after = padded_share(lengths, bs), padded_share([lengths[i] for i in order], bs)
     print(f"letters: f32 unsorted {t_base:.1f}s, f32 sorted {t_f32_sorted:.1f}s, defaults {t_fast:.1f}s; "
           f"agreement {agree:.3f}; padded share {share_before:.3f} -> {share_after:.3f}")
-    result(f"letter eval, defaults ({auto.model.dtype}, sorted, shared prefix) vs float32 unsorted unshared",
+    result(f"letter eval, defaults ({dt}, sorted, shared prefix) vs float32 unsorted unshared",
            t_base / t_fast,
            f">= 2.0x, letters agree {agree:.3f} (>= 0.99)")
     result("letter eval, sorted vs unsorted batches (float32)", t_base / t_f32_sorted,
            f"padded share {share_before:.3f} -> {share_after:.3f}")
     result("letter eval, shared prefix vs plain pass (float32, sorted)", t_f32_sorted / t_f32_shared, "> 1")
-    result(f"letter eval (plain pass) vs a plain forward of the same batches ({auto.model.dtype})",
+    result(f"letter eval (plain pass) vs a plain forward of the same batches ({dt})",
            t_plain / t_auto_unshared, ">= 0.95")
 
     t_obase, obase = timed(lambda: option_scores(f32.model, f32.tokenizer, items, batch_size=3 * bs,
@@ -98,16 +101,19 @@ def main() -> None:
     oagree = sum(a == b for a, b in zip(pick(obase), pick(ofast))) / len(items)
     print(f"options: f32 whole {t_obase:.1f}s, f32 shared {t_oshared32:.1f}s, defaults {t_ofast:.1f}s; "
           f"agreement {oagree:.3f}")
-    result(f"option eval, defaults ({auto.model.dtype}, shared context) vs float32 whole requests",
+    result(f"option eval, defaults ({dt}, shared context) vs float32 whole requests",
            t_obase / t_ofast, f">= 3.0x, answers agree {oagree:.3f}")
     result("option eval, shared context vs whole requests (float32)", t_obase / t_oshared32, "> 1")
-    # bf16 vs float32 whatever auto chose: on a CPU without native bf16 it shows why auto keeps float32
-    bf16 = auto if auto.model.dtype == torch.bfloat16 else load_model(args.model, device="cpu", dtype="bfloat16")
-    t_bf16, _ = timed(lambda: letters(bf16, True, True), args.repeats)
-    print(f"letters, sorted, shared prefix: float32 {t_f32_shared:.1f}s, bfloat16 {t_bf16:.1f}s "
-          f"(auto chose {auto.model.dtype})")
-    result(f"letter eval, bfloat16 vs float32 (both sorted, shared prefix; auto chose {auto.model.dtype})",
-           t_f32_shared / t_bf16, "report")
+    # bf16 vs float32 whatever auto chose: on a CPU without native bf16 it shows why auto keeps float32; mixed
+    # (auto's choice on a bf16 CPU) and pure bf16 side by side show what the float32 residual and head cost
+    for name in ("bfloat16-mixed", "bfloat16"):
+        lm = auto if precision_name(auto.model) == name else load_model(args.model, device="cpu", dtype=name)
+        t_bf16, recs = timed(lambda: letters(lm, True, True), args.repeats)
+        agree16 = sum(a["pred"] == b["pred"] for a, b in zip(base, recs)) / len(items)
+        print(f"letters, sorted, shared prefix: float32 {t_f32_shared:.1f}s, {name} {t_bf16:.1f}s, letters agree "
+              f"{agree16:.3f} (auto chose {dt})")
+        result(f"letter eval, {name} vs float32 (both sorted, shared prefix; auto chose {dt})",
+               t_f32_shared / t_bf16, f"report; letters agree {agree16:.3f}")
 
 
 if __name__ == "__main__":

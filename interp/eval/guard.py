@@ -1,8 +1,8 @@
-"""The bf16 guard: does a model answer the same in bfloat16 as in float32?
+"""The bf16 guard: does a model answer the same in bf16 as in float32?
 
-``dtype="auto"`` picks bfloat16 on a CPU with native bf16 matmul only for models that pass this guard on real
-BBQ prompts (docs/models.md): letters agree on at least ``MIN_AGREEMENT`` of the items, and every summary metric
-of the bf16 pass lies inside float32's bootstrap interval.
+``dtype="auto"`` picks mixed bf16 (``interp.models.precision``) on a CPU with native bf16 matmul only for models
+that pass this guard on real BBQ prompts (docs/models.md): letters agree on at least ``MIN_AGREEMENT`` of the
+items, and every summary metric of the bf16 pass lies inside float32's bootstrap interval.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class GuardResult:
     letter_agreement: float
     inside_f32_interval: dict[str, bool]
     summary_float32: dict
-    summary_bfloat16: dict
-    seconds: dict[str, float] = field(default_factory=dict)
+    summary_bfloat16: dict  # the candidate's (``candidate``: bfloat16-mixed by default, or pure bfloat16)
+    seconds: dict[str, float] = field(default_factory=dict)  # by precision: float32 and the candidate
+    candidate: str = "bfloat16"
 
     @property
     def passes(self) -> bool:
@@ -51,21 +52,22 @@ def judge(f32: Sequence[Mapping], bf16: Sequence[Mapping], n_boot: int = 1000, s
 
 
 def dtype_guard(model: str, items: Sequence[BBQItem], batch_size: int = 16, n_boot: int = 1000,
-                mode: str = "logits", progress: bool = False) -> GuardResult:
-    """Evaluate ``items`` with ``model`` (a name or folder) in float32 and then in bfloat16 on the CPU, with the
-    toolkit's eval defaults, and judge the two runs."""
+                mode: str = "logits", progress: bool = False, candidate: str = "bfloat16-mixed") -> GuardResult:
+    """Evaluate ``items`` with ``model`` (a name or folder) in float32 and then in ``candidate`` (mixed bf16, what
+    'auto' gives on a bf16 CPU, or pure ``bfloat16``) on the CPU, with the toolkit's eval defaults, and judge the
+    two runs."""
     from interp.eval.evaluate import EvalConfig, evaluate_items
     from interp.models.backends import as_lm
     from interp.models.loading import load_model
 
     recs, secs = {}, {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", candidate):
         lm = load_model(model, device="cpu", dtype=dtype)
         t0 = time.perf_counter()
         recs[dtype] = evaluate_items(as_lm(lm.model, lm.tokenizer), items,
                                      EvalConfig(mode=mode, batch_size=batch_size, progress=progress))
         secs[dtype] = round(time.perf_counter() - t0, 1)
         del lm
-    res = judge(recs["float32"], recs["bfloat16"], n_boot=n_boot)
-    res.seconds = secs
+    res = judge(recs["float32"], recs[candidate], n_boot=n_boot)
+    res.seconds, res.candidate = secs, candidate
     return res

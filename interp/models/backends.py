@@ -114,6 +114,13 @@ class Hooked:
         return self.model.get_input_embeddings().weight.dtype
 
     @property
+    def precision(self) -> str:
+        """What the model computes in: ``bfloat16-mixed`` (``interp.models.precision``), else its weights' dtype."""
+        from interp.models.precision import precision_name
+
+        return precision_name(self.model)
+
+    @property
     def takes_position_ids(self) -> bool:
         """Whether the forward accepts explicit ``position_ids`` (a remote model's mapped decoders do)."""
         from interp.models.answers import takes_position_ids
@@ -200,7 +207,7 @@ class Hooked:
             self.weights_hash = weights_hash(self.model)
         return dict(model=self.name, revision=self.revision or "", weights_hash=self.weights_hash,
                     adapter=self.adapter or "", adapter_hash=self.adapter_hash or "",
-                    adapter_enabled=self.adapter_on, backend=self.backend, model_dtype=str(self.dtype))
+                    adapter_enabled=self.adapter_on, backend=self.backend, model_dtype=self.precision)
 
     # ---- backend hooks -------------------------------------------------------------------------------
     def _peft_model(self):
@@ -616,7 +623,8 @@ def load_hooked(
     from interp.models.loading import load_model, resolve_model_path, weights_hash
 
     path = resolve_model_path(name_or_path)
-    lm = load_model(name_or_path, adapter=None, device=device, dtype=dtype, device_map=device_map)
+    lm = load_model(name_or_path, adapter=None, device=device, dtype=dtype, device_map=device_map,
+                    mixed_ok=backend != "transformer_lens")
     base = lm.model
     cfg = base.config
     info = dict(tokenizer=lm.tokenizer, name=name_or_path, adapter=adapter, backend=backend,

@@ -91,10 +91,21 @@ def pick_dtype(dtype: str | None, device: torch.device, model_path: str | None =
                 return torch.bfloat16
         return torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+             "float16": torch.float16, "fp16": torch.float16, **{m: torch.bfloat16 for m in MIXED_NAMES}}
     if dtype not in table:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(table)} or 'auto'")
     return table[dtype]
+
+
+MIXED_NAMES = ("bfloat16-mixed", "bf16-mixed")
+
+
+def wants_mixed(dtype: str | None, torch_dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a load computes in mixed bf16 (``interp.models.precision``): asked for by name, or 'auto' chose
+    bfloat16 on a CPU (pure bf16 fails the guard there: docs/models.md)."""
+    if dtype in MIXED_NAMES:
+        return True
+    return dtype in (None, "auto") and torch_dtype == torch.bfloat16 and device.type == "cpu"
 
 
 def resolve_model_path(name: str) -> str:
@@ -211,15 +222,26 @@ def load_model(
     dtype: str | None = "auto",
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    mixed_ok: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer; attach a PEFT adapter when given (switchable with
-    ``model.disable_adapter()``). ``device_map='auto'`` spreads a model too large for one GPU."""
+    ``model.disable_adapter()``). ``device_map='auto'`` spreads a model too large for one GPU. Where 'auto' picks
+    bfloat16 on a CPU the model computes in mixed bf16 (``interp.models.precision``); a caller that cannot run it
+    (``mixed_ok=False``: the TransformerLens bridge) gets float32 there instead."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
     dev = pick_device(device)
     check_model_path(path)
     torch_dtype = pick_dtype(dtype, dev, path)
+    mixed = wants_mixed(dtype, torch_dtype, dev)
+    if mixed and dev.type != "cpu":
+        raise ModelLoadError(f"--dtype {dtype} is a CPU precision; on {dev} use bfloat16 or auto")
+    if mixed and not mixed_ok:
+        if dtype in MIXED_NAMES:
+            raise ModelLoadError(f"--dtype {dtype} cannot run on the transformer_lens backend (its bridge runs "
+                                 "outside the model's forward); use float32 or bfloat16 there")
+        mixed, torch_dtype = False, torch.float32
     kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if device_map:
         kw["device_map"] = device_map
@@ -231,6 +253,10 @@ def load_model(
     attach_fingerprint(model, path)
     if not device_map:
         model = model.to(dev)
+    if mixed:
+        from interp.models.precision import use_mixed_bf16
+
+        use_mixed_bf16(model)
     if adapter:
         from peft import PeftModel
 

@@ -36,7 +36,7 @@ def model_options(f):
                      help="HF hub id or local folder, or 'organism' / 'organism-small' (built-in)."),
         click.option("--adapter", type=click.Path(), default=None, help="PEFT adapter folder to attach."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ..."),
-        click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on GPU), float32, bfloat16."),
+        click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on a GPU; mixed bf16 on a CPU with native bf16, docs/models.md), float32, bfloat16, bfloat16-mixed."),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
     ]
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)

@@ -11,6 +11,7 @@ import click
 from interp.cli.commands.common import data_options, load_items_from_options, model_options
 from interp.eval.evaluate import MODES
 from interp.eval.metrics import CLUSTERS
+from interp.models.precision import precision_name
 
 
 @click.command("eval")
@@ -44,7 +45,7 @@ def cmd(model, adapter, device, dtype, batch_size, bbq_dir, templates_dir, part,
     lm = load_model(model, adapter=adapter, device=device, dtype=dtype)
     t0 = time.time()
     recs = evaluate_items(as_lm(lm), items, cfg)
-    meta = dict(model=model, adapter=adapter, mode=mode, dtype=str(lm.model.dtype).removeprefix("torch."),
+    meta = dict(model=model, adapter=adapter, mode=mode, dtype=precision_name(lm.model),
                 split=part, split_hash=split.hash, n_items=len(items),
                 seconds=round(time.time() - t0, 2), shuffle_options=shuffle_options, seed=seed,
                 cluster=cluster)
