@@ -100,7 +100,7 @@ def plain_forward(model, tok, items, batch_size: int) -> float:
     with torch.no_grad():
         for enc in encoded_batches(tok, items, batch_size, model.get_input_embeddings().weight.device):
             out = model(**enc, output_hidden_states=True, logits_to_keep=1)
-            hs = torch.stack(out.hidden_states[1:], 1)[:, :, -1]  # [batch, layers, d]
+            hs = torch.stack([h[:, -1] for h in out.hidden_states[1:]], 1)  # [batch, layers, d]
             hs.float().cpu().numpy()
             out.logits[:, -1].float().cpu()
     return CLOCK() - t0
@@ -191,9 +191,9 @@ def main() -> None:
     for backend in args.backends.split(","):
         h = load_hooked(path, backend=backend, device=args.device, dtype=args.dtype)
         plain_model = h.model
-        dt = str(next(plain_model.parameters()).dtype).removeprefix("torch.")  # what --dtype resolved to
-        if backend == "transformer_lens":  # the bridge rewrote its HF object: time plain HF on a fresh copy
-            plain_model = load_hooked(path, backend="hf", device=args.device, dtype=args.dtype).model
+        dt = h.precision  # what --dtype resolved to on this backend (auto: float32 on the bridge)
+        if backend == "transformer_lens":  # the bridge rewrote its HF object: time plain HF on a fresh copy, at
+            plain_model = load_hooked(path, backend="hf", device=args.device, dtype=dt).model  # the bridge's dtype
         run_cache(h, items, args.batch_size, work / "warm.h5", compression=None)  # warm-up: one full pass of
         plain_forward(plain_model, h.tokenizer, items, args.batch_size)  # each (allocator, tokenizer caches)
         comps = [None if c == "none" else c for c in args.compression.split(",")]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from interp.models.backends import as_lm
+from interp.models.precision import precision_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,7 @@ def main() -> None:
 
     model, tok, items = _model_and_items(args)
     d = model.config.hidden_size
-    dt = str(next(model.parameters()).dtype).removeprefix("torch.")  # what --dtype resolved to
+    dt = precision_name(model)  # what --dtype resolved to (bfloat16-mixed, float32...)
     v = torch.randn(d, generator=torch.Generator().manual_seed(0))
     print(f"model hidden {d}, {len(items)} items, batch {args.batch_size}, device {args.device}")
     for mode in ("logits", "generate"):
