@@ -78,7 +78,7 @@ def test_the_float32_head_follows_in_place_weight_changes(three):
     assert torch.allclose(back, before)
 
 
-def test_use_mixed_is_idempotent_and_refuses_a_model_without_a_head():
+def test_use_mixed_refuses_a_model_without_a_head():
     lin = torch.nn.Linear(4, 4)
     with pytest.raises(TypeError, match="mixed bf16 needs a causal LM"):
         use_mixed_bf16(lin)

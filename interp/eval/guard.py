@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from interp.data.bbq import BBQItem
 from interp.errors import InputError
+from interp.models.precision import MIXED
 
 MIN_AGREEMENT = 0.99
 METRICS = ("acc_ambig", "acc_disambig", "abstain_disambig", "s_AMB", "amb_commit_bias", "s_DIS")
@@ -52,7 +53,7 @@ def judge(f32: Sequence[Mapping], bf16: Sequence[Mapping], n_boot: int = 1000, s
 
 
 def dtype_guard(model: str, items: Sequence[BBQItem], batch_size: int = 16, n_boot: int = 1000,
-                mode: str = "logits", progress: bool = False, candidate: str = "bfloat16-mixed") -> GuardResult:
+                mode: str = "logits", progress: bool = False, candidate: str = MIXED) -> GuardResult:
     """Evaluate ``items`` with ``model`` (a name or folder) in float32 and then in ``candidate`` (mixed bf16, what
     'auto' gives on a bf16 CPU, or pure ``bfloat16``) on the CPU, with the toolkit's eval defaults, and judge the
     two runs."""

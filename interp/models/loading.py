@@ -13,6 +13,7 @@ import torch
 from interp.errors import InterpError
 from interp.models.fingerprint import WEIGHT_SUFFIXES, attach_fingerprint, fingerprint, weights_hash  # noqa: F401
 from interp.models.shipped import SHIPPED_NAMES as ORGANISM_NAMES
+from interp.models.precision import MIXED
 
 
 @dataclass
@@ -97,7 +98,7 @@ def pick_dtype(dtype: str | None, device: torch.device, model_path: str | None =
     return table[dtype]
 
 
-MIXED_NAMES = ("bfloat16-mixed", "bf16-mixed")
+MIXED_NAMES = (MIXED, "bf16-mixed")
 
 
 def wants_mixed(dtype: str | None, torch_dtype: torch.dtype, device: torch.device) -> bool:
